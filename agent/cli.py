@@ -1,0 +1,441 @@
+"""``custody-agent``: the gateway's command line, a thin shell over the library.
+
+Each command builds objects, makes one library call and prints the result
+(``--json`` where scripts read it). Our exceptions map to exit codes and a
+one-line message on stderr (``EXIT_CODES``); a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import audit, enrol
+from agent.identity import load_device_key
+from agent.outbox import Outbox, RecordState, StoredEvent
+from agent.paths import DataDir, resolve_data_dir
+from agent.recorder import Recorder, kg_to_units, units_to_kg
+from agent.settings import SETTINGS, check_config, load_config
+from custody.envelope import verify_envelope
+from custody.errors import (
+    CaptureError,
+    ConfigError,
+    CryptoSelfTestError,
+    CustodyError,
+    KeyError_,
+    StorageError,
+    VerificationError,
+)
+
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+# Exit codes (documented in README.md). argparse usage errors exit 2.
+EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
+    (VerificationError, 1),
+    (ConfigError, 3),
+    (KeyError_, 4),
+    (StorageError, 5),
+    (CaptureError, 6),
+    (CryptoSelfTestError, 7),
+    (CustodyError, 9),
+)
+
+
+def exit_code_for(exc: CustodyError) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 9  # pragma: no cover - CustodyError is last in the table
+
+
+# --- output helpers -----------------------------------------------------------------
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _event_json(e: StoredEvent, outbox: Outbox | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seq": e.seq,
+        "event_id": e.event_id.hex(),
+        "type": e.type,
+        "device_time_ms": e.device_time_ms,
+        "time_quality": e.time_quality,
+        "boot": e.boot,
+        "manual": e.manual,
+        "state": str(e.state),
+        "kid": e.kid.hex(),
+    }
+    if outbox is not None:
+        masses = outbox.openings(e.event_id)
+        if masses:
+            out["mass_kg"] = {n: str(units_to_kg(v)) for n, (v, _) in sorted(masses.items())}
+    return out
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z"
+
+
+class _Progress:
+    """A one-line progress counter on stderr, only when it is a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.enabled = sys.stderr.isatty() and total > 200
+        self._last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.2 or done == self.total):
+            self._last = now
+            width = 30
+            filled = width * done // max(self.total, 1)
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\r{self.label} [{bar}] {done}/{self.total}", end="", file=sys.stderr)
+            if done == self.total:
+                print(file=sys.stderr)
+
+
+# --- commands -------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    record = enrol.initialise(
+        args.data_dir,
+        site_id=args.site,
+        device_id=args.device,
+        ledger_key_file=Path(args.ledger_key) if args.ledger_key else None,
+    )
+    _print_json(record.to_json())
+    print(f"initialised {args.data_dir}; send the record above to the ledger", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    cfg = load_config(DataDir(args.data_dir).config)
+    record = enrol.enrolment_record(args.data_dir, cfg.device_id, cfg.site_id)
+    if args.json:
+        _print_json(record.to_json())
+    else:
+        print(f"device     {record.device_id}\nsite       {record.site_id}")
+        print(f"public key {record.public_key.hex()}\nkid        {record.kid.hex()}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = DataDir(args.data_dir).config
+    problems = check_config(path)
+    if args.json:
+        _print_json(
+            {
+                "file": str(path),
+                "ok": not problems,
+                "problems": [{"key": p.key, "reason": p.reason} for p in problems],
+            }
+        )
+    elif problems:
+        for p in problems:
+            print(f"{p.source}: {p.key}: {p.reason}")
+    else:
+        print(f"{path}: ok")
+    return 3 if problems else 0
+
+
+def cmd_config_settings(args: argparse.Namespace) -> int:
+    for s in SETTINGS:
+        default = "(required)" if s.default is None else json.dumps(s.default)
+        print(f"{s.key} = {default}\n    {s.help}")
+    return 0
+
+
+def _recorder(args: argparse.Namespace) -> Recorder:
+    return Recorder(args.data_dir, boot_reason="cli")
+
+
+def _print_recorded(e: StoredEvent, recorder: Recorder, as_json: bool) -> None:
+    if as_json:
+        _print_json(_event_json(e, recorder.outbox))
+        return
+    line = f"recorded {e.type} seq {e.seq} id {e.event_id.hex()[:16]}"
+    masses = recorder.outbox.openings(e.event_id)
+    if masses:
+        line += " (" + ", ".join(f"{n} {units_to_kg(v)} kg" for n, (v, _) in masses.items()) + ")"
+    print(line)
+
+
+def cmd_record_weighing(args: argparse.Namespace) -> int:
+    gross = kg_to_units(args.gross_kg)
+    tare = kg_to_units(args.tare_kg) if args.tare_kg is not None else None
+    with _recorder(args) as rec:
+        e = rec.weighing(
+            gross=gross, tare=tare, manual=True, vehicle=args.vehicle, note=args.note, lot=args.lot
+        )
+        _print_recorded(e, rec, args.json)
+    return 0
+
+
+def cmd_record_seal(args: argparse.Namespace) -> int:
+    with _recorder(args) as rec:
+        e = rec.seal_scan(args.seal_id, manual=True, lot=args.lot, note=args.note)
+        _print_recorded(e, rec, args.json)
+    return 0
+
+
+def cmd_record_void(args: argparse.Namespace) -> int:
+    with _recorder(args) as rec:
+        target = rec.outbox.find(args.event)
+        if target is None:
+            raise CaptureError(f"no single event matches {args.event!r}")
+        e = rec.void(target.event_id, args.reason)
+        _print_recorded(e, rec, args.json)
+    return 0
+
+
+def _open_outbox(args: argparse.Namespace) -> Outbox:
+    paths = DataDir(args.data_dir)
+    cfg = load_config(paths.config)
+    return Outbox.open(paths.outbox, check=cfg.startup_check, create=False)
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    try:
+        state = RecordState(args.state) if args.state else None
+        events = outbox.events(state=state, limit=args.limit, newest_first=True)
+        events.reverse()
+        if args.json:
+            _print_json([_event_json(e, outbox) for e in events])
+            return 0
+        print(f"{'seq':>6}  {'time (UTC)':<20} {'q':<8} {'type':<12} {'state':<8} id / mass")
+        for e in events:
+            masses = outbox.openings(e.event_id)
+            extra = " ".join(f"{n}={units_to_kg(v)}kg" for n, (v, _) in sorted(masses.items()))
+            flag = " manual" if e.manual else ""
+            print(
+                f"{e.seq:>6}  {_utc(e.device_time_ms):<20} {e.time_quality:<8} {e.type:<12} "
+                f"{e.state!s:<8} {e.event_id.hex()[:16]} {extra}{flag}"
+            )
+    finally:
+        outbox.close()
+    return 0
+
+
+def cmd_events_show(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    try:
+        e = outbox.find(args.event)
+        if e is None:
+            raise CaptureError(f"no single event matches {args.event!r}")
+        key = load_device_key(DataDir(args.data_dir).device_key)
+        out = _event_json(e, outbox)
+        if e.kid == key.kid:
+            env = verify_envelope(e.envelope, key.public_key)
+            out["payload"] = _jsonable(env.payload.to_map())
+            out["signature"] = "valid"
+        out["cose_hex"] = e.envelope.hex()
+        _print_json(out)
+    finally:
+        outbox.close()
+    return 0
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def cmd_events_export(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    try:
+        key = load_device_key(DataDir(args.data_dir).device_key)
+        total = sum(outbox.counts_by_state().values())
+        progress = _Progress("exporting", total)
+        for kid in outbox.kids():
+            # Events of a retired key go in a sub-folder named by its kid.
+            target = out if kid == key.kid else out / kid.hex()
+            target.mkdir(exist_ok=True)
+            for e in outbox.iter_chain(kid):
+                (target / f"{e.seq}.cose").write_bytes(e.envelope)
+                n += 1
+                progress(n)
+    finally:
+        outbox.close()
+    print(f"exported {n} event(s) to {out}")
+    return 0
+
+
+def cmd_events_verify(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    try:
+        key = load_device_key(DataDir(args.data_dir).device_key)
+        total = sum(outbox.counts_by_state().values())
+        report = audit.verify_outbox(outbox, key, _Progress("verifying", total))
+    finally:
+        outbox.close()
+    if args.json:
+        _print_json(report.to_json())
+    elif report.ok:
+        print(f"ok: {report.checked} event(s): signatures, chain and commitments verify")
+    else:
+        print(f"FAILED at seq {report.first_bad_seq}: {report.error}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    paths = DataDir(args.data_dir)
+    cfg = load_config(paths.config)
+    outbox = _open_outbox(args)
+    try:
+        counts = outbox.counts_by_state()
+        oldest = outbox.oldest_unacked_ms()
+        used = outbox.usage_bytes()
+        latest = outbox.events(limit=1, newest_first=True)
+        status = {
+            "device_id": cfg.device_id,
+            "site_id": cfg.site_id,
+            "data_dir": str(paths.root),
+            "events": counts,
+            "oldest_unacked_age_s": (
+                None if oldest is None else round((time.time_ns() // 10**6 - oldest) / 1000, 1)
+            ),
+            "disk_budget": {
+                "used_bytes": used,
+                "budget_bytes": cfg.budget_mb * 2**20,
+                "used_percent": round(100 * used / (cfg.budget_mb * 2**20), 2),
+                "alarm_percent": cfg.alarm_percent,
+            },
+            "clock_quality": latest[0].time_quality if latest else None,
+            "boot_counter": outbox.boot_counter(),
+            "alarms": outbox.active_alarms(),
+        }
+    finally:
+        outbox.close()
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"gateway {status['device_id']} at site {status['site_id']} ({paths.root})")
+    print("events  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"oldest unacked  {status['oldest_unacked_age_s']} s")
+    b = status["disk_budget"]
+    print(f"disk budget     {b['used_percent']}% of {cfg.budget_mb} MiB")
+    print(f"clock quality   {status['clock_quality']}   boot counter {status['boot_counter']}")
+    for a in status["alarms"]:
+        print(f"ALARM {a['kind']}: {a['message']}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="gateway data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for a "
+        "system install, else ~/.local/share/custody)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="custody-agent",
+        description="cobalt-custody edge capture agent: signed, durable custody records.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        group: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(
+            name, parents=[common], help=help_, description=help_
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add(sub, "init", cmd_init, "create this gateway's key and config; print its enrolment")
+    p.add_argument("--site", required=True, help="site id, e.g. KOL-01")
+    p.add_argument("--device", required=True, help="device id, e.g. gw-kol-01")
+    p.add_argument("--ledger-key", metavar="FILE", help="ledger public-key JSON to pin")
+
+    keys = add(sub, "keys", _group_help, "device keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    p = add(keys, "show", cmd_keys_show, "show the device public key and enrolment record")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    config = add(sub, "config", _group_help, "configuration").add_subparsers(
+        dest="config_command", required=True, metavar="ACTION"
+    )
+    p = add(config, "check", cmd_config_check, "validate the config file; name every bad value")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add(config, "settings", cmd_config_settings, "list every setting with its default and help")
+
+    record = add(sub, "record", _group_help, "record a capture by hand").add_subparsers(
+        dest="record_command", required=True, metavar="KIND"
+    )
+    p = add(record, "weighing", cmd_record_weighing, "record a manual weighing (flagged manual)")
+    p.add_argument("--gross-kg", required=True, help="gross mass in kg (resolution 0.1 kg)")
+    p.add_argument("--tare-kg", help="tare in kg; net is derived")
+    p.add_argument("--vehicle", help="vehicle id")
+    p.add_argument("--lot", help="lot id")
+    p.add_argument("--note", help="free text note")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(record, "seal", cmd_record_seal, "record a manual seal scan (flagged manual)")
+    p.add_argument("--seal-id", required=True, help="the seal's printed or scanned code")
+    p.add_argument("--lot", help="lot id the sealed bag belongs to")
+    p.add_argument("--note", help="free text note")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(record, "void", cmd_record_void, "void a mistaken record with a new signed event")
+    p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
+    p.add_argument("--reason", required=True, help="why the record is void")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    events = add(sub, "events", _group_help, "inspect recorded events").add_subparsers(
+        dest="events_command", required=True, metavar="ACTION"
+    )
+    p = add(events, "list", cmd_events_list, "list events, oldest first")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=int, help="only the newest N")
+    p.add_argument("--state", choices=[str(s) for s in RecordState], help="only this state")
+    p = add(events, "show", cmd_events_show, "show one event, decoded and verified")
+    p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
+    p = add(events, "export", cmd_events_export, "export events as files")
+    p.add_argument("--format", choices=["cose"], default="cose", help="cose: <seq>.cose files")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p = add(events, "verify", cmd_events_verify, "verify signatures, chain and commitments")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(sub, "status", cmd_status, "outbox counts, backlog age, disk budget, clock, alarms")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _group_help(args: argparse.Namespace) -> int:  # pragma: no cover - subcommand required
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.data_dir = resolve_data_dir(getattr(args, "data_dir", None))
+    try:
+        code: int = args.func(args)
+    except CustodyError as exc:
+        print(f"custody-agent: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

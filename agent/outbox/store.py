@@ -1,0 +1,438 @@
+"""The outbox database: opening, checking, quarantining, and reading it.
+
+Theory of operation. The outbox is one SQLite file in WAL mode with
+``synchronous=FULL``: a transaction is on the platter when COMMIT returns
+(SQLite "WAL mode ... synchronous=FULL ... durable"), which is the moment a
+capture may be reported as taken. Writes go through ``OutboxWriter`` only
+(one writer thread per process; several processes serialise on SQLite's write
+lock with ``BEGIN IMMEDIATE``); this module opens, checks and reads.
+
+At open, the file is checked (``PRAGMA integrity_check`` or ``quick_check``).
+A file that fails, or is not a database at all, is *renamed aside* into
+``quarantine/`` together with its WAL, never deleted; a new file is started and
+every event that can still be read from the old one and verifies is copied
+over (``salvage``), so the chain continues from its last readable head. An
+alarm records what happened.
+
+sqlite3 exceptions are translated here, once, into the custody error tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from agent.identity import fsync_dir
+from agent.outbox.lifecycle import RecordState
+from agent.outbox.schema import migrate
+from custody.errors import (
+    CorruptDatabaseError,
+    CustodyError,
+    DiskFullError,
+    NotInitialisedError,
+    StorageError,
+)
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "OpenReport",
+    "Outbox",
+    "StoredEvent",
+    "connect",
+    "raise_alarm",
+    "translate_sqlite_errors",
+]
+
+# SQLite primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+BUSY_TIMEOUT_MS = 10_000
+
+
+@contextlib.contextmanager
+def translate_sqlite_errors(what: str) -> Iterator[None]:
+    """Map sqlite3/OS errors to the custody tree (STYLE.md §5)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == _SQLITE_FULL or "disk is full" in str(exc):
+            raise DiskFullError(f"{what}: the disk is full; nothing in this write was kept") from exc
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in str(exc):
+            raise CorruptDatabaseError(f"{what}: database is corrupt: {exc}") from exc
+        raise StorageError(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with our pragmas; autocommit mode, explicit transactions."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")  # fsync the WAL at every commit
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    kid: bytes
+    seq: int
+    event_id: bytes
+    prev: bytes
+    type: str
+    device_time_ms: int
+    time_quality: str
+    boot: int
+    manual: bool
+    envelope: bytes
+    state: RecordState
+    state_ms: int
+    reject_reason: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
+        (id_, kid, seq, event_id, prev, type_, t, tq, boot, manual, env, state, sms, reason) = row
+        return cls(
+            id_, kid, seq, event_id, prev, type_, t, tq, boot, bool(manual), env,
+            RecordState(state), sms, reason,
+        )  # fmt: skip
+
+
+EVENT_COLUMNS = (
+    "id, kid, seq, event_id, prev, type, device_time_ms, time_quality, boot, manual, "
+    "envelope, state, state_ms, reject_reason"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReport:
+    """What happened when the outbox was opened."""
+
+    quarantined: Path | None = None
+    reason: str | None = None
+    salvaged: int = 0
+
+
+class Outbox:
+    """An open outbox database (reads; writes go through ``OutboxWriter``)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, report: OpenReport) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = Database(conn)
+        self.report = report
+
+    # --- opening -----------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        check: str = "integrity",
+        salvage_verify: Callable[[bytes, bytes], bool] | None = None,
+        create: bool = True,
+    ) -> Outbox:
+        """Open (creating if asked), check, quarantine if corrupt, migrate.
+
+        ``salvage_verify(kid, envelope)`` decides which events of a quarantined
+        file are copied into the new one (only ones that still verify).
+        """
+        report = OpenReport()
+        if path.exists():
+            problem = _check(path, check)
+            if problem is not None:
+                moved = _quarantine(path)
+                salvaged = _salvage(moved, path, salvage_verify) if salvage_verify else 0
+                report = OpenReport(moved, problem, salvaged)
+        elif not create:
+            raise NotInitialisedError(f"{path}: no outbox here (run `custody-agent init`)")
+        with translate_sqlite_errors(f"opening {path}"):
+            conn = connect(path)
+            migrate(Database(conn))
+        outbox = cls(path, conn, report)
+        if report.quarantined is not None:
+            outbox.raise_alarm(
+                "outbox_quarantined",
+                f"{path.name} failed its check ({report.reason}); moved to "
+                f"{report.quarantined}; {report.salvaged} event(s) salvaged",
+            )
+        return outbox
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # --- reads ---------------------------------------------------------------------
+    def head(self, kid: bytes) -> tuple[int, bytes] | None:
+        with translate_sqlite_errors("reading the chain head"):
+            row = self.conn.execute(
+                "SELECT seq, event_id FROM events WHERE kid = ? ORDER BY seq DESC LIMIT 1", (kid,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def events(
+        self,
+        *,
+        state: RecordState | None = None,
+        kid: bytes | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]:
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(str(state))
+        if kid is not None:
+            where.append("kid = ?")
+            args.append(kid)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with translate_sqlite_errors("listing events"):
+            return [StoredEvent.from_row(r) for r in self.conn.execute(sql, args)]
+
+    def iter_chain(self, kid: bytes) -> Iterator[StoredEvent]:
+        """A key's events in seq order, streamed (for verification and export)."""
+        with translate_sqlite_errors("reading the chain"):
+            cur = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? ORDER BY seq", (kid,)
+            )
+            for row in cur:
+                yield StoredEvent.from_row(row)
+
+    def kids(self) -> list[bytes]:
+        """Device key ids with events here, oldest key first."""
+        with translate_sqlite_errors("listing keys"):
+            rows = self.conn.execute("SELECT kid FROM events GROUP BY kid ORDER BY MIN(id)")
+            return [bytes(r[0]) for r in rows]
+
+    def find(self, ref: str) -> StoredEvent | None:
+        """An event by hex event id (or a unique prefix of at least 8 hex digits) or seq."""
+        with translate_sqlite_errors("finding an event"):
+            if ref.isdigit():
+                row = self.conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ? ORDER BY id DESC LIMIT 1",
+                    (int(ref),),
+                ).fetchone()
+                return None if row is None else StoredEvent.from_row(row)
+            try:
+                prefix = bytes.fromhex(ref if len(ref) % 2 == 0 else ref[:-1])
+            except ValueError:
+                return None
+            if len(ref) < 8:
+                return None
+            rows = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE substr(event_id, 1, ?) = ? LIMIT 2",
+                (len(prefix), prefix),
+            ).fetchall()
+        matches = [StoredEvent.from_row(r) for r in rows if r[3].hex().startswith(ref.lower())]
+        return matches[0] if len(matches) == 1 else None
+
+    def openings(self, event_id: bytes) -> dict[str, tuple[int, bytes]]:
+        with translate_sqlite_errors("reading openings"):
+            rows = self.conn.execute(
+                "SELECT field, value, blinding FROM openings WHERE event_id = ?", (event_id,)
+            )
+            return {str(f): (int(v), bytes(b)) for f, v, b in rows}
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {str(s): 0 for s in RecordState}
+        with translate_sqlite_errors("counting events"):
+            for state, n in self.conn.execute("SELECT state, COUNT(*) FROM events GROUP BY state"):
+                counts[str(state)] = int(n)
+        return counts
+
+    def oldest_unacked_ms(self) -> int | None:
+        """Local insertion time of the oldest event the ledger has not acknowledged."""
+        with translate_sqlite_errors("reading the backlog"):
+            row = self.conn.execute(
+                "SELECT MIN(state_ms) FROM events WHERE state IN ('pending', 'sent') "
+                "AND id = (SELECT MIN(id) FROM events WHERE state IN ('pending', 'sent'))"
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def usage_bytes(self) -> int:
+        """Bytes on disk: the database, its WAL and shared-memory file."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    # --- meta and alarms -----------------------------------------------------------------
+    def meta(self, key: str) -> Any:
+        with translate_sqlite_errors("reading meta"):
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def next_boot(self) -> int:
+        """Increment and return the boot counter, durably, in one transaction.
+
+        It never goes backwards: after a quarantine it continues from the
+        highest boot counter found in salvaged events.
+        """
+        with translate_sqlite_errors("incrementing the boot counter"):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.conn.execute(
+                    "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'boot_counter'), 0),"
+                    " COALESCE((SELECT MAX(boot) FROM events), 0))"
+                ).fetchone()
+                boot = int(row[0]) + 1
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('boot_counter', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (boot,),
+                )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return boot
+
+    def boot_counter(self) -> int:
+        value = self.meta("boot_counter")
+        return int(value) if value is not None else 0
+
+    def raise_alarm(self, kind: str, message: str) -> bool:
+        """Record an alarm unless one of this kind is already active; True if new."""
+        return raise_alarm(self.conn, kind, message)
+
+    def clear_alarm(self, kind: str) -> None:
+        with translate_sqlite_errors("clearing an alarm"):
+            self.conn.execute(
+                "UPDATE alarms SET cleared_ms = ? WHERE kind = ? AND cleared_ms IS NULL",
+                (_now_ms(), kind),
+            )
+
+    def active_alarms(self) -> list[dict[str, Any]]:
+        with translate_sqlite_errors("reading alarms"):
+            rows = self.conn.execute(
+                "SELECT kind, message, raised_ms FROM alarms WHERE cleared_ms IS NULL ORDER BY id"
+            ).fetchall()
+        return [{"kind": k, "message": m, "raised_ms": t} for k, m, t in rows]
+
+    def integrity_ok(self) -> bool:
+        with translate_sqlite_errors("checking integrity"):
+            rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        return [r[0] for r in rows] == ["ok"]
+
+
+def raise_alarm(conn: sqlite3.Connection, kind: str, message: str) -> bool:
+    """Insert an alarm unless one of ``kind`` is active (one statement, autocommit)."""
+    with translate_sqlite_errors("raising an alarm"):
+        cur = conn.execute(
+            "INSERT INTO alarms (kind, message, raised_ms) SELECT ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM alarms WHERE kind = ? AND cleared_ms IS NULL)",
+            (kind, message, _now_ms(), kind),
+        )
+    return cur.rowcount == 1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check(path: Path, check: str) -> str | None:
+    """None when the file is a healthy database, else a one-line reason."""
+    pragma = "quick_check" if check == "quick" else "integrity_check"
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        return f"cannot open: {exc}"
+    try:
+        rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+        result = [str(r[0]) for r in rows]
+        if result != ["ok"]:
+            return f"{pragma}: {'; '.join(result[:3])}"
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"{pragma}: {exc}"
+    finally:
+        conn.close()
+    return None
+
+
+def _quarantine(path: Path) -> Path:
+    """Rename the database and its WAL/SHM aside, keeping their pairing; never delete."""
+    qdir = path.parent / "quarantine"
+    qdir.mkdir(mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = qdir / f"{path.stem}-{stamp}{path.suffix}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = qdir / f"{path.stem}-{stamp}-{n}{path.suffix}"
+    for suffix in ("-wal", "-shm", ""):  # main file last: a crash leaves no lone WAL
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{target}{suffix}")
+    fsync_dir(qdir)
+    fsync_dir(path.parent)
+    return target
+
+
+def _salvage(old: Path, new: Path, verify: Callable[[bytes, bytes], bool]) -> int:
+    """Copy every readable, verifying event (and its openings) into a fresh outbox."""
+    rows: list[tuple[Any, ...]] = []
+    openings: list[tuple[Any, ...]] = []
+    try:
+        src = sqlite3.connect(f"file:{old}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return 0
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            rows = src.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events ORDER BY kid, seq"
+            ).fetchall()
+        with contextlib.suppress(sqlite3.Error):
+            openings = src.execute("SELECT event_id, field, value, blinding FROM openings").fetchall()
+    finally:
+        src.close()
+    good = [r for r in rows if _verifies(verify, r[1], r[10])]
+    if not good:
+        return 0
+    good_ids = {bytes(r[3]) for r in good}
+    try:
+        conn = connect(new)
+        migrate(Database(conn))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            [(None, *r[1:]) for r in good],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO openings (event_id, field, value, blinding) VALUES (?, ?, ?, ?)",
+            [o for o in openings if bytes(o[0]) in good_ids],
+        )
+        conn.execute("COMMIT")
+        conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"salvaging {old} into {new}: {exc}") from exc
+    return len(good)
+
+
+def _verifies(verify: Callable[[bytes, bytes], bool], kid: Any, envelope: Any) -> bool:
+    try:
+        return verify(bytes(kid), bytes(envelope))
+    except CustodyError:
+        return False

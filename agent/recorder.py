@@ -1,0 +1,206 @@
+"""Captures: the library call behind every way a record is taken.
+
+``Recorder`` opens a gateway data directory (config, device key, pinned ledger
+keys, outbox), runs the crypto self-test, increments the boot counter and
+records a signed ``boot`` event, then turns captures into drafts (committing
+masses and sealing their openings in the caller's thread, which is the
+expensive, parallel part) and hands them to the single ``OutboxWriter``.
+A capture method returns only once its event is durable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import custody
+from agent.clock import Clock, SystemClock
+from agent.identity import create_device_key, load_device_key, load_ledger_keys
+from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
+from agent.paths import DataDir
+from agent.settings import AgentConfig, load_config
+from custody.commitment import MASS_UNIT_G, MAX_MASS_UNITS, commit_masses, seal_openings
+from custody.envelope import EventSigner, verify_envelope
+from custody.errors import CaptureError, InvalidMassError, NotInitialisedError
+from custody.event import EventType
+from custody.group import ED25519
+from custody.keys import DeviceKey, LedgerPublicKeys
+
+__all__ = ["Recorder", "kg_to_units", "units_to_kg"]
+
+_UNITS_PER_KG = 1000 // MASS_UNIT_G
+
+
+def kg_to_units(kg: str | Decimal | int) -> int:
+    """Kilograms (as typed by a person) to integer mass units; exact or refused."""
+    try:
+        value = Decimal(str(kg))
+    except InvalidOperation as exc:
+        raise InvalidMassError(f"{kg!r} is not a number of kilograms") from exc
+    if not value.is_finite() or value < 0:
+        raise InvalidMassError(f"mass must be a non-negative number of kilograms, got {kg}")
+    units = value * _UNITS_PER_KG
+    if units != units.to_integral_value():
+        raise InvalidMassError(
+            f"{kg} kg is finer than the record's resolution of {MASS_UNIT_G / 1000} kg"
+        )
+    if units > MAX_MASS_UNITS:
+        raise InvalidMassError(f"{kg} kg exceeds the largest recordable mass")
+    return int(units)
+
+
+def units_to_kg(units: int) -> Decimal:
+    return Decimal(units) / _UNITS_PER_KG
+
+
+class Recorder:
+    """An open gateway: records captures durably and signed."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        clock: Clock | None = None,
+        boot_reason: str = "start",
+    ) -> None:
+        self.paths = DataDir(data_dir)
+        if not self.paths.config.exists():
+            raise NotInitialisedError(f"{data_dir}: not initialised (run `custody-agent init`)")
+        self.config: AgentConfig = load_config(self.paths.config)
+        ED25519.self_test()
+        self.key: DeviceKey = load_device_key(self.paths.device_key)
+        self.ledger_keys: LedgerPublicKeys | None = _optional_ledger_keys(
+            self.config.ledger_keys_path(data_dir)
+        )
+        self.clock: Clock = clock or SystemClock(self.config.earliest_valid_ms)
+        self.signer = EventSigner(self.key)
+        self.outbox = Outbox.open(
+            self.paths.outbox, check=self.config.startup_check, salvage_verify=self._verifies
+        )
+        report = self.outbox.report
+        if report.quarantined is not None and report.salvaged == 0:
+            self._replace_key_after_lost_chain()
+        self.boot = self.outbox.next_boot()
+        mib = 2**20
+        self.writer = OutboxWriter(
+            self.paths.outbox,
+            self.signer,
+            device_id=self.config.device_id,
+            site_id=self.config.site_id,
+            boot=self.boot,
+            budget=DiskBudget(
+                limit_bytes=self.config.budget_mb * mib,
+                alarm_bytes=self.config.budget_mb * mib * self.config.alarm_percent // 100,
+                min_free_bytes=self.config.min_free_mb * mib,
+            ),
+            batch_max=self.config.batch_max,
+        ).start()
+        body: dict[str, Any] = {"software": f"cobalt-custody {custody.__version__}"}
+        body["reason"] = boot_reason
+        if report.quarantined is not None:
+            body["quarantined"] = str(report.quarantined.name)
+        self.boot_event = self.record(EventType.BOOT, body)
+
+    # --- capture API ----------------------------------------------------------------
+    def weighing(
+        self,
+        *,
+        gross: int | None = None,
+        tare: int | None = None,
+        bag: int | None = None,
+        manual: bool = False,
+        **fields: Any,
+    ) -> StoredEvent:
+        """A weighing; masses in integer units (``kg_to_units``)."""
+        masses = {n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None}
+        if not masses:
+            raise CaptureError("a weighing needs at least one mass (gross, tare or bag)")
+        return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
+
+    def seal_scan(self, seal: str, *, manual: bool = False, **fields: Any) -> StoredEvent:
+        return self.record(EventType.SEAL_SCAN, _body({"seal": seal, **fields}, manual))
+
+    def void(self, target: bytes, reason: str) -> StoredEvent:
+        """A signed correction pointing at a mistaken event; nothing is edited or deleted."""
+        if self.outbox.find(target.hex()) is None:
+            raise CaptureError(f"no event {target.hex()} in this outbox to void")
+        return self.record(EventType.VOID, {"target": target, "reason": reason})
+
+    def record(
+        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None
+    ) -> StoredEvent:
+        """Record one event and return it once durable."""
+        return self.submit(type_, body, masses=masses).result()
+
+    def submit(
+        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None
+    ) -> Future[StoredEvent]:
+        """Prepare a draft in this thread and queue it; the future resolves when durable."""
+        now = self.clock.now()
+        full = dict(body)
+        openings = {}
+        if masses:
+            if self.ledger_keys is None:
+                raise CaptureError(
+                    "no ledger public key is configured, so masses cannot be sealed: "
+                    f"put the ledger's key file at {self.config.ledger_keys_path(self.paths.root)}"
+                )
+            points, openings = commit_masses(masses)
+            full["mass"] = {n: p.encoded for n, p in points.items()}
+            full["sealed"] = seal_openings(openings, self.ledger_keys.sealing_key)
+        return self.writer.submit(Draft(type_, full, now, openings))
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.writer.close()
+        self.outbox.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals ----------------------------------------------------------------------------
+    def _verifies(self, kid: bytes, envelope: bytes) -> bool:
+        if kid != self.key.kid:
+            return False
+        verify_envelope(envelope, self.key.public_key)
+        return True
+
+    def _replace_key_after_lost_chain(self) -> None:
+        """The quarantined outbox gave back no chain head: continuing this key's
+        chain would fork it (a second event at a seq the ledger may hold). Retire
+        the key (kept, never deleted) and start a new chain under a new key; the
+        alarm tells operations to enrol it."""
+        retired = self.paths.quarantine / f"device.key-{time.strftime('%Y%m%dT%H%M%SZ')}"
+        os.replace(self.paths.device_key, retired)
+        self.key = create_device_key(self.paths.device_key)
+        self.signer = EventSigner(self.key)
+        self.outbox.raise_alarm(
+            "device_key_replaced",
+            f"no chain head could be salvaged; the old key was moved to {retired} and a new "
+            f"device key (kid {self.key.kid.hex()}) must be enrolled at the ledger",
+        )
+
+
+def _body(fields: Mapping[str, Any], manual: bool) -> dict[str, Any]:
+    body = {k: v for k, v in fields.items() if v is not None}
+    if manual:
+        body["manual"] = True
+    return body
+
+
+def _optional_ledger_keys(path: Path) -> LedgerPublicKeys | None:
+    return load_ledger_keys(path) if path.exists() else None

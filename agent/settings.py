@@ -1,0 +1,214 @@
+"""The agent's configuration: one declarative table (STYLE.md §10).
+
+Each setting is declared once in ``SETTINGS`` with its TOML key, type, default,
+validator and help. The TOML loader, ``custody-agent config check``, the
+commented file that ``init`` writes, and the documentation all come from this
+table, so they cannot drift apart. A bad value fails with the file, the key
+and the reason (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from custody.errors import ConfigError, SchemaError
+from custody.event import validate_identifier
+
+__all__ = ["SETTINGS", "AgentConfig", "Setting", "check_config", "load_config", "render_config"]
+
+
+def _identifier(value: Any) -> str:
+    try:
+        return validate_identifier(value, "value")
+    except SchemaError as exc:
+        raise ValueError(str(exc).removeprefix("value ")) from exc
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"must be an integer, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return check
+
+
+def _relative_path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty path")
+    return value
+
+
+def _date(value: Any) -> str:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError("must be a date like 2026-01-01")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"must be a date like 2026-01-01: {exc}") from exc
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # "section.name" in the TOML file
+    attr: str  # attribute of AgentConfig
+    default: Any  # None = required, no default
+    validate: Callable[[Any], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("device.id", "device_id", None, _identifier,
+            "Device id of this gateway: 1-64 of A-Z a-z 0-9 . _ - (used in MQTT topics)."),
+    Setting("device.site", "site_id", None, _identifier,
+            "Site id the gateway is enrolled to, e.g. KOL-01."),
+    Setting("ledger.public_keys", "ledger_keys_file", "ledger.json", _relative_path,
+            "Ledger public-key file (from `custody-ledger init`), relative to the data dir. "
+            "Mass openings are sealed to it; without it mass captures are refused."),
+    Setting("outbox.budget_mb", "budget_mb", 2048, _int_range(16, 1_048_576),
+            "Disk budget of the outbox in MiB. At the limit new captures are refused "
+            "with a clear error; nothing already captured is ever dropped."),
+    Setting("outbox.alarm_percent", "alarm_percent", 80, _int_range(1, 99),
+            "Raise a disk-budget alarm when the outbox uses this share of its budget."),
+    Setting("outbox.min_free_mb", "min_free_mb", 64, _int_range(0, 1_048_576),
+            "Refuse new captures when the filesystem has less free space than this (MiB), "
+            "so the database never hits a full disk mid-write."),
+    Setting("outbox.batch_max", "batch_max", 256, _int_range(1, 10_000),
+            "Most captures committed together in one transaction (group commit)."),
+    Setting("outbox.startup_check", "startup_check", "integrity",
+            lambda v: _choice(v, ("integrity", "quick")),
+            "Database check at start: 'integrity' (PRAGMA integrity_check, thorough) or "
+            "'quick' (PRAGMA quick_check, faster on very large outboxes)."),
+    Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
+            "A device time before this date is recorded with time quality 'none' "
+            "(clock not set after a power cut); the capture itself is never refused."),
+)  # fmt: skip
+
+
+def _choice(value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    device_id: str
+    site_id: str
+    ledger_keys_file: str
+    budget_mb: int
+    alarm_percent: int
+    min_free_mb: int
+    batch_max: int
+    startup_check: str
+    earliest_valid: str
+    source: str = "<defaults>"
+
+    @property
+    def earliest_valid_ms(self) -> int:
+        day = dt.date.fromisoformat(self.earliest_valid)
+        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+    def ledger_keys_path(self, data_dir: Path) -> Path:
+        path = Path(self.ledger_keys_file).expanduser()
+        return path if path.is_absolute() else data_dir / path
+
+
+def _flatten(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(source, section, "expected a [section] table")
+        for name, value in table.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def _problems(flat: dict[str, Any], source: str) -> tuple[dict[str, Any], list[ConfigError]]:
+    known = {s.key: s for s in SETTINGS}
+    values: dict[str, Any] = {}
+    problems = [
+        ConfigError(source, key, "unknown setting") for key in sorted(set(flat) - set(known))
+    ]
+    for setting in SETTINGS:
+        if setting.key not in flat:
+            if setting.default is None:
+                problems.append(ConfigError(source, setting.key, "required setting is missing"))
+            else:
+                values[setting.attr] = setting.default
+            continue
+        try:
+            values[setting.attr] = setting.validate(flat[setting.key])
+        except ValueError as exc:
+            problems.append(ConfigError(source, setting.key, str(exc)))
+    return values, problems
+
+
+def _read(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(source, "-", "file not found (run `custody-agent init`)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "-", f"cannot read: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "-", f"not valid TOML: {exc}") from exc
+
+
+def check_config(path: Path) -> list[ConfigError]:
+    """Every problem in the file (empty when valid)."""
+    try:
+        flat = _flatten(_read(path), str(path))
+    except ConfigError as exc:
+        return [exc]
+    return _problems(flat, str(path))[1]
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Load and validate; raise the first ``ConfigError`` (``check_config`` lists all)."""
+    flat = _flatten(_read(path), str(path))
+    values, problems = _problems(flat, str(path))
+    if problems:
+        raise problems[0]
+    return AgentConfig(**values, source=str(path))
+
+
+def render_config(device_id: str, site_id: str) -> str:
+    """The commented TOML file ``init`` writes: every setting with its help and default."""
+    given = {"device.id": device_id, "device.site": site_id}
+    lines = ["# cobalt-custody gateway configuration (custody-agent config check validates it)"]
+    section = ""
+    for s in SETTINGS:
+        sec, name = s.key.split(".", 1)
+        if sec != section:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        lines.append(f"# {s.help}")
+        value = given.get(s.key, s.default)
+        # JSON string/int literals are valid TOML basic strings and integers.
+        rendered = json.dumps(value)
+        lines.append(f"{name} = {rendered}" if s.key in given else f"{name} = {rendered}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_table_matches_config() -> None:
+    attrs = {f.name for f in fields(AgentConfig)} - {"source"}
+    declared = {s.attr for s in SETTINGS}
+    assert attrs == declared, f"SETTINGS and AgentConfig disagree: {attrs ^ declared}"
+
+
+_check_table_matches_config()

@@ -1,0 +1,148 @@
+"""Deterministic CBOR (RFC 8949 §4.2.1) for the subset our records use.
+
+Theory of operation. We encode with cbor2's C encoder, but first rebuild every
+map with its keys in bytewise order of their encodings (§4.2.1 "core
+deterministic encoding"). cbor2's own ``canonical=True`` is the *length-first*
+order of RFC 7049 §3.9 / RFC 8949 §4.2.3, which differs from §4.2.1 as soon as
+keys have different encoded lengths (e.g. ``4, 394, -1``), so we do not use it.
+cbor2 already emits shortest-form integer and length heads and definite lengths.
+
+Decoding is strict by round trip: decode with cbor2, re-encode with ``encode``,
+and accept only if the bytes are identical. That one rule rejects trailing
+bytes, indefinite lengths, non-shortest heads, unsorted or duplicate map keys
+and anything outside the subset.
+
+The subset (enough for COSE and our payloads): unsigned/negative integers in
+64-bit range, byte strings, text strings, arrays, maps with int/str/bytes keys,
+booleans, null, and the tags a caller allows (COSE_Sign1 is tag 18). Floats are
+excluded on purpose: masses are integers in fixed units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import cbor2
+
+from custody.errors import DecodeError
+
+__all__ = ["Tag", "decode", "encode"]
+
+# RFC 8949 §3.1: major types 0/1 carry an argument of at most 64 bits.
+_INT_MIN = -(2**64)
+_INT_MAX = 2**64 - 1
+
+Tag = cbor2.CBORTag
+
+
+def encode(obj: Any) -> bytes:
+    """Encode ``obj`` in RFC 8949 §4.2.1 core deterministic encoding."""
+    try:
+        return cbor2.dumps(_ordered(obj, frozenset(), allow_any_tag=True))
+    except _Unsupported as exc:
+        # Our own code built a value outside the subset: a programming error.
+        raise TypeError(f"cannot encode deterministically: {exc}") from exc
+
+
+def decode(data: bytes, *, allow_tags: Iterable[int] = ()) -> Any:
+    """Decode ``data``, accepting only its one deterministic encoding.
+
+    Raises ``DecodeError`` for malformed input, trailing bytes, any
+    non-canonical encoding, floats, and tags not in ``allow_tags``.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty input")
+    tags = frozenset(allow_tags)
+    try:
+        value = cbor2.loads(data)
+    # ArithmeticError: cbor2 builds Decimals for tags 4/5 and a huge exponent
+    # raises decimal.Overflow/InvalidOperation (both ArithmeticError), not ValueError.
+    except (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        raise DecodeError(f"malformed CBOR: {exc}") from exc
+    try:
+        normalised = _ordered(value, tags, allow_any_tag=False)
+    except _Unsupported as exc:
+        raise DecodeError(str(exc)) from exc
+    again = cbor2.dumps(normalised)
+    if again != data:
+        if data.startswith(again):
+            raise DecodeError(f"{len(data) - len(again)} trailing byte(s) after the CBOR item")
+        raise DecodeError("not in RFC 8949 §4.2.1 deterministic encoding")
+    return normalised
+
+
+class _Unsupported(Exception):
+    """A value outside the subset (internal; mapped by ``encode``/``decode``)."""
+
+
+# Encoded map keys, cached: our payloads repeat the same few dozen short keys,
+# and encoding each key for sorting dominated encode time. Bounded (STYLE.md §2).
+_KEY_CACHE: dict[Any, bytes] = {}
+_KEY_CACHE_MAX = 4096
+
+
+def _key_bytes(key: Any, tags: frozenset[int], allow_any_tag: bool) -> bytes:
+    cacheable = type(key) is str and len(key) <= 64 or type(key) is int
+    if cacheable:
+        hit = _KEY_CACHE.get((type(key), key))
+        if hit is not None:
+            return hit
+    encoded: bytes = cbor2.dumps(_ordered(key, tags, allow_any_tag))
+    if cacheable and len(_KEY_CACHE) < _KEY_CACHE_MAX:
+        _KEY_CACHE[(type(key), key)] = encoded
+    return encoded
+
+
+def _ordered(obj: Any, tags: frozenset[int], allow_any_tag: bool) -> Any:
+    """Return ``obj`` rebuilt with §4.2.1 map order; raise for types outside the subset."""
+    # bool before int: bool is a subclass of int in Python.
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        if not _INT_MIN <= obj <= _INT_MAX:
+            raise _Unsupported(f"integer {obj} outside the 64-bit CBOR range")
+        return obj
+    if isinstance(obj, bytes | str):
+        return obj
+    if isinstance(obj, bytearray | memoryview):
+        return bytes(obj)
+    if isinstance(obj, list | tuple):
+        return [_ordered(item, tags, allow_any_tag) for item in obj]
+    if isinstance(obj, Mapping):  # cbor2 yields frozendict inside tags
+        items = []
+        for key, value in obj.items():
+            if not isinstance(key, int | str | bytes | tuple) or isinstance(key, bool):
+                raise _Unsupported(f"map key of type {type(key).__name__} is outside the subset")
+            kb = _key_bytes(key, tags, allow_any_tag)
+            items.append((kb, key, _ordered(value, tags, allow_any_tag)))
+        items.sort(key=lambda item: item[0])
+        for (a, _, _), (b, _, _) in zip(items, items[1:], strict=False):
+            if a == b:
+                raise _Unsupported("duplicate map key")
+        # Rebuild each key from its ordered form: a key that is an array holding a
+        # map must carry that map in sorted order too, or a non-canonical nested
+        # map inside a key would round-trip unchanged and be accepted.
+        return {
+            _freeze(_ordered(key, tags, allow_any_tag)) if isinstance(key, tuple) else key: value
+            for _, key, value in items
+        }
+    if isinstance(obj, cbor2.CBORTag):
+        if not allow_any_tag and obj.tag not in tags:
+            raise _Unsupported(f"CBOR tag {obj.tag} is not accepted here")
+        return cbor2.CBORTag(obj.tag, _ordered(obj.value, tags, allow_any_tag))
+    raise _Unsupported(f"{type(obj).__name__} is outside the accepted CBOR subset")
+
+
+def _freeze(key: Any) -> Any:
+    """A hashable form of an already ordered map key (arrays -> tuples, maps -> FrozenDict)."""
+    if isinstance(key, list | tuple):
+        return tuple(_freeze(item) for item in key)
+    if isinstance(key, Mapping):
+        return cbor2.FrozenDict((_freeze(k), _freeze(v)) for k, v in key.items())
+    if isinstance(key, cbor2.CBORTag):
+        return cbor2.CBORTag(key.tag, _freeze(key.value))
+    return key
