@@ -301,7 +301,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         oldest = outbox.oldest_unacked_ms()
         used = outbox.usage_bytes()
         latest = outbox.events(limit=1, newest_first=True)
-        status = {
+        status: dict[str, Any] = {
             "device_id": cfg.device_id,
             "site_id": cfg.site_id,
             "data_dir": str(paths.root),

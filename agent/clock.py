@@ -32,7 +32,7 @@ _STA_UNSYNC = 0x0040  # <linux/timex.h>
 class _Timex(ctypes.Structure):
     # struct timex from <linux/timex.h>: modes, then 10 longs we skip over,
     # status; the tail is reserved padding (11 ints in the kernel ABI + more).
-    _fields_ = [  # noqa: RUF012 - ctypes declaration
+    _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
         ("freq", ctypes.c_long),

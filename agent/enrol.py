@@ -1,7 +1,8 @@
 """``custody-agent init``: create a gateway identity in a data directory.
 
-Writes the device key (0600), the pinned ledger public keys when given, and a
-commented config file generated from the settings table, then returns the
+Writes the device key (0600), the pinned ledger public keys when given, a
+commented config file generated from the settings table and an empty outbox,
+then returns the
 enrolment record the ledger needs (device id, site, public key, kid).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.identity import create_device_key, load_device_key, load_ledger_keys, write_new
+from agent.outbox import Outbox
 from agent.paths import DataDir
 from agent.settings import render_config
 from custody.errors import ConfigError, SchemaError
@@ -51,8 +53,10 @@ def initialise(
     paths = DataDir(data_dir)
     if paths.config.exists() or paths.device_key.exists():
         raise ConfigError(
-            str(paths.config), "-", "this data directory is already initialised; refusing to "
-            "replace its identity (use another --data-dir)"
+            str(paths.config),
+            "-",
+            "this data directory is already initialised; refusing to "
+            "replace its identity (use another --data-dir)",
         )
     ledger_json = None
     if ledger_key_file is not None:
@@ -63,6 +67,7 @@ def initialise(
     if ledger_json is not None:
         write_new(paths.ledger_keys, ledger_json.encode() + b"\n", 0o644)
     write_new(paths.config, render_config(device_id, site_id).encode(), 0o644)
+    Outbox.open(paths.outbox).close()  # created and migrated now, so every command works
     return EnrolmentRecord(device_id, site_id, key.public_key, key.kid)
 
 

@@ -25,7 +25,13 @@ from agent.identity import create_device_key, load_device_key, load_ledger_keys
 from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
 from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
-from custody.commitment import MASS_UNIT_G, MAX_MASS_UNITS, commit_masses, seal_openings
+from custody.commitment import (
+    MASS_UNIT_G,
+    MAX_MASS_UNITS,
+    Opening,
+    commit_masses,
+    seal_openings,
+)
 from custody.envelope import EventSigner, verify_envelope
 from custody.errors import CaptureError, InvalidMassError, NotInitialisedError
 from custody.event import EventType
@@ -118,7 +124,9 @@ class Recorder:
         **fields: Any,
     ) -> StoredEvent:
         """A weighing; masses in integer units (``kg_to_units``)."""
-        masses = {n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None}
+        masses = {
+            n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None
+        }
         if not masses:
             raise CaptureError("a weighing needs at least one mass (gross, tare or bag)")
         return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
@@ -144,7 +152,7 @@ class Recorder:
         """Prepare a draft in this thread and queue it; the future resolves when durable."""
         now = self.clock.now()
         full = dict(body)
-        openings = {}
+        openings: dict[str, Opening] = {}
         if masses:
             if self.ledger_keys is None:
                 raise CaptureError(

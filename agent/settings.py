@@ -201,7 +201,7 @@ def render_config(device_id: str, site_id: str) -> str:
         value = given.get(s.key, s.default)
         # JSON string/int literals are valid TOML basic strings and integers.
         rendered = json.dumps(value)
-        lines.append(f"{name} = {rendered}" if s.key in given else f"{name} = {rendered}")
+        lines.append(f"{name} = {rendered}")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ excluded on purpose: masses are integers in fixed units.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,7 +87,7 @@ _KEY_CACHE_MAX = 4096
 
 
 def _key_bytes(key: Any, tags: frozenset[int], allow_any_tag: bool) -> bytes:
-    cacheable = type(key) is str and len(key) <= 64 or type(key) is int
+    cacheable = (type(key) is str and len(key) <= 64) or type(key) is int
     if cacheable:
         hit = _KEY_CACHE.get((type(key), key))
         if hit is not None:
@@ -120,7 +121,7 @@ def _ordered(obj: Any, tags: frozenset[int], allow_any_tag: bool) -> Any:
             kb = _key_bytes(key, tags, allow_any_tag)
             items.append((kb, key, _ordered(value, tags, allow_any_tag)))
         items.sort(key=lambda item: item[0])
-        for (a, _, _), (b, _, _) in zip(items, items[1:], strict=False):
+        for (a, _, _), (b, _, _) in itertools.pairwise(items):
             if a == b:
                 raise _Unsupported("duplicate map key")
         # Rebuild each key from its ordered form: a key that is an array holding a

@@ -70,7 +70,7 @@ class Sign1:
 
 
 def encode_protected(headers: dict[int, Any]) -> bytes:
-    """The protected bucket: a zero-length bstr when empty (RFC 9052 §3), else deterministic CBOR."""
+    """The protected bucket: zero-length when empty (RFC 9052 §3), else deterministic CBOR."""
     return cbor.encode(headers) if headers else b""
 
 

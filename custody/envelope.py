@@ -148,4 +148,3 @@ class ChainVerifier:
         for data in items:
             self.feed(data)
         return self.count
-

@@ -51,7 +51,7 @@ class ConfigError(CustodyError):
         super().__init__(f"{source}: {key}: {reason}")
 
 
-class KeyError_(CustodyError):  # noqa: N801 - see module docstring
+class KeyError_(CustodyError):
     """A key file is missing, unreadable or malformed."""
 
 

@@ -17,7 +17,7 @@ from custody.keys import LedgerKeyPair
 
 __all__ = ["create_ledger_keys", "load_ledger_keypair"]
 
-SECRET_FILE = "ledger.key"
+SECRET_FILE = "ledger.key"  # noqa: S105 - a file name, not a secret
 PUBLIC_FILE = "ledger-public.json"
 
 
@@ -53,7 +53,9 @@ def load_ledger_keypair(data_dir: Path) -> LedgerKeyPair:
             raise KeyPermissionError(f"{path}: readable by others; run `chmod 600 {path}`")
         raw = json.loads(path.read_text(encoding="utf-8"))
         return LedgerKeyPair(
-            raw["ledger_id"], bytes.fromhex(raw["signing_seed"]), bytes.fromhex(raw["sealing_secret"])
+            raw["ledger_id"],
+            bytes.fromhex(raw["signing_seed"]),
+            bytes.fromhex(raw["sealing_secret"]),
         )
     except FileNotFoundError as exc:
         raise KeyError_(f"{path}: no ledger keys (run `custody-ledger init`)") from exc

@@ -66,7 +66,9 @@ def translate_sqlite_errors(what: str) -> Iterator[None]:
     except sqlite3.Error as exc:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code == _SQLITE_FULL or "disk is full" in str(exc):
-            raise DiskFullError(f"{what}: the disk is full; nothing in this write was kept") from exc
+            raise DiskFullError(
+                f"{what}: the disk is full; nothing in this write was kept"
+            ) from exc
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in str(exc):
             raise CorruptDatabaseError(f"{what}: database is corrupt: {exc}") from exc
         raise StorageError(f"{what}: {exc}") from exc
@@ -194,7 +196,8 @@ class Outbox:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[StoredEvent]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if state is not None:
             where.append("state = ?")
             args.append(str(state))
@@ -401,11 +404,11 @@ def _salvage(old: Path, new: Path, verify: Callable[[bytes, bytes], bool]) -> in
         return 0
     try:
         with contextlib.suppress(sqlite3.Error):
-            rows = src.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events ORDER BY kid, seq"
-            ).fetchall()
+            rows = src.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY kid, seq").fetchall()
         with contextlib.suppress(sqlite3.Error):
-            openings = src.execute("SELECT event_id, field, value, blinding FROM openings").fetchall()
+            openings = src.execute(
+                "SELECT event_id, field, value, blinding FROM openings"
+            ).fetchall()
     finally:
         src.close()
     good = [r for r in rows if _verifies(verify, r[1], r[10])]

@@ -1,0 +1,266 @@
+"""Capture path: commit + seal + sign + durable insert, end to end through ``Recorder``.
+
+Every run starts from a fresh, throwaway gateway data directory in the temp dir
+(new ledger keys, ``agent.enrol.initialise``) so runs do not inherit a warm
+or large outbox. Measured:
+
+- ``events_per_s``: several producer threads each ``Recorder.submit`` single-bag
+  weighings as fast as they can; the clock stops when every future has resolved,
+  i.e. when the last event is fsynced. Median of ``runs`` runs.
+- ``cpu_us_per_event``: process CPU time (all threads, ``time.process_time``)
+  over the same throughput window, per event. Median of the runs.
+- ``p50_commit_ms`` / ``p99_commit_ms``: one producer calling
+  ``Recorder.weighing``, timed from the call to its return, which is when the
+  event is durable. Nearest-rank percentiles.
+- ``durable``: read back from the writer's own SQLite connection, not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.enrol import initialise
+from agent.outbox import StoredEvent
+from agent.recorder import Recorder
+from bench.machine import machine
+from custody.event import EventType
+from ledger.keys import PUBLIC_FILE, create_ledger_keys
+
+__all__ = ["SUMMARY", "TARGETS", "add_arguments", "render", "run"]
+
+SUMMARY = "capture throughput, commit latency and CPU per event through Recorder"
+
+# Issue targets on a Raspberry-Pi-class gateway; a bigger machine should beat them easily.
+TARGETS: dict[str, float] = {"events_per_s": 2000, "p99_commit_ms": 20, "cpu_us_per_event": 400}
+_HIGHER_IS_BETTER = {"events_per_s"}
+
+_SQLITE_SYNCHRONOUS_FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=_positive, default=4, help="producer threads (default 4)"
+    )
+    parser.add_argument(
+        "--events",
+        type=_positive,
+        default=20_000,
+        help="events per throughput run, over all threads (default 20000)",
+    )
+    parser.add_argument(
+        "--runs", type=_positive, default=3, help="throughput runs; the median is quoted (3)"
+    )
+    parser.add_argument(
+        "--latency-events",
+        type=_positive,
+        default=2000,
+        help="events in the single-producer latency run (default 2000)",
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    threads: int = args.threads
+    events: int = args.events
+    runs: int = args.runs
+    latency_events: int = args.latency_events
+
+    throughput = [_throughput_run(threads, events) for _ in range(runs)]
+    latency = _latency_run(latency_events)
+
+    lat_ms = sorted(latency["latencies_ms"])
+    results: dict[str, Any] = {
+        "benchmark": "capture",
+        "events_per_s": round(statistics.median(r["events_per_s"] for r in throughput), 1),
+        "p50_commit_ms": round(_percentile(lat_ms, 50), 3),
+        "p99_commit_ms": round(_percentile(lat_ms, 99), 3),
+        "cpu_us_per_event": round(statistics.median(r["cpu_us_per_event"] for r in throughput), 1),
+        "durable": all(r["durable"] for r in throughput) and latency["durable"],
+        "envelope_bytes": latency["envelope_bytes"],
+        "batch_max_seen": max(r["batch_max"] for r in throughput),
+        "runs": throughput,
+        "latency": {
+            "events": len(lat_ms),
+            "min_ms": round(lat_ms[0], 3),
+            "p90_ms": round(_percentile(lat_ms, 90), 3),
+            "max_ms": round(lat_ms[-1], 3),
+            "batch_max": latency["batch_max"],
+        },
+        "parameters": {
+            "threads": threads,
+            "events": events,
+            "runs": runs,
+            "latency_events": latency_events,
+            "event": "weighing, one committed bag mass (commit + seal + sign + durable insert)",
+        },
+        "targets": dict(TARGETS),
+        "machine": machine(),
+    }
+    results["meets_targets"] = _meets(results)
+    return results
+
+
+def render(result: Mapping[str, Any]) -> str:
+    rows = [
+        ("events/s (median)", f"{result['events_per_s']:.0f}", "events_per_s"),
+        ("commit p50 ms", f"{result['p50_commit_ms']:.2f}", None),
+        ("commit p99 ms", f"{result['p99_commit_ms']:.2f}", "p99_commit_ms"),
+        ("CPU µs/event (median)", f"{result['cpu_us_per_event']:.0f}", "cpu_us_per_event"),
+        ("durable (WAL + FULL)", str(result["durable"]).lower(), None),
+        ("envelope bytes (median)", str(result["envelope_bytes"]), None),
+        ("largest batch seen", str(result["batch_max_seen"]), None),
+    ]
+    lines = [f"{'metric':<26}{'value':>12}  {'target':>10}  ok"]
+    for label, value, key in rows:
+        target = ok = ""
+        if key is not None:
+            bound = ">=" if key in _HIGHER_IS_BETTER else "<="
+            target = f"{bound} {result['targets'][key]:g}"
+            ok = "yes" if result["meets_targets"][key] else "NO"
+        lines.append(f"{label:<26}{value:>12}  {target:>10}  {ok}")
+    lines.append("")
+    lines.append("throughput runs:")
+    for i, r in enumerate(result["runs"], 1):
+        lines.append(
+            f"  {i}: {r['events_per_s']:.0f} events/s, {r['cpu_us_per_event']:.0f} µs CPU/event, "
+            f"{r['seconds']:.2f} s, {r['batches']} batches (largest {r['batch_max']})"
+        )
+    p = result["parameters"]
+    m = result["machine"]
+    fs = m.get("tmp_filesystem", {}).get("type", "?")
+    lines.append(
+        f"parameters: {p['threads']} threads x {p['events']} events, {p['runs']} runs; "
+        f"latency over {p['latency_events']} events"
+    )
+    lines.append(
+        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('memory_gib', '?')} GiB, {m.get('python', '?')}, SQLite {m.get('sqlite', '?')}, "
+        f"temp dir on {fs}"
+    )
+    return "\n".join(lines)
+
+
+# --- runs ---------------------------------------------------------------------------------
+@contextmanager
+def _gateway() -> Iterator[Recorder]:
+    """A fresh, enrolled gateway with its ledger keys, deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="custody-bench-") as tmp:
+        root = Path(tmp)
+        create_ledger_keys(root / "ledger", "bench-ledger")
+        initialise(
+            root / "gw",
+            site_id="BENCH-01",
+            device_id="bench-gw-01",
+            ledger_key_file=root / "ledger" / PUBLIC_FILE,
+        )
+        recorder = Recorder(root / "gw", boot_reason="benchmark")
+        try:
+            yield recorder
+        finally:
+            recorder.close()
+
+
+def _throughput_run(threads: int, events: int) -> dict[str, Any]:
+    shares = [events // threads + (1 if i < events % threads else 0) for i in range(threads)]
+    futures: list[list[Future[StoredEvent]]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    with _gateway() as recorder:
+        start = threading.Barrier(threads + 1)
+
+        def produce(index: int) -> None:
+            mine = futures[index]
+            try:
+                start.wait()
+                for i in range(shares[index]):
+                    mine.append(
+                        recorder.submit(
+                            EventType.WEIGHING,
+                            {"scale": "bench-scale", "lot": "LOT-1"},
+                            masses={"bag": 5000 + i % 1000},
+                        )
+                    )
+            except BaseException as exc:  # reported after the run, never swallowed
+                errors.append(exc)
+                raise
+
+        workers = [
+            threading.Thread(target=produce, args=(i,), name=f"producer-{i}")
+            for i in range(threads)
+        ]
+        for w in workers:
+            w.start()
+        start.wait()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        for w in workers:
+            w.join()
+        stored = [f.result() for per_thread in futures for f in per_thread]
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        if errors:
+            raise RuntimeError(f"a producer failed: {errors[0]!r}") from errors[0]
+        stats = recorder.writer.stats
+        return {
+            "events_per_s": round(len(stored) / seconds, 1),
+            "cpu_us_per_event": round(cpu / len(stored) * 1e6, 1),
+            "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 3),
+            "events": len(stored),
+            "batches": stats.batches,
+            "batch_max": stats.max_batch,
+            "mean_batch": round(stats.events / stats.batches, 1) if stats.batches else 0,
+            "durable": _durable(recorder),
+        }
+
+
+def _latency_run(events: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    sizes: list[int] = []
+    with _gateway() as recorder:
+        for i in range(events):
+            t0 = time.perf_counter_ns()
+            stored = recorder.weighing(bag=5000 + i % 1000, scale="bench-scale", lot="LOT-1")
+            latencies.append((time.perf_counter_ns() - t0) / 1e6)
+            sizes.append(len(stored.envelope))
+        return {
+            "latencies_ms": latencies,
+            "envelope_bytes": int(statistics.median(sizes)),
+            "batch_max": recorder.writer.stats.max_batch,
+            "durable": _durable(recorder),
+        }
+
+
+def _durable(recorder: Recorder) -> bool:
+    """WAL + synchronous=FULL on the connection that actually commits the captures."""
+    conn = recorder.writer._conn
+    synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    return synchronous == _SQLITE_SYNCHRONOUS_FULL and journal == "wal"
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _percentile(ordered: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty sequence."""
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * pct / 100)
+    return ordered[int(rank) - 1]
+
+
+def _meets(result: Mapping[str, Any]) -> dict[str, bool]:
+    return {
+        key: (result[key] >= target if key in _HIGHER_IS_BETTER else result[key] <= target)
+        for key, target in TARGETS.items()
+    }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

@@ -1,0 +1,49 @@
+"""Shared fixtures: throwaway ledger keys and initialised gateway data dirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent import enrol
+from agent.recorder import Recorder
+from custody.keys import LedgerKeyPair
+from ledger.keys import PUBLIC_FILE, create_ledger_keys
+
+@dataclass(frozen=True)
+class Gateway:
+    data_dir: Path
+    ledger: LedgerKeyPair
+    device_id: str = "gw-kol-01"
+    site_id: str = "KOL-01"
+
+    def recorder(self) -> Recorder:
+        return Recorder(self.data_dir)
+
+
+@pytest.fixture
+def ledger_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "ledger"
+    create_ledger_keys(path, "test-ledger")
+    return path
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, ledger_dir: Path) -> Gateway:
+    from ledger.keys import load_ledger_keypair
+
+    data_dir = tmp_path / "gw"
+    enrol.initialise(
+        data_dir, site_id="KOL-01", device_id="gw-kol-01", ledger_key_file=ledger_dir / PUBLIC_FILE
+    )
+    return Gateway(data_dir, load_ledger_keypair(ledger_dir))
+
+
+@pytest.fixture
+def recorder(gateway: Gateway) -> Iterator[Recorder]:
+    rec = gateway.recorder()
+    yield rec
+    rec.close()
