@@ -174,10 +174,8 @@ def test_mutation_reproduces_the_files_own_output(name: str) -> None:
     vector = load(name)
     sign0 = vector["input"]["sign0"]
     expected = bytes.fromhex(vector["output"]["cbor"])
-    original_signature = cbor.decode(expected, allow_tags=(998, 18))
-    original_signature = (
-        original_signature.value if isinstance(original_signature, cbor.Tag) else original_signature
-    )[3]
+    outer = cbor.decode(expected, allow_tags=(998, cose.COSE_SIGN1_TAG))
+    original_signature = (outer.value if isinstance(outer, cbor.Tag) else outer)[3]
     unmutated = cbor.encode(
         cbor.Tag(
             cose.COSE_SIGN1_TAG,
@@ -319,8 +317,7 @@ def test_envelopes_verify_under_pycose(type_: EventType) -> None:
     assert msg.get_attr(pycose_headers.Algorithm) is PycoseEdDSA
     assert msg.get_attr(pycose_headers.KID) == key.kid
     assert msg.get_attr(pycose_headers.ContentType) == CONTENT_TYPE
-    assert msg.payload == cbor.encode(make_payload(type_).to_map()) or type_ is EventType.WEIGHING
-    assert cbor.decode(msg.payload) == env.payload.to_map()
+    assert msg.payload == cbor.encode(env.payload.to_map())
 
 
 @pytest.mark.parametrize("type_", [EventType.WEIGHING, EventType.SEAL_SCAN, EventType.VOID])
