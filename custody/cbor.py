@@ -100,6 +100,18 @@ def _key_bytes(key: Any, tags: frozenset[int], allow_any_tag: bool) -> bytes:
 
 def _ordered(obj: Any, tags: frozenset[int], allow_any_tag: bool) -> Any:
     """Return ``obj`` rebuilt with §4.2.1 map order; raise for types outside the subset."""
+    # Fast path on the exact built-in types our payloads are made of; subclasses
+    # (enums, frozendict, ...) and everything else take the general path below,
+    # which decides the same way.
+    kind = type(obj)
+    if kind is bytes or kind is str:
+        return obj
+    if kind is int:
+        if not _INT_MIN <= obj <= _INT_MAX:
+            raise _Unsupported(f"integer {obj} outside the 64-bit CBOR range")
+        return obj
+    if kind is dict:
+        return _ordered_map(obj, tags, allow_any_tag)
     # bool before int: bool is a subclass of int in Python.
     if obj is None or isinstance(obj, bool):
         return obj
@@ -114,28 +126,47 @@ def _ordered(obj: Any, tags: frozenset[int], allow_any_tag: bool) -> Any:
     if isinstance(obj, list | tuple):
         return [_ordered(item, tags, allow_any_tag) for item in obj]
     if isinstance(obj, Mapping):  # cbor2 yields frozendict inside tags
-        items = []
-        for key, value in obj.items():
-            if not isinstance(key, int | str | bytes | tuple) or isinstance(key, bool):
-                raise _Unsupported(f"map key of type {type(key).__name__} is outside the subset")
-            kb = _key_bytes(key, tags, allow_any_tag)
-            items.append((kb, key, _ordered(value, tags, allow_any_tag)))
-        items.sort(key=lambda item: item[0])
-        for (a, _, _), (b, _, _) in itertools.pairwise(items):
-            if a == b:
-                raise _Unsupported("duplicate map key")
-        # Rebuild each key from its ordered form: a key that is an array holding a
-        # map must carry that map in sorted order too, or a non-canonical nested
-        # map inside a key would round-trip unchanged and be accepted.
-        return {
-            _freeze(_ordered(key, tags, allow_any_tag)) if isinstance(key, tuple) else key: value
-            for _, key, value in items
-        }
+        return _ordered_map(obj, tags, allow_any_tag)
     if isinstance(obj, cbor2.CBORTag):
         if not allow_any_tag and obj.tag not in tags:
             raise _Unsupported(f"CBOR tag {obj.tag} is not accepted here")
         return cbor2.CBORTag(obj.tag, _ordered(obj.value, tags, allow_any_tag))
     raise _Unsupported(f"{type(obj).__name__} is outside the accepted CBOR subset")
+
+
+def _ordered_map(obj: Mapping[Any, Any], tags: frozenset[int], allow_any_tag: bool) -> Any:
+    items = []
+    tuple_keys = False
+    for key, value in obj.items():
+        key_kind = type(key)
+        # A cache hit means the key is a str or int that was already encoded once.
+        kb = _KEY_CACHE.get((key_kind, key)) if key_kind is str or key_kind is int else None
+        if kb is None:
+            if not isinstance(key, int | str | bytes | tuple) or isinstance(key, bool):
+                raise _Unsupported(f"map key of type {type(key).__name__} is outside the subset")
+            kb = _key_bytes(key, tags, allow_any_tag)
+            tuple_keys = tuple_keys or isinstance(key, tuple)
+        value_kind = type(value)
+        if value_kind is not bytes and value_kind is not str:
+            value = _ordered(value, tags, allow_any_tag)
+        items.append((kb, key, value))
+    items.sort(key=_first)
+    for (a, _, _), (b, _, _) in zip(items, items[1:], strict=False):
+        if a == b:
+            raise _Unsupported("duplicate map key")
+    if not tuple_keys:
+        return {key: value for _, key, value in items}
+    # Rebuild each key from its ordered form: a key that is an array holding a
+    # map must carry that map in sorted order too, or a non-canonical nested
+    # map inside a key would round-trip unchanged and be accepted.
+    return {
+        _freeze(_ordered(key, tags, allow_any_tag)) if isinstance(key, tuple) else key: value
+        for _, key, value in items
+    }
+
+
+def _first(item: tuple[bytes, Any, Any]) -> bytes:
+    return item[0]
 
 
 def _freeze(key: Any) -> Any:

@@ -13,6 +13,7 @@ from agent.recorder import Recorder
 from custody.keys import LedgerKeyPair
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 
+
 @dataclass(frozen=True)
 class Gateway:
     data_dir: Path

@@ -41,7 +41,7 @@ def test_weighing_commits_masses_and_seals_openings_to_the_ledger(
     env = verify_envelope(e.envelope, recorder.key.public_key)
     body = env.payload.body
     # Clear masses never appear in the signed payload.
-    assert 312505 .to_bytes(4, "big") not in e.envelope
+    assert (312505).to_bytes(4, "big") not in e.envelope
     assert set(body["mass"]) == {"gross", "tare", "net"}
     ledger = gateway.ledger
     opened = open_sealed(body["sealed"], ledger.public.sealing_key, ledger.sealing_secret)

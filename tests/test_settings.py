@@ -87,7 +87,9 @@ def test_cli_config_check(gateway) -> None:  # type: ignore[no-untyped-def]
     bad = run_cli("config", "check", "--json", "--data-dir", str(gateway.data_dir))
     assert bad.returncode == 3
     out = json.loads(bad.stdout)
-    assert out["ok"] is False and out["problems"] == [{"key": "extra.thing", "reason": "unknown setting"}]
+    assert out["ok"] is False and out["problems"] == [
+        {"key": "extra.thing", "reason": "unknown setting"}
+    ]
     # Every other command refuses to run on it with one line naming file and key.
     status = run_cli("status", "--data-dir", str(gateway.data_dir))
     assert status.returncode == 3

@@ -403,14 +403,15 @@ def _salvage(old: Path, new: Path, verify: Callable[[bytes, bytes], bool]) -> in
     except sqlite3.Error:
         return 0
     try:
-        with contextlib.suppress(sqlite3.Error):
-            rows = src.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY kid, seq").fetchall()
+        rows = _read_in_chunks(src, f"SELECT {EVENT_COLUMNS} FROM events")
+        # openings is WITHOUT ROWID: read it whole, or not at all.
         with contextlib.suppress(sqlite3.Error):
             openings = src.execute(
                 "SELECT event_id, field, value, blinding FROM openings"
             ).fetchall()
     finally:
         src.close()
+    rows.sort(key=lambda r: (bytes(r[1]), r[2]))
     good = [r for r in rows if _verifies(verify, r[1], r[10])]
     if not good:
         return 0
@@ -432,6 +433,26 @@ def _salvage(old: Path, new: Path, verify: Callable[[bytes, bytes], bool]) -> in
     except sqlite3.Error as exc:
         raise StorageError(f"salvaging {old} into {new}: {exc}") from exc
     return len(good)
+
+
+def _read_in_chunks(src: sqlite3.Connection, select: str) -> list[tuple[Any, ...]]:
+    """Read a table by rowid ranges, skipping ranges that hit corrupt pages.
+
+    Range scans walk the table b-tree by rowid and need no index, so a damaged
+    index or a few damaged pages cost only the rows they hold.
+    """
+    try:
+        hi = int(src.execute("SELECT MAX(rowid) FROM events").fetchone()[0] or 0)
+    except sqlite3.Error:
+        hi = 1 << 20  # the root page is unreadable: probe a generous range anyway
+    rows: list[tuple[Any, ...]] = []
+    step = 64
+    for lo in range(0, hi + 1, step):
+        with contextlib.suppress(sqlite3.Error):
+            rows += src.execute(
+                f"{select} WHERE rowid >= ? AND rowid < ?", (lo, lo + step)
+            ).fetchall()
+    return rows
 
 
 def _verifies(verify: Callable[[bytes, bytes], bool], kid: Any, envelope: Any) -> bool:
