@@ -21,6 +21,7 @@ from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
 from agent.recorder import Recorder, kg_to_units, units_to_kg
 from agent.settings import SETTINGS, check_config, load_config
+from custody import cbor, cose
 from custody.envelope import verify_envelope
 from custody.errors import (
     CaptureError,
@@ -75,6 +76,25 @@ def _event_json(e: StoredEvent, outbox: Outbox | None = None) -> dict[str, Any]:
         if masses:
             out["mass_kg"] = {n: str(units_to_kg(v)) for n, (v, _) in sorted(masses.items())}
     return out
+
+
+def _describe(e: StoredEvent) -> str:
+    """A few words from the signed body for the listing (decoded, not re-verified)."""
+    try:
+        body = cbor.decode(cose.decode_sign1(e.envelope).payload).get("body", {})
+    except VerificationError:
+        return "(undecodable)"
+    parts = []
+    for key in ("pass", "vehicle", "seal", "lot", "reason"):
+        if key in body:
+            parts.append(f"{key}={body[key]}")
+    if "seals" in body:
+        parts.append("seals=" + ",".join(body["seals"]))
+    if "children" in body:
+        parts.append(f"{body['action']} {len(body['children'])} bag(s)")
+    if "target" in body:
+        parts.append(f"voids {body['target'].hex()[:16]}")
+    return " ".join(parts)
 
 
 def _utc(ms: int) -> str:
@@ -209,14 +229,16 @@ def cmd_events_list(args: argparse.Namespace) -> int:
         if args.json:
             _print_json([_event_json(e, outbox) for e in events])
             return 0
-        print(f"{'seq':>6}  {'time (UTC)':<20} {'q':<8} {'type':<12} {'state':<8} id / mass")
+        print(
+            f"{'seq':>5} {'time (UTC)':<20} {'clock':<8} {'type':<11} {'state':<7} {'id':<12} what"
+        )
         for e in events:
             masses = outbox.openings(e.event_id)
-            extra = " ".join(f"{n}={units_to_kg(v)}kg" for n, (v, _) in sorted(masses.items()))
-            flag = " manual" if e.manual else ""
+            what = [f"{n}={units_to_kg(v)}kg" for n, (v, _) in sorted(masses.items())]
+            what += [_describe(e)] + (["(manual)"] if e.manual else [])
             print(
-                f"{e.seq:>6}  {_utc(e.device_time_ms):<20} {e.time_quality:<8} {e.type:<12} "
-                f"{e.state!s:<8} {e.event_id.hex()[:16]} {extra}{flag}"
+                f"{e.seq:>5} {_utc(e.device_time_ms):<20} {e.time_quality:<8} {e.type:<11} "
+                f"{e.state!s:<7} {e.event_id.hex()[:12]} {' '.join(w for w in what if w)}"
             )
     finally:
         outbox.close()

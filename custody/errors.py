@@ -16,6 +16,7 @@ The CLIs map each branch to an exit code and a one-line message
     │   ├── CorruptDatabaseError    integrity check failed (the file is quarantined)
     │   └── NotInitialisedError     no identity/outbox in the data dir yet
     ├── CaptureError                a capture was refused before it was recorded
+    │   ├── InvalidCaptureError     a field that the event schema does not allow
     │   └── InvalidMassError        a mass that cannot be represented (negative, too fine)
     ├── VerificationError           something received or stored does not verify
     │   ├── DecodeError             not well-formed or not canonical CBOR/COSE
@@ -81,6 +82,10 @@ class NotInitialisedError(StorageError):
 
 class CaptureError(CustodyError):
     """A capture was refused before anything was recorded."""
+
+
+class InvalidCaptureError(CaptureError):
+    """A capture's fields do not fit the event schema (nothing was recorded)."""
 
 
 class InvalidMassError(CaptureError):

@@ -15,7 +15,7 @@ from agent.outbox.lifecycle import TRANSITIONS, check_transition
 from agent.recorder import Recorder, kg_to_units, units_to_kg
 from custody.commitment import open_sealed, verify_opening
 from custody.envelope import ChainVerifier, verify_envelope
-from custody.errors import CaptureError, InvalidMassError, SchemaError, StorageError
+from custody.errors import CaptureError, InvalidCaptureError, InvalidMassError, StorageError
 from custody.event import DeviceTime, EventType, TimeQuality, TimeSource
 from custody.group import ED25519
 from tests.conftest import Gateway
@@ -187,9 +187,9 @@ def test_lifecycle_table_walk() -> None:
 
 def test_invalid_bodies_are_refused_before_anything_is_recorded(recorder: Recorder) -> None:
     before = chain_of(recorder)
-    with pytest.raises(SchemaError):
+    with pytest.raises(InvalidCaptureError, match="printable"):
         recorder.seal_scan("bad\x00seal")
-    with pytest.raises(SchemaError):
+    with pytest.raises(InvalidCaptureError, match="unknown field"):
         recorder.record(EventType.SEAL_SCAN, {"seal": "S", "colour": "red"})
     assert chain_of(recorder) == before
 

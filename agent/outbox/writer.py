@@ -42,6 +42,8 @@ from custody.errors import (
     BudgetExceededError,
     CaptureError,
     CustodyError,
+    InvalidCaptureError,
+    SchemaError,
     StorageError,
 )
 from custody.event import BODY_SCHEMAS, GENESIS_PREV, DeviceTime, EventType, Payload
@@ -162,7 +164,10 @@ class OutboxWriter:
             raise StorageError(f"the outbox writer stopped: {self._failed}") from self._failed
         if self._thread is None:
             raise StorageError("the outbox writer is not running")
-        BODY_SCHEMAS[draft.type].validate(dict(draft.body), draft.type)
+        try:
+            BODY_SCHEMAS[draft.type].validate(dict(draft.body), draft.type)
+        except SchemaError as exc:
+            raise InvalidCaptureError(f"capture refused: {exc}") from exc
         fut: Future[StoredEvent] = Future()
         try:
             self._queue.put(_Request(draft, fut), timeout=submit_timeout)
