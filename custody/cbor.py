@@ -151,7 +151,7 @@ def _ordered_map(obj: Mapping[Any, Any], tags: frozenset[int], allow_any_tag: bo
             value = _ordered(value, tags, allow_any_tag)
         items.append((kb, key, value))
     items.sort(key=_first)
-    for (a, _, _), (b, _, _) in zip(items, items[1:], strict=False):
+    for (a, _, _), (b, _, _) in itertools.pairwise(items):
         if a == b:
             raise _Unsupported("duplicate map key")
     if not tuple_keys:
