@@ -215,9 +215,10 @@ def cmd_record_void(args: argparse.Namespace) -> int:
 
 
 def _open_outbox(args: argparse.Namespace) -> Outbox:
+    """Open for reading: no start-up check, never quarantines (the service may be running)."""
     paths = DataDir(args.data_dir)
-    cfg = load_config(paths.config)
-    return Outbox.open(paths.outbox, check=cfg.startup_check, create=False)
+    load_config(paths.config)  # a bad config is reported before anything else
+    return Outbox.open(paths.outbox, check=None, create=False)
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
@@ -303,6 +304,8 @@ def cmd_events_verify(args: argparse.Namespace) -> int:
         key = load_device_key(DataDir(args.data_dir).device_key)
         total = sum(outbox.counts_by_state().values())
         report = audit.verify_outbox(outbox, key, _Progress("verifying", total))
+        if report.ok and not outbox.integrity_ok():
+            report.ok, report.error = False, "PRAGMA integrity_check failed on the outbox"
     finally:
         outbox.close()
     if args.json:

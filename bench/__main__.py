@@ -33,14 +33,12 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {name:<12}{b.SUMMARY}" for name, b in BENCHMARKS.items())
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run a cobalt-custody benchmark.",
-        epilog=f"benchmarks:\n{listing}\n\n`python -m bench NAME --help` shows its options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a cobalt-custody benchmark and report it (a table, or JSON with --json).",
+        epilog="`python -m bench NAME --help` shows a benchmark's options.",
     )
-    sub = parser.add_subparsers(dest="name", metavar="NAME", required=True)
+    sub = parser.add_subparsers(dest="name", metavar="NAME", required=True, title="benchmarks")
     for name, bench in BENCHMARKS.items():
         p = sub.add_parser(name, help=bench.SUMMARY, description=bench.SUMMARY)
         p.add_argument(

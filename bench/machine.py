@@ -9,6 +9,7 @@ version stands in.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sqlite3
@@ -34,10 +35,8 @@ def machine() -> dict[str, Any]:
     if sodium is not None:
         info["libsodium"] = sodium
     for dist in ("PyNaCl", "cbor2"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             info[dist.lower()] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     tmp = Path(tempfile.gettempdir())
     info["tmp_dir"] = str(tmp)
     fs = filesystem_of(tmp)

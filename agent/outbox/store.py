@@ -146,18 +146,21 @@ class Outbox:
         cls,
         path: Path,
         *,
-        check: str = "integrity",
+        check: str | None = "integrity",
         salvage_verify: Callable[[bytes, bytes], bool] | None = None,
         create: bool = True,
     ) -> Outbox:
         """Open (creating if asked), check, quarantine if corrupt, migrate.
+
+        ``check=None`` skips the start-up check and never quarantines: read-only
+        commands must not rename files under a running gateway service.
 
         ``salvage_verify(kid, envelope)`` decides which events of a quarantined
         file are copied into the new one (only ones that still verify).
         """
         report = OpenReport()
         if path.exists():
-            problem = _check(path, check)
+            problem = None if check is None else _check(path, check)
             if problem is not None:
                 moved = _quarantine(path)
                 salvaged = _salvage(moved, path, salvage_verify) if salvage_verify else 0
