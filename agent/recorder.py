@@ -121,14 +121,30 @@ class Recorder:
         tare: int | None = None,
         bag: int | None = None,
         manual: bool = False,
-        **fields: Any,
+        pass_: str | None = None,
+        vehicle: str | None = None,
+        lot: str | None = None,
+        direction: str | None = None,
+        seals: list[str] | None = None,
+        note: str | None = None,
+        scale: str | None = None,
+        alibi: str | None = None,
+        photo: bytes | None = None,
     ) -> StoredEvent:
-        """A weighing; masses in integer units (``kg_to_units``)."""
+        """A weighing; masses in integer units (``kg_to_units``).
+
+        ``pass_`` is the weighbridge pass (``in``, ``out``, ``single``); ``direction``
+        says whether the material was received (``in``) or shipped (``out``).
+        """
         masses = {
             n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None
         }
         if not masses:
             raise CaptureError("a weighing needs at least one mass (gross, tare or bag)")
+        fields = {
+            "pass": pass_, "vehicle": vehicle, "lot": lot, "direction": direction,
+            "seals": seals, "note": note, "scale": scale, "alibi": alibi, "photo": photo,
+        }  # fmt: skip
         return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
 
     def seal_scan(self, seal: str, *, manual: bool = False, **fields: Any) -> StoredEvent:
