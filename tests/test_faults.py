@@ -13,12 +13,15 @@ import pytest
 
 from agent.audit import verify_outbox
 from agent.outbox import Outbox
+from agent.outbox.store import translate_sqlite_errors
 from agent.recorder import Recorder
 from custody.envelope import verify_envelope
 from custody.errors import (
     BudgetExceededError,
+    CorruptDatabaseError,
     DiskFullError,
     KeyPermissionError,
+    StorageError,
 )
 from tests.conftest import Gateway
 from tests.support import run_cli
@@ -242,3 +245,30 @@ def test_recorder_survives_restart_after_errors(gateway: Gateway) -> None:
         rec.seal_scan("S1")
     with Recorder(gateway.data_dir) as rec:
         assert verify_outbox(rec.outbox, rec.key).checked == 3
+
+
+# --- the boundary translation of third-party errors -------------------------------------
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), DiskFullError),
+        (sqlite3.DatabaseError("database disk image is malformed"), CorruptDatabaseError),
+        (sqlite3.DatabaseError("file is not a database"), StorageError),
+        (sqlite3.OperationalError("database is locked"), StorageError),
+        (sqlite3.IntegrityError("UNIQUE constraint failed"), StorageError),
+        (OSError(28, "No space left on device"), StorageError),
+    ],
+)
+def test_sqlite_and_os_errors_are_translated_once(raised: Exception, expected: type) -> None:
+    with pytest.raises(expected) as err, translate_sqlite_errors("testing"):
+        raise raised
+    assert isinstance(err.value, StorageError)
+    assert err.value.__cause__ is raised
+    assert str(err.value).startswith("testing")
+
+
+def test_real_sqlite_error_codes_map_by_code(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "x.sqlite"
+    not_a_db.write_bytes(b"garbage" * 1000)
+    with pytest.raises(CorruptDatabaseError), translate_sqlite_errors("reading"):
+        sqlite3.connect(not_a_db).execute("SELECT * FROM sqlite_master").fetchall()
