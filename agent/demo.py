@@ -11,6 +11,7 @@ broker, ledger acks and a verified lot summary.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -20,14 +21,17 @@ from agent import audit, enrol
 from agent.cli import main as agent_cli
 from agent.recorder import Recorder, kg_to_units
 from custody.event import EventType
-from ledger.keys import PUBLIC_FILE, create_ledger_keys
 
 
 def run(root: Path) -> int:
     ledger_dir, gw_dir = root / "ledger", root / "gateway"
-    create_ledger_keys(ledger_dir, "demo-ledger")
+    # The ledger's keys come from its own command, as an operator would make them.
+    made = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "--data-dir", str(ledger_dir), "init"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     record = enrol.initialise(
-        gw_dir, site_id="KOL-01", device_id="gw-kol-01", ledger_key_file=ledger_dir / PUBLIC_FILE
+        gw_dir, site_id="KOL-01", device_id="gw-kol-01", ledger_key_file=Path(made.stdout.strip())
     )
     print(f"gateway {record.device_id} at {record.site_id}, kid {record.kid.hex()}")
     print(f"data in {root}\n")

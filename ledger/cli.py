@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.paths import resolve_data_dir
 from custody.errors import CustodyError
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
+from ledger.paths import resolve_data_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
