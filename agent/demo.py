@@ -38,7 +38,7 @@ def run(root: Path) -> int:
 
     with Recorder(gw_dir, boot_reason="demo") as rec:
         lot = "LOT-2026-0042"
-        rec.weighing(gross=kg_to_units("41260"), vehicle="CD-KLZ-4471", pass_="in")
+        rec.weighing(gross=kg_to_units("41260"), vehicle="CD-KLZ-4471", stage="in")
         seals = [f"SEAL-{n:06d}" for n in (104201, 104202, 104203)]
         for seal in seals:
             rec.weighing(bag=kg_to_units("1502.5"), lot=lot, seals=[seal])
@@ -48,7 +48,7 @@ def run(root: Path) -> int:
         rec.record(EventType.AGGREGATION, {"lot": lot, "children": seals, "action": "ADD"})
         rec.weighing(
             gross=kg_to_units("45767.5"), tare=kg_to_units("41260"), vehicle="CD-KLZ-4471",
-            direction="out", lot=lot, pass_="out",
+            direction="out", lot=lot, stage="out",
         )  # fmt: skip
         report = audit.verify_outbox(rec.outbox, rec.key)
 

@@ -121,7 +121,7 @@ class Recorder:
         tare: int | None = None,
         bag: int | None = None,
         manual: bool = False,
-        pass_: str | None = None,
+        stage: str | None = None,
         vehicle: str | None = None,
         lot: str | None = None,
         direction: str | None = None,
@@ -133,8 +133,8 @@ class Recorder:
     ) -> StoredEvent:
         """A weighing; masses in integer units (``kg_to_units``).
 
-        ``pass_`` is the weighbridge pass (``in``, ``out``, ``single``); ``direction``
-        says whether the material was received (``in``) or shipped (``out``).
+        ``stage`` is the weighbridge pass (``in``, ``out`` or ``single``, signed as
+        ``pass``); ``direction`` says whether material was received or shipped.
         """
         masses = {
             n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None
@@ -142,7 +142,7 @@ class Recorder:
         if not masses:
             raise CaptureError("a weighing needs at least one mass (gross, tare or bag)")
         fields = {
-            "pass": pass_, "vehicle": vehicle, "lot": lot, "direction": direction,
+            "pass": stage, "vehicle": vehicle, "lot": lot, "direction": direction,
             "seals": seals, "note": note, "scale": scale, "alibi": alibi, "photo": photo,
         }  # fmt: skip
         return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
