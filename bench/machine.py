@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["filesystem_of", "machine"]
+__all__ = ["filesystem_of", "host_busy_seconds", "machine"]
 
 
 def machine() -> dict[str, Any]:
@@ -43,6 +43,26 @@ def machine() -> dict[str, Any]:
     if fs is not None:
         info["tmp_filesystem"] = fs
     return {k: v for k, v in info.items() if v is not None}
+
+
+def host_busy_seconds() -> float | None:
+    """CPU seconds all processes on the host have spent busy since boot (``/proc/stat``).
+
+    The difference over a run, minus the benchmark's own CPU time, says how much
+    of the machine something else was using meanwhile: a number to read next to
+    the results, since a shared machine makes them slower and noisier.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    ticks = [int(v) for v in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def filesystem_of(path: Path) -> dict[str, str] | None:

@@ -28,6 +28,7 @@ from agent.outbox import StoredEvent
 from agent.recorder import Recorder
 
 PRODUCERS = 2
+FAILED = threading.Event()
 
 
 def acknowledge(event: StoredEvent) -> None:
@@ -50,10 +51,10 @@ def produce(rec: Recorder, index: int, pause_s: float, stop: threading.Event) ->
             acknowledge(event)
             if pause_s:
                 time.sleep(pause_s)
-    except BaseException as exc:  # e.g. the parent closed the pipe: stop everything
+    except Exception as exc:  # e.g. the parent closed the pipe: stop, exit non-zero
         print(f"producer {index} stopped: {exc!r}", file=sys.stderr, flush=True)
+        FAILED.set()
         stop.set()
-        raise
 
 
 def main() -> int:
@@ -80,7 +81,7 @@ def main() -> int:
     for w in workers:
         w.join()
     rec.close()
-    return 0
+    return 1 if FAILED.is_set() else 0
 
 
 if __name__ == "__main__":
