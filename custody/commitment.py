@@ -58,7 +58,7 @@ class Opening:
 def commit(opening: Opening, group: Group = ED25519) -> Point:
     """``v·H + r·G``; v = 0 is handled explicitly (libsodium refuses 0·H)."""
     r_g = group.mul_base(opening.blinding)
-    v_h = group.mul(group.scalar_from_int(opening.value), group.H) if opening.value else None
+    v_h = group.mul_h_small(opening.value)  # None for v = 0: libsodium refuses 0·H
     c = group.add(v_h, r_g)
     if c is None:  # only if r ≡ -v·log_G(H): never with a uniform r
         raise CommitmentError("commitment is the identity; draw a new blinding")

@@ -73,6 +73,7 @@ class Group:
         self.G = Point(sodium.crypto_scalarmult_ed25519_base_noclamp(_one()))
         seed = hashlib.sha256(H_DOMAIN_TAG).digest()
         self.H = Point(sodium.crypto_core_ed25519_from_uniform(seed))
+        self._h_multiples: list[list[Point]] | None = None
         if self.H == self.G or not sodium.crypto_core_ed25519_is_valid_point(self.H.encoded):
             raise CryptoSelfTestError("the derived generator H is not a valid subgroup point")
 
@@ -130,6 +131,41 @@ class Group:
         if k.is_zero:
             return None
         return Point(sodium.crypto_scalarmult_ed25519_noclamp(k.encoded, p.encoded))
+
+    def mul_h_small(self, value: int) -> Point | None:
+        """``value·H`` for 0 <= value < 2^32 from a table of byte-digit multiples of H.
+
+        The gateway commits to every mass it weighs; a generic variable-base
+        multiplication (with libsodium's subgroup check of H each time) was the
+        largest cost per event. Here v·H = Σ d_i·(256^i·H) with at most four
+        table points and three additions, all of them multiples of H in
+        (0, 2^32) and so never the identity. Not constant-time in ``value``: it
+        is for public-on-the-device masses (the operator's screen and the
+        local outbox show them in clear), never for keys or blindings.
+        """
+        if not 0 <= value < 2**32:
+            raise CommitmentError("mul_h_small takes 0 <= value < 2^32")
+        table = self._h_table()
+        acc: Point | None = None
+        for window in range(4):
+            digit = (value >> (8 * window)) & 0xFF
+            if digit:
+                acc = self.add(acc, table[window][digit - 1])
+        return acc
+
+    def _h_table(self) -> list[list[Point]]:
+        # Built once per process on first use (1020 additions, ~25 ms); read-only after.
+        if self._h_multiples is None:
+            table: list[list[Point]] = []
+            base: Point = self.H
+            for _ in range(4):
+                row = [base]
+                for _ in range(254):
+                    row.append(Point(sodium.crypto_core_ed25519_add(row[-1].encoded, base.encoded)))
+                table.append(row)
+                base = Point(sodium.crypto_core_ed25519_add(row[-1].encoded, base.encoded))
+            self._h_multiples = table
+        return self._h_multiples
 
     def mul_base(self, k: Scalar) -> Point | None:
         if k.is_zero:

@@ -422,3 +422,16 @@ def test_non_canonical_sealed_plaintext_rejected() -> None:
     assert _open(_seal_raw(canonical))["gross"].value == 2
     with pytest.raises(CommitmentError, match="canonical"):
         _open(_seal_raw(reordered))
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_table_multiples_of_h_equal_generic_multiplication(value: int) -> None:
+    expected = ED25519.mul(ED25519.scalar_from_int(value), ED25519.H) if value else None
+    assert ED25519.mul_h_small(value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, 2**32])
+def test_table_multiples_of_h_refuse_out_of_range(value: int) -> None:
+    with pytest.raises(CommitmentError):
+        ED25519.mul_h_small(value)
