@@ -15,11 +15,14 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# A Python not from Debian (pyenv, a venv-capable build) needs no python3-venv.
-if python3 -c 'import ensurepip, venv' 2>/dev/null; then
+# A Python that can already make a venv with pip (pyenv, a custom build, or
+# Debian's with python3-venv present) needs neither python3-venv nor headers.
+probe=$(mktemp -d)
+if python3 -m venv "$probe/venv" >/dev/null 2>&1 && "$probe/venv/bin/python" -m pip --version >/dev/null 2>&1; then
   missing=("${missing[@]/python3-venv}")
   missing=("${missing[@]/python3-dev}")
 fi
+rm -rf "$probe"
 wanted=()
 for p in "${missing[@]}"; do [ -n "$p" ] && wanted+=("$p"); done
 [ ${#wanted[@]} -eq 0 ] && exit 0
