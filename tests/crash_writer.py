@@ -50,7 +50,7 @@ def produce(rec: Recorder, index: int, pause_s: float, stop: threading.Event) ->
                 event = rec.weighing(bag=5_000 + n % 100, lot="LOT-CRASH")
             acknowledge(event)
             if pause_s:
-                time.sleep(pause_s)
+                stop.wait(pause_s)  # pacing, like a real capture rate
     except Exception as exc:  # e.g. the parent closed the pipe: stop, exit non-zero
         print(f"producer {index} stopped: {exc!r}", file=sys.stderr, flush=True)
         FAILED.set()

@@ -235,3 +235,15 @@ def test_outbox_open_requires_init(tmp_path: Path) -> None:
 
     with pytest.raises(NotInitialisedError):
         Outbox.open(tmp_path / "outbox.sqlite", create=False)
+
+
+def test_one_refused_capture_does_not_take_its_batch_down(recorder: Recorder) -> None:
+    huge = {"lot": "LOT-1", "children": [f"{i:0128d}" for i in range(1000)], "action": "ADD"}
+    futures = [recorder.submit(EventType.SEAL_SCAN, {"seal": f"S-{i}"}) for i in range(20)]
+    oversized = recorder.submit(EventType.AGGREGATION, huge)
+    futures += [recorder.submit(EventType.SEAL_SCAN, {"seal": f"T-{i}"}) for i in range(20)]
+    with pytest.raises(CaptureError, match="over the"):
+        oversized.result(timeout=60)
+    recorded = [f.result(timeout=60) for f in futures]
+    assert [e.seq for e in recorded] == list(range(2, 42))  # no seq taken by the refusal
+    assert verify_outbox(recorder.outbox, recorder.key).ok

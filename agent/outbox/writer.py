@@ -215,8 +215,11 @@ class OutboxWriter:
                     req.future.set_exception(StorageError(f"outbox writer crashed: {exc!r}"))
                 self._fail_queued(exc)
                 raise
-            for req, stored in zip(batch, results, strict=True):
-                req.future.set_result(stored)
+            for req, outcome in zip(batch, results, strict=True):
+                if isinstance(outcome, CustodyError):
+                    req.future.set_exception(outcome)
+                else:
+                    req.future.set_result(outcome)
             self._flush_alarms()
 
     def _fail_queued(self, exc: BaseException) -> None:
@@ -228,7 +231,7 @@ class OutboxWriter:
             if item is not None:
                 item.future.set_exception(StorageError(f"outbox writer crashed: {exc!r}"))
 
-    def _commit(self, batch: list[_Request]) -> list[StoredEvent]:
+    def _commit(self, batch: list[_Request]) -> list[StoredEvent | CustodyError]:
         conn = self._conn
         with translate_sqlite_errors("recording captures"):
             conn.execute("BEGIN IMMEDIATE")
@@ -240,11 +243,13 @@ class OutboxWriter:
                     conn.execute("ROLLBACK")
                 raise
         self.stats.batches += 1
-        self.stats.events += len(batch)
+        self.stats.events += sum(1 for r in results if not isinstance(r, CustodyError))
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         return results
 
-    def _write(self, conn: sqlite3.Connection, batch: list[_Request]) -> list[StoredEvent]:
+    def _write(
+        self, conn: sqlite3.Connection, batch: list[_Request]
+    ) -> list[StoredEvent | CustodyError]:
         used = sum(_size(f"{self.path}{s}") for s in ("", "-wal"))
         st = os.statvfs(self.path.parent)
         if self.budget.check(used, st.f_bavail * st.f_frsize):
@@ -258,16 +263,22 @@ class OutboxWriter:
         seq, prev = (0, GENESIS_PREV) if row is None else (int(row[0]), bytes(row[1]))
         next_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0])
         now_ms = time.time_ns() // 1_000_000
-        results: list[StoredEvent] = []
+        results: list[StoredEvent | CustodyError] = []
         event_rows: list[tuple[Any, ...]] = []
         opening_rows: list[tuple[bytes, str, int, bytes]] = []
         for req in batch:
             d = req.draft
+            try:
+                payload = Payload(
+                    self.device_id, self.site_id, seq + 1, prev, d.time, self.boot, d.type, d.body
+                )
+                env = self.signer.sign(payload)
+            except CustodyError as exc:
+                # Refuse this capture alone (e.g. an envelope over the size limit);
+                # it takes no seq, and the rest of the batch is recorded.
+                results.append(exc)
+                continue
             seq += 1
-            payload = Payload(
-                self.device_id, self.site_id, seq, prev, d.time, self.boot, d.type, d.body
-            )
-            env = self.signer.sign(payload)
             values = (
                 next_id, kid, seq, env.event_id, prev, str(d.type), d.time.ms,
                 str(d.time.quality), self.boot, int(d.manual), env.cose, now_ms,
