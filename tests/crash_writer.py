@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 from agent.outbox import StoredEvent
