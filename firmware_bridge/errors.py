@@ -1,0 +1,30 @@
+"""Errors of the device bridge.
+
+``firmware_bridge`` imports nothing else of ours (ARCHITECTURE.md "Layout"), so
+it has its own small tree; the agent maps it into its exit codes.
+
+    DeviceError
+    ├── ProtocolError       the device sent something we cannot parse (garbage, bad checksum)
+    ├── DisconnectedError   the port went away; the transport retries with backoff
+    └── PortConfigError     a bad port URL, dialect name or dialect option (not retried)
+
+pyserial and OS exceptions are translated once, in ``transport``.
+"""
+
+from __future__ import annotations
+
+
+class DeviceError(Exception):
+    """Base of every error the device bridge raises."""
+
+
+class ProtocolError(DeviceError):
+    """The device sent bytes that are not a valid frame of its dialect."""
+
+
+class DisconnectedError(DeviceError):
+    """The port disappeared or closed; expected, retried."""
+
+
+class PortConfigError(DeviceError):
+    """A port URL, dialect name or dialect option is invalid."""
