@@ -1,0 +1,1 @@
+"""Device simulators that speak the real protocols, on ptys and TCP ports."""
