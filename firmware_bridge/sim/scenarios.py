@@ -92,7 +92,7 @@ def seal_codes(rng: random.Random, *, gs1: bool = True) -> Iterator[str]:
     while True:
         serial += 1
         if gs1:
-            body = f"0614141{serial:09d}"[:17]
+            body = f"0614141{serial:010d}"  # extension, company prefix, serial: 17 digits
             yield "00" + body + str(_gs1_check_digit(body))
         else:
             yield f"SEAL-{serial:06d}"
