@@ -56,10 +56,28 @@ class WeightReading:
     center_of_zero: bool | None = None
     dialect: str = ""
     raw: bytes = field(default=b"", repr=False)
+    # Added for the scale dialects; same units as ``value`` (10^-decimals ``unit``):
+    # the tare the indicator reported with this reading (Toledo continuous, SICS SIX1),
+    # the display division when the indicator states it (Toledo SWA increment size),
+    # and dialect status flags that have no field of their own, e.g. "print_request",
+    # "zero_not_captured", "stability_unreported", "range=1" (see protocols/scales.py).
+    tare: int | None = None
+    division: int | None = None
+    flags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, int) or isinstance(self.value, bool):
             raise ValueError("weight value must be an integer")
+        if self.tare is not None and (
+            not isinstance(self.tare, int) or isinstance(self.tare, bool)
+        ):
+            raise ValueError("tare must be an integer")
+        if self.division is not None and (
+            not isinstance(self.division, int)
+            or isinstance(self.division, bool)
+            or self.division < 1
+        ):
+            raise ValueError("division must be a positive integer")
         if not 0 <= self.decimals <= 6:
             raise ValueError(f"decimals must be 0..6, got {self.decimals}")
         if self.unit not in _UNIT_TO_KG:

@@ -61,6 +61,7 @@ class Faults:
 @dataclass
 class SimStats:
     frames: int = 0
+    bytes: int = 0
     noise_bursts: int = 0
     corrupted: int = 0
     requests: int = 0
@@ -277,8 +278,10 @@ class Simulator:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            self.sink.write(self._with_faults(frame))
+            data = self._with_faults(frame)
+            self.sink.write(data)
             self.stats.frames += 1
+            self.stats.bytes += len(data)
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
