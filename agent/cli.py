@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import audit, enrol
+from agent import audit, devices, enrol
 from agent.identity import load_device_key
 from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
@@ -32,6 +32,7 @@ from custody.errors import (
     StorageError,
     VerificationError,
 )
+from firmware_bridge.errors import DeviceError, PortConfigError
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -360,6 +361,84 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices_dialects(args: argparse.Namespace) -> int:
+    rows = devices.describe_dialects()
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['name']:<18} {r['kind']:<8} {r['serial']:<10} {r['description']}")
+    return 0
+
+
+def cmd_devices_listen(args: argparse.Namespace) -> int:
+    counters: dict[str, int] = {}
+    try:
+        for event in devices.listen(
+            args.port, args.dialect, duration=args.duration, baudrate=args.baud
+        ):
+            if isinstance(event, dict):
+                counters = event
+                continue
+            print(devices.event_json(event) if args.json else devices.event_line(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    if args.json:
+        print(json.dumps({"kind": "counters", "item": counters}))
+    else:
+        print("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from firmware_bridge.sim.runner import Faults, PortSink, PtySink, Simulator, TcpSink
+
+    sink: PtySink | TcpSink | PortSink
+    if args.port:
+        sink = PortSink(args.port)
+    elif args.listen:
+        host, _, port = args.listen.rpartition(":")
+        sink = TcpSink(host or "127.0.0.1", int(port))
+    else:
+        sink = PtySink(Path(args.link) if args.link else None)
+    sim = Simulator(
+        args.kind, args.dialect or _default_dialect(args.kind), sink, rate=args.rate,
+        seed=args.seed, faults=Faults(noise=args.noise, bad_checksum=args.bad_checksum),
+    )  # fmt: skip
+    print(sink.path, flush=True)  # the port to give `devices listen --port` or the config
+    try:
+        stats = sim.run(duration=args.duration, frames=args.frames)
+    except KeyboardInterrupt:
+        stats = sim.stats
+    finally:
+        sink.close()
+    print(f"sent {stats.frames} frame(s), {stats.noise_bursts} noise burst(s), "
+          f"{stats.corrupted} corrupted", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _default_dialect(kind: str) -> str:
+    from firmware_bridge.sim.runner import KINDS
+
+    return KINDS[kind][0]
+
+
+def cmd_camera_decode(args: argparse.Namespace) -> int:
+    found_any = False
+    for result in devices.decode_images([Path(p) for p in args.images]):
+        found_any = found_any or bool(result["codes"])
+        if args.json:
+            print(json.dumps(result), flush=True)
+            continue
+        if "error" in result:
+            print(f"{result['path']}: error: {result['error']}")
+        elif not result["codes"]:
+            print(f"{result['path']}: no code found")
+        for code in result["codes"]:
+            print(f"{result['path']}: {code.get('symbology')} {code.get('text')!r}")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -441,6 +520,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "status", cmd_status, "outbox counts, backlog age, disk budget, clock, alarms")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    devs = add(sub, "devices", _group_help, "serial devices: dialects and live decoding")
+    devs_sub = devs.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
+    p = add(devs_sub, "dialects", cmd_devices_dialects, "list the device dialects")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(
+        devs_sub, "listen", cmd_devices_listen,
+        "print every frame decoded from a port, with errors and counters, until interrupted",
+    )  # fmt: skip
+    p.add_argument("--port", required=True, help="port URL: /dev/serial/by-id/..., socket://h:p")
+    p.add_argument("--dialect", required=True, help="dialect name (see `devices dialects`)")
+    p.add_argument("--baud", type=int, help="override the dialect's default baud rate")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add(sub, "sim", cmd_sim, "run a simulated device on a pty or a TCP port")
+    p.add_argument("kind", choices=["scale", "rfid", "scanner", "gps"], help="device kind")
+    p.add_argument("--dialect", help="dialect to speak (default: the kind's first)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="create a pseudo-terminal (default)")
+    where.add_argument("--listen", metavar="HOST:PORT", help="listen on TCP like a serial server")
+    where.add_argument("--port", metavar="URL", help="write to a serial port URL instead")
+    p.add_argument("--link", metavar="PATH", help="with --pty: keep a stable symlink here")
+    p.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (reproducible streams)")
+    p.add_argument("--noise", type=float, default=0.0, help="probability of garbage bytes")
+    p.add_argument("--bad-checksum", type=float, default=0.0, help="probability of a bad frame")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--frames", type=int, help="stop after this many frames")
+
+    cam = add(sub, "camera", _group_help, "camera and image decoding")
+    cam_sub = cam.add_subparsers(dest="camera_command", required=True, metavar="ACTION")
+    p = add(cam_sub, "decode", cmd_camera_decode, "decode QR codes and barcodes in images")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
     return parser
 
 
@@ -457,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CustodyError as exc:
         print(f"custody-agent: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+    except DeviceError as exc:
+        print(f"custody-agent: error: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, PortConfigError) else 8
     except KeyboardInterrupt:
         return 130
     return code

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, parsers
+from bench import capture, parsers, qr
 
 
 class Benchmark(Protocol):
@@ -30,6 +30,7 @@ class Benchmark(Protocol):
 BENCHMARKS: dict[str, Benchmark] = {
     "capture": capture,
     "parsers": parsers,
+    "qr": qr,
 }
 
 

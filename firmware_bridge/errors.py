@@ -6,9 +6,12 @@ it has its own small tree; the agent maps it into its exit codes.
     DeviceError
     ├── ProtocolError       the device sent something we cannot parse (garbage, bad checksum)
     ├── DisconnectedError   the port went away; the transport retries with backoff
-    └── PortConfigError     a bad port URL, dialect name or dialect option (not retried)
+    ├── PortConfigError     a bad port URL, dialect name or dialect option (not retried)
+    └── CameraError         an image or video file that cannot be read or decoded as one
 
-pyserial and OS exceptions are translated once, in ``transport``.
+pyserial and OS exceptions are translated once, in ``transport``; OpenCV's
+``cv2.error`` and unreadable images once, in ``camera`` (a live camera or
+stream that cannot be opened or stops is a ``DisconnectedError``).
 """
 
 from __future__ import annotations
@@ -28,3 +31,7 @@ class DisconnectedError(DeviceError):
 
 class PortConfigError(DeviceError):
     """A port URL, dialect name or dialect option is invalid."""
+
+
+class CameraError(DeviceError):
+    """An image or video file is unreadable (missing, too large, not an image OpenCV decodes)."""

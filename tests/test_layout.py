@@ -49,3 +49,25 @@ def test_verifier_needs_only_custody_and_itself() -> None:
                 assert any(name == a or name.startswith(a + ".") for a in ALLOWED_VERIFY), (
                     f"{f.relative_to(REPO)} imports {name}"
                 )
+
+
+# ARCHITECTURE.md "Layout": each third-party I/O library has exactly one home.
+SINGLE_HOMES = {
+    "serial": {"firmware_bridge/transport.py"},
+    "cv2": {"firmware_bridge/camera.py"},
+    "pyzbar": {"firmware_bridge/camera.py"},
+    "paho": {"sync"},
+    "sqlite3": {"agent/outbox", "ledger", "tests", "bench"},
+}
+
+
+@pytest.mark.parametrize("library", sorted(SINGLE_HOMES))
+def test_io_libraries_are_imported_in_one_place(library: str) -> None:
+    homes = SINGLE_HOMES[library]
+    for package in (*ALLOWED, "bench"):
+        for f in sorted((REPO / package).rglob("*.py")):
+            rel = f.relative_to(REPO).as_posix()
+            if any(name.split(".")[0] == library for name in imports_of(f)):
+                assert any(rel == h or rel.startswith(h + "/") for h in homes), (
+                    f"{rel} imports {library}; only {sorted(homes)} may"
+                )

@@ -32,9 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from firmware_bridge.protocols.base import SerialDefaults
 from firmware_bridge.sim import encoders, scenarios
 
-__all__ = ["KINDS", "Faults", "PtySink", "SimStats", "Simulator", "TcpSink", "frames_for"]
+__all__ = [
+    "KINDS",
+    "Faults",
+    "PortSink",
+    "PtySink",
+    "SimStats",
+    "Simulator",
+    "TcpSink",
+    "frames_for",
+]
 
 KINDS = {
     "scale": ("toledo-continuous", "xk3190-a9", "xk3190-a12", "ad-cas", "mt-sics"),
@@ -182,6 +192,30 @@ class TcpSink:
         if self._client is not None:
             self._client.close()
         self._server.close()
+
+
+class PortSink:
+    """Any pyserial URL, e.g. a real serial port wired to a gateway on the bench."""
+
+    def __init__(self, url: str) -> None:
+        from firmware_bridge.transport import open_port  # the only pyserial user
+
+        self.url = url
+        self._port = open_port(url, SerialDefaults())
+
+    @property
+    def path(self) -> str:
+        return self.url
+
+    def write(self, data: bytes) -> None:
+        self._port.write(data)
+
+    def read_available(self) -> bytes:
+        waiting = self._port.in_waiting
+        return bytes(self._port.read(waiting)) if waiting else b""
+
+    def close(self) -> None:
+        self._port.close()
 
 
 def _scale_frame(dialect: str, s: scenarios.Sample) -> bytes:
