@@ -20,20 +20,25 @@ budget for CPU, not for keeping up with one port.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from bench.machine import machine
-from firmware_bridge.protocols import scales
+from firmware_bridge.protocols import registry
+from firmware_bridge.protocols.rfid import wiegand26_bits
+from firmware_bridge.sim.runner import frames_for
 
 __all__ = ["SUMMARY", "TARGET_FRAMES_PER_S", "add_arguments", "render", "run"]
 
-SUMMARY = "scale parser throughput: frames/s per dialect on a ~10 MB stream fed in 4 KiB chunks"
+SUMMARY = "parser throughput: frames/s per dialect on a ~10 MB stream fed in 4 KiB chunks"
 
 TARGET_FRAMES_PER_S = 50_000
-LINE_DIALECTS = frozenset({"mt-sics", "sma", "ad-cas", "xk3190-a12", "regex"})
+LINE_DIALECTS = frozenset(
+    {"mt-sics", "sma", "ad-cas", "xk3190-a12", "regex", "scanner-line", "nmea", "wiegand26-text"}
+)
 
 # A Rice Lake RLWS stream (device-protocols.md §1.5) read through the regex dialect.
 REGEX_OPTIONS: dict[str, Any] = {
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     chunk: int = args.chunk
     runs: int = args.runs
     names = sorted(args.dialect or _GENERATORS)
-    dialects = {d.name: d for d in scales.DIALECTS}
+    dialects = registry.all_dialects()
     results: dict[str, Any] = {}
     for name in names:
         options = REGEX_OPTIONS if name == "regex" else {}
@@ -212,7 +217,18 @@ _GENERATORS: dict[str, Callable[[Iterator[tuple[int, bool]]], Iterator[bytes]]] 
     "xk3190-a9": _a9,
     "xk3190-a12": _a12,
     "regex": _regex,
+    "rdm6300": lambda _p: frames_for("rfid", "rdm6300", random.Random(1)),
+    "scanner-line": lambda _p: frames_for("scanner", "scanner-line", random.Random(1)),
+    "nmea": lambda _p: frames_for("gps", "nmea", random.Random(1)),
+    "wiegand26-text": lambda _p: _wiegand(),
 }
+
+
+def _wiegand() -> Iterator[bytes]:
+    """Readers set to emit the 26 bits as text, one card per line (§3.2)."""
+    rng = random.Random(1)
+    while True:
+        yield wiegand26_bits(rng.randrange(256), rng.randrange(65536)).encode() + b"\r\n"
 
 
 # --- helpers ------------------------------------------------------------------------------
