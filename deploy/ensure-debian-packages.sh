@@ -9,6 +9,8 @@ packages=(
   python3-dev    # headers, in case a wheel has to be built from source (e.g. on armv7)
   libzbar0       # pyzbar's shared library (barcode/QR decoding)
   sqlite3        # the sqlite3 shell, for operators inspecting an outbox
+  mosquitto      # the MQTT broker; tests start private instances on free ports
+  openssl        # the test PKI (CA, broker, ledger and device certificates)
 )
 
 missing=()
