@@ -361,6 +361,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from agent.uplink import sync_once
+
+    outbox = _open_outbox(args)
+    try:
+        counts = outbox.counts_by_state()
+    finally:
+        outbox.close()
+    progress = _Progress("acked", counts["pending"] + counts["sent"])
+    stats, after = sync_once(
+        args.data_dir, broker_url=args.broker, timeout_s=args.timeout, progress=progress
+    )
+    summary = {
+        "batches_sent": stats.batches_sent, "events_sent": stats.events_sent,
+        "acked": stats.acked, "rejected": stats.rejected, "bad_acks": stats.bad_acks,
+        "requeued": stats.requeued, "reconnects": stats.reconnects, "outbox": after,
+    }  # fmt: skip
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"acked {stats.acked}, rejected {stats.rejected}, still unacked "
+            f"{after['pending'] + after['sent']} ({stats.batches_sent} batch(es) sent)"
+        )
+    drained = after["pending"] + after["sent"] == 0
+    return 0 if drained else 10
+
+
 def cmd_devices_dialects(args: argparse.Namespace) -> int:
     rows = devices.describe_dialects()
     if args.json:
@@ -519,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add(sub, "status", cmd_status, "outbox counts, backlog age, disk budget, clock, alarms")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(sub, "sync", cmd_sync, "send pending records to the ledger until all are acked")
+    p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
+    p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     devs = add(sub, "devices", _group_help, "serial devices: dialects and live decoding")

@@ -59,6 +59,20 @@ def _date(value: Any) -> str:
     return value
 
 
+def _broker_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a URL string")
+    if value and not value.startswith(("mqtt://", "mqtts://")):
+        raise ValueError(f"must start with mqtts:// or mqtt://, got {value!r}")
+    return value
+
+
+def _optional_path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a path string")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     key: str  # "section.name" in the TOML file
@@ -90,6 +104,19 @@ SETTINGS: tuple[Setting, ...] = (
             lambda v: _choice(v, ("integrity", "quick")),
             "Database check at start: 'integrity' (PRAGMA integrity_check, thorough) or "
             "'quick' (PRAGMA quick_check, faster on very large outboxes)."),
+    Setting("sync.broker", "broker_url", "", _broker_url,
+            "Broker URL: mqtts://host:8883 (TLS with this gateway's certificate) or "
+            "mqtt://127.0.0.1:1883 for a local test broker. Empty: not configured yet."),
+    Setting("sync.ca_file", "ca_file", "", _optional_path,
+            "CA certificate that signed the broker's certificate (relative to the data dir)."),
+    Setting("sync.cert_file", "cert_file", "", _optional_path,
+            "This gateway's client certificate (CN = device id), relative to the data dir."),
+    Setting("sync.key_file", "key_file", "", _optional_path,
+            "The client certificate's private key (mode 0600), relative to the data dir."),
+    Setting("sync.window", "sync_window", 4, _int_range(1, 64),
+            "Batches in flight before waiting for the broker's PUBACK."),
+    Setting("sync.ack_timeout_s", "ack_timeout_s", 60, _int_range(5, 86_400),
+            "Seconds a sent record may wait for the ledger's ack before it is sent again."),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
             "A device time before this date is recorded with time quality 'none' "
             "(clock not set after a power cut); the capture itself is never refused."),
@@ -112,6 +139,12 @@ class AgentConfig:
     min_free_mb: int
     batch_max: int
     startup_check: str
+    broker_url: str
+    ca_file: str
+    cert_file: str
+    key_file: str
+    sync_window: int
+    ack_timeout_s: int
     earliest_valid: str
     source: str = "<defaults>"
 

@@ -23,7 +23,8 @@ The CLIs map each branch to an exit code and a one-line message
     │   ├── SchemaError             well-formed, but not a valid event of our schema
     │   ├── SignatureError          signature, algorithm or kid does not match
     │   ├── ChainError              seq/prev does not continue the device's chain
-    │   └── CommitmentError         a commitment, point or scalar is invalid or mismatched
+    │   ├── CommitmentError         a commitment, point or scalar is invalid or mismatched
+    │   └── LogProofError           a transparency-log inclusion/consistency proof fails
     ├── CryptoSelfTestError         the crypto library failed a start-up self-test
     ├── SyncError                   the link (later issues)
     └── LedgerRejection             the ledger refused a record (later issues)
@@ -114,6 +115,14 @@ class ChainError(VerificationError):
 
 class CommitmentError(VerificationError):
     """A commitment, group element or scalar is invalid or does not open."""
+
+
+class LogProofError(VerificationError):
+    """A Merkle inclusion or consistency proof (RFC 9162 §2.1) does not verify.
+
+    Also raised for malformed proof inputs: a hash that is not 32 bytes, a
+    size or index out of range, or a proof of the wrong length.
+    """
 
 
 class CryptoSelfTestError(CustodyError):

@@ -1,19 +1,143 @@
-"""``custody-ledger``: the central ledger's command line.
+"""``custody-ledger``: the central ledger's command line, a thin shell over the library.
 
-For now it creates the ledger's keys (``init``); intake, registry and log
-commands arrive with issue 4.
+``init`` creates the ledger's keys; ``enroll`` and ``revoke`` manage the device
+registry; ``devices`` and ``log`` show what the ledger holds. The MQTT intake
+service (``run``) arrives with the sync uplink (issue 4).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from custody.errors import CustodyError
+from custody.errors import (
+    ConfigError,
+    CustodyError,
+    KeyError_,
+    SchemaError,
+    StorageError,
+    VerificationError,
+)
+from custody.event import validate_identifier
+from custody.keys import check_ed25519_public, kid_for
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
+from ledger.store import LedgerStore
+
+STORE_FILE = "ledger.sqlite"
+EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
+    (VerificationError, 1),
+    (ConfigError, 3),
+    (KeyError_, 4),
+    (StorageError, 5),
+    (CustodyError, 9),
+)
+
+
+def _store(args: argparse.Namespace) -> LedgerStore:
+    if not (args.data_dir / "ledger.key").exists():
+        raise ConfigError(str(args.data_dir), "-", "no ledger here (run `custody-ledger init`)")
+    return LedgerStore(args.data_dir / STORE_FILE)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    create_ledger_keys(args.data_dir, args.ledger_id)
+    LedgerStore(args.data_dir / STORE_FILE).close()
+    print(args.data_dir / PUBLIC_FILE)
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Enrol a device from the record ``custody-agent init`` printed."""
+    source = str(args.record)
+    try:
+        raw: Any = json.loads(Path(args.record).read_text(encoding="utf-8"))
+        device_id = validate_identifier(raw["device_id"], "device_id")
+        site_id = validate_identifier(raw["site_id"], "site_id")
+        public_key = check_ed25519_public(bytes.fromhex(raw["public_key"]), "public_key")
+    except (OSError, ValueError, KeyError, TypeError, SchemaError, KeyError_) as exc:
+        raise ConfigError(source, "-", f"not a valid enrolment record: {exc}") from exc
+    kid = kid_for(public_key)
+    if raw.get("kid") not in (None, kid.hex()):
+        raise ConfigError(source, "kid", "does not match the public key")
+    store = _store(args)
+    try:
+        store.enroll(device_id, site_id, public_key, kid)
+    finally:
+        store.close()
+    print(f"enrolled {device_id} at {site_id}, kid {kid.hex()}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        n = store.revoke(args.device)
+    finally:
+        store.close()
+    if n == 0:
+        raise ConfigError("registry", args.device, "no enrolled, unrevoked key for this device")
+    print(f"revoked {n} key(s) of {args.device}; its later records will be rejected")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        rows = [
+            {
+                "device_id": k.device_id,
+                "site_id": k.site_id,
+                "kid": k.kid.hex(),
+                "public_key": k.public_key.hex(),
+                "enrolled_ms": k.enrolled_ms,
+                "revoked_ms": k.revoked_ms,
+                "head_seq": store.head(k.kid)[0],
+            }
+            for k in store.device_keys()
+        ]
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        state = "REVOKED" if r["revoked_ms"] else "enrolled"
+        print(f"{r['device_id']:<20} {r['site_id']:<10} {r['kid']} {state:<9} seq {r['head_seq']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the MQTT intake until interrupted (SIGINT/SIGTERM)."""
+    import signal
+    import threading
+
+    from ledger.intake import Intake
+    from ledger.keys import load_ledger_keypair
+    from ledger.service import LedgerService
+    from sync.mqtt import BrokerConfig
+
+    store = _store(args)
+    intake = Intake(store, load_ledger_keypair(args.data_dir))
+    broker = BrokerConfig(
+        url=args.broker, client_id=args.client_id,
+        ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+    )  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service = LedgerService(intake, broker)
+    print(f"ledger intake on {args.broker}", file=sys.stderr, flush=True)
+    try:
+        service.run(stop)
+    finally:
+        store.close()
+    print(json.dumps(dict(service.counters)), file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +152,29 @@ def build_parser() -> argparse.ArgumentParser:
         "system install, else ~/.local/share/custody)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser(
-        "init",
-        help="create the ledger's signing and sealing keys",
-        description="Create the ledger's Ed25519 signing key and X25519 sealing key (0600) and "
-        f"write their public halves to {PUBLIC_FILE} for gateways to pin.",
-    )
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "init", cmd_init,
+        f"create the ledger's signing and sealing keys (0600) and {PUBLIC_FILE} for gateways",
+    )  # fmt: skip
     p.add_argument("--ledger-id", default="ledger", help="a name for this ledger")
+    p = add("enroll", cmd_enroll, "enrol a gateway from its `custody-agent init` record")
+    p.add_argument("record", help="the enrolment record JSON file")
+    p = add("revoke", cmd_revoke, "revoke every key of a device; later records are rejected")
+    p.add_argument("device", help="device id")
+    p = add("run", cmd_run, "run the MQTT intake: verify, log exactly once, ack")
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtts://host:8883 or mqtt://")
+    p.add_argument("--client-id", default="custody-ledger", help="MQTT client id (persistent)")
+    p.add_argument("--ca-file", type=Path, help="CA of the broker certificate (mqtts)")
+    p.add_argument("--cert-file", type=Path, help="the ledger's client certificate (CN=ledger)")
+    p.add_argument("--key-file", type=Path, help="its private key")
+    p = add("devices", cmd_devices, "list enrolled device keys and their chain heads")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -44,14 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stdout)
         return 0
-    data_dir = resolve_data_dir(args.data_dir)
+    args.data_dir = resolve_data_dir(args.data_dir)
     try:
-        create_ledger_keys(data_dir, args.ledger_id)
+        code: int = args.func(args)
     except CustodyError as exc:
         print(f"custody-ledger: error: {exc}", file=sys.stderr)
-        return 4
-    print(data_dir / PUBLIC_FILE)
-    return 0
+        return next(c for cls, c in EXIT_CODES if isinstance(exc, cls))
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

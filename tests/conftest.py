@@ -48,3 +48,26 @@ def recorder(gateway: Gateway) -> Iterator[Recorder]:
     rec = gateway.recorder()
     yield rec
     rec.close()
+
+
+# --- MQTT broker fixtures ---
+# Real Mosquitto with the production config and ACL (deploy/mosquitto/), on free loopback ports.
+# The library is tests/brokers.py; tests/test_broker_acl.py shows how clients use these.
+
+from tests.brokers import MosquittoBroker, TestPKI  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """CA, broker, ledger and device certificates (deploy/pki/make-test-pki.sh), once per session.
+
+    ``test_pki.device(device_id)`` issues a device certificate on first use.
+    """
+    return TestPKI.create(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path, test_pki: TestPKI) -> Iterator[MosquittoBroker]:
+    """A private Mosquitto: ``tls_port`` (client certs + ACL) and ``plain_port`` (anonymous)."""
+    with MosquittoBroker(tmp_path / "mosquitto", test_pki) as running:
+        yield running

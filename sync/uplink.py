@@ -1,0 +1,213 @@
+"""Store-and-forward uplink: drain the outbox to the broker, release on ledger acks.
+
+Theory of operation (one loop in the caller's thread; paho runs its own
+network thread and only enqueues events, see ``sync.mqtt``):
+
+    connected?  ──no──▶ wait (paho reconnects with backoff)
+        │yes
+    publish batches of the oldest pending records while fewer than
+    ``window`` batches await their PUBACK; each published batch is marked
+    ``sent`` (handed to MQTT; a PUBACK changes nothing else)
+        │
+    ledger ack arrives ─▶ verify with the PINNED ledger key, for this device
+    and key ─▶ release the prefix it covers (event id checked against ours),
+    mark rejections (kept), requeue from ``resend_from`` on a gap
+        │
+    sent but unacked for ``ack_timeout_s`` ─▶ back to pending (resent)
+    reconnect ─▶ every sent-but-unacked record back to pending
+
+The outbox is behind the ``DeliveryStore`` protocol so that ``sync`` never
+imports the agent (ARCHITECTURE.md "Layout").
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cbor2
+
+from custody.errors import CustodyError
+from custody.keys import LedgerPublicKeys
+from sync.ack import verify_ack
+from sync.batch import encode_batch
+from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
+from sync.topics import acks_topic, events_topic, status_topic
+
+__all__ = ["DeliveryStore", "Outgoing", "Uplink", "UplinkStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    seq: int
+    event_id: bytes
+    envelope: bytes
+
+
+class DeliveryStore(Protocol):
+    """What the uplink needs from the outbox (``agent`` provides it)."""
+
+    def next_to_send(self, max_events: int, max_bytes: int) -> list[Outgoing]: ...
+    def mark_sent(self, seqs: list[int]) -> None: ...
+    def apply_ack(
+        self, seq: int, event_id: bytes, rejected: list[tuple[int, bytes, str]]
+    ) -> tuple[int, int]: ...
+    def requeue_sent(self, sent_before_ms: int | None) -> int: ...
+    def unacked(self) -> int: ...
+
+
+@dataclass
+class UplinkStats:
+    batches_sent: int = 0
+    events_sent: int = 0
+    acks: int = 0
+    acked: int = 0
+    rejected: int = 0
+    bad_acks: int = 0
+    requeued: int = 0
+    reconnects: int = 0
+    last_ack_ms: int | None = None
+    bad_ack_reasons: list[str] = field(default_factory=list)
+
+
+class Uplink:
+    def __init__(
+        self,
+        store: DeliveryStore,
+        *,
+        device_id: str,
+        device_kid: bytes,
+        boot: int,
+        ledger: LedgerPublicKeys,
+        broker: BrokerConfig,
+        window: int = 4,
+        batch_events: int = 500,
+        batch_bytes: int = 128 * 1024,
+        ack_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.device_id = device_id
+        self.device_kid = device_kid
+        self.ledger = ledger
+        self.window = window
+        self.batch_events = batch_events
+        self.batch_bytes = batch_bytes
+        self.ack_timeout_s = ack_timeout_s
+        self.clock = clock
+        self.stats = UplinkStats()
+        self._boot = boot
+        self._awaiting_puback: set[int] = set()
+        self._correlation = itertools.count(1)
+        self._connected = False
+        self._ever_connected = False
+        death = cbor2.dumps({"state": "offline", "boot": boot})
+        self.link = MqttLink(broker, will=(status_topic(device_id), death))
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        until_drained: bool = False,
+        timeout_s: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> UplinkStats:
+        """Run until ``stop`` is set, or (``until_drained``) every record is acked."""
+        deadline = None if timeout_s is None else self.clock() + timeout_s
+        self.link.start()
+        try:
+            while not stop.is_set():
+                if deadline is not None and self.clock() >= deadline:
+                    break
+                self._handle_events()
+                if self._connected:
+                    self._publish_more()
+                    self._expire_unacked()
+                if progress is not None:
+                    progress(self.stats.acked)
+                if until_drained and self._ever_connected and self.store.unacked() == 0:
+                    break
+        finally:
+            death = cbor2.dumps({"state": "offline", "boot": self._boot, "clean": True})
+            self.link.stop(final=(status_topic(self.device_id), death))
+        return self.stats
+
+    # --- the loop's steps --------------------------------------------------------------------
+    def _handle_events(self) -> None:
+        try:
+            event: LinkEvent | None = self.link.events.get(timeout=0.05)
+        except queue.Empty:
+            return
+        while event is not None:
+            self._handle(event)
+            try:
+                event = self.link.events.get_nowait()
+            except queue.Empty:
+                event = None
+
+    def _handle(self, event: LinkEvent) -> None:
+        if event.kind == "connected":
+            if self._ever_connected:
+                self.stats.reconnects += 1
+            self._connected = self._ever_connected = True
+            self._awaiting_puback.clear()
+            self.stats.requeued += self.store.requeue_sent(None)  # resend all unacked
+            self.link.subscribe(acks_topic(self.device_id))
+            birth = cbor2.dumps({"state": "online", "boot": self._boot})
+            self.link.publish(status_topic(self.device_id), birth, retain=True)
+        elif event.kind == "disconnected":
+            self._connected = False
+            self._awaiting_puback.clear()
+        elif event.kind == "puback":
+            self._awaiting_puback.discard(event.mid)
+        elif event.kind == "message" and event.topic == acks_topic(self.device_id):
+            self._on_ack(event.payload)
+
+    def _on_ack(self, data: bytes) -> None:
+        try:
+            ack = verify_ack(
+                data, self.ledger, device_id=self.device_id, device_kid=self.device_kid
+            )
+            rejected = [(r.seq, r.event_id, r.reason) for r in ack.rejected]
+            acked, rejected_n = self.store.apply_ack(ack.seq, ack.event_id, rejected)
+        except CustodyError as exc:
+            # A forged, foreign or mismatched ack releases nothing; count it.
+            self.stats.bad_acks += 1
+            self.stats.bad_ack_reasons = [*self.stats.bad_ack_reasons[-9:], str(exc)]
+            return
+        self.stats.acks += 1
+        self.stats.acked += acked
+        self.stats.rejected += rejected_n
+        self.stats.last_ack_ms = time.time_ns() // 1_000_000
+        if ack.resend_from is not None:
+            self.stats.requeued += self.store.requeue_sent(None)
+
+    def _publish_more(self) -> None:
+        while len(self._awaiting_puback) < self.window:
+            batch = self.store.next_to_send(self.batch_events, self.batch_bytes)
+            if not batch:
+                return
+            payload = encode_batch(self.device_id, [o.envelope for o in batch])
+            mid = self.link.publish(
+                events_topic(self.device_id),
+                payload,
+                response_topic=acks_topic(self.device_id),
+                correlation=next(self._correlation).to_bytes(8, "big"),
+            )
+            if mid is None:  # not connected after all: try again after reconnect
+                self._connected = False
+                return
+            self._awaiting_puback.add(mid)
+            self.store.mark_sent([o.seq for o in batch])
+            self.stats.batches_sent += 1
+            self.stats.events_sent += len(batch)
+
+    def _expire_unacked(self) -> None:
+        cutoff_ms = time.time_ns() // 1_000_000 - int(self.ack_timeout_s * 1000)
+        requeued = self.store.requeue_sent(cutoff_ms)
+        self.stats.requeued += requeued
