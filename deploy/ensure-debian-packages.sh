@@ -11,6 +11,7 @@ packages=(
   sqlite3        # the sqlite3 shell, for operators inspecting an outbox
   mosquitto      # the MQTT broker; tests start private instances on free ports
   openssl        # the test PKI (CA, broker, ledger and device certificates)
+  postgresql     # the ledger's scale-out store; tests start throwaway clusters
 )
 
 missing=()

@@ -321,11 +321,7 @@ class MosquittoBroker:
         tb: TracebackType | None,
     ) -> None:
         if self.running:
-            try:
-                self.stop()
-            except BrokerError:
-                self.kill()
-                raise
+            self.stop()  # kills it and raises when SIGTERM is ignored
 
     # Internals
 

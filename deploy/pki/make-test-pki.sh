@@ -16,7 +16,9 @@
 #
 # Idempotent-ish: an existing CA is reused, and a leaf is re-issued only when it is missing or no
 # longer verifies against the CA, so running it again with more DEVICE_IDs adds those devices. The
-# CRL is regenerated on every run. Keys are written 0600, certificates 0644.
+# CRL is regenerated on every run. Keys are written 0600 (and directories 0700) for the current
+# user: a Mosquitto that drops privileges to user mosquitto cannot read them, so tests/brokers.py
+# runs it with `user root` when we are root.
 #
 # NOT for production: production device keys are generated on the device and never leave it.
 set -euo pipefail
