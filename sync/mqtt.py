@@ -174,4 +174,7 @@ class MqttLink:
         self._put(LinkEvent("message", msg.topic, bytes(msg.payload), correlation, int(msg.mid)))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        self._put(LinkEvent("puback", mid=mid))
+        # MQTT 5 PUBACK reason codes: 0x87 "Not authorized" is how Mosquitto
+        # refuses a publish its ACL forbids; the connection stays up.
+        failed = bool(getattr(rc, "is_failure", False))
+        self._put(LinkEvent("puback", mid=mid, reason=str(rc) if failed else ""))

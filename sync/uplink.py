@@ -32,7 +32,7 @@ from typing import Protocol
 
 import cbor2
 
-from custody.errors import CustodyError
+from custody.errors import CustodyError, SyncError
 from custody.keys import LedgerPublicKeys
 from sync.ack import verify_ack
 from sync.batch import encode_batch
@@ -69,6 +69,7 @@ class UplinkStats:
     acked: int = 0
     rejected: int = 0
     bad_acks: int = 0
+    refused_publishes: int = 0
     requeued: int = 0
     reconnects: int = 0
     last_ack_ms: int | None = None
@@ -165,6 +166,14 @@ class Uplink:
             self._awaiting_puback.clear()
         elif event.kind == "puback":
             self._awaiting_puback.discard(event.mid)
+            if event.reason:
+                # Refused by the broker (e.g. the ACL: certificate CN is not this
+                # device id). Retrying cannot help; stop and say so.
+                self.stats.refused_publishes += 1
+                raise SyncError(
+                    f"the broker refused our publish ({event.reason}): check that this "
+                    f"gateway's certificate CN is {self.device_id!r} and the broker ACL"
+                )
         elif event.kind == "message" and event.topic == acks_topic(self.device_id):
             self._on_ack(event.payload)
 
