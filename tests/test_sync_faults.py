@@ -183,3 +183,51 @@ def test_a_gateway_with_another_devices_certificate_is_refused(
     with pytest.raises(SyncError, match="refused"):
         sync_once(gateway.data_dir, timeout_s=30)
     assert outbox_counts(gateway).get("acked", 0) == 0  # nothing released
+
+
+def test_a_fake_ack_on_the_acks_topic_releases_nothing(
+    gateway: Gateway, broker: MosquittoBroker, test_pki: TestPKI
+) -> None:
+    """Someone with publish rights on the acks topic (here: a ledger certificate) but not the
+    ledger's signing key sends acks; the gateway counts and ignores them."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from custody.envelope import event_id_of
+    from custody.keys import LedgerKeyPair
+    from sync.ack import Ack, sign_ack
+    from sync.topics import acks_topic
+
+    configure_gateway(gateway, broker, test_pki)
+    capture(gateway, 5)
+    key = load_device_key(gateway.data_dir / "device.key")
+    conn = sqlite3.connect(gateway.data_dir / "outbox.sqlite")
+    head = conn.execute("SELECT envelope FROM events WHERE seq = 6").fetchone()[0]
+    conn.close()
+    fake = sign_ack(
+        LedgerKeyPair.generate("impostor"),
+        Ack(DEVICE, key.kid, 6, event_id_of(head), 6, bytes(32), 0),
+    )
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id="faker", protocol=paho.MQTTv5
+    )
+    client.tls_set_context(test_pki.client_context(test_pki.ledger))
+    client.connect(broker.host, broker.tls_port)
+    client.loop_start()
+    stop = threading.Event()
+
+    def keep_faking() -> None:
+        while not stop.wait(0.2):
+            client.publish(acks_topic(DEVICE), fake, qos=1)
+
+    faker = threading.Thread(target=keep_faking, daemon=True)
+    faker.start()
+    try:
+        stats, counts = sync_once(gateway.data_dir, timeout_s=4)
+    finally:
+        stop.set()
+        faker.join(5)
+        client.loop_stop()
+        client.disconnect()
+    assert stats.bad_acks >= 1 and stats.acked == 0
+    assert counts["acked"] == 0 and counts["sent"] + counts["pending"] == 6
