@@ -1,0 +1,95 @@
+"""The transparency log's signed checkpoints and proofs (RFC 9162 hashing).
+
+A checkpoint is a COSE_Sign1 by the ledger's Ed25519 key over the
+deterministic-CBOR map ``{"v": 1, "ledger": id, "size": n, "root": h, "t": ms}``
+(content type ``CHECKPOINT_CONTENT_TYPE``). Anyone holding the ledger's
+public key can check that a root and size were committed to by the ledger;
+inclusion and consistency proofs (``custody.merkle``) then tie single events
+and older checkpoints to it. A proof must be checked against the size and
+root of the *same* signed checkpoint (custody.merkle's documented limitation).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from custody import cbor, cose
+from custody.errors import DecodeError, SchemaError, SignatureError
+from custody.keys import LedgerKeyPair, LedgerPublicKeys, kid_for
+from custody.merkle import MerkleReader, consistency_proof, inclusion_proof
+
+__all__ = [
+    "CHECKPOINT_CONTENT_TYPE",
+    "Checkpoint",
+    "prove_consistency",
+    "prove_inclusion",
+    "sign_checkpoint",
+    "verify_checkpoint",
+]
+
+CHECKPOINT_CONTENT_TYPE = "application/vnd.cobalt-custody.checkpoint+cbor;v=1"
+MAX_CHECKPOINT_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    ledger_id: str
+    size: int
+    root: bytes
+    time_ms: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
+            raise SchemaError("checkpoint size must be a non-negative integer")
+        if not isinstance(self.root, bytes) or len(self.root) != 32:
+            raise SchemaError("checkpoint root must be 32 bytes")
+
+    def to_map(self) -> dict[str, Any]:
+        return {"v": 1, "ledger": self.ledger_id, "size": self.size, "root": self.root,
+                "t": self.time_ms}  # fmt: skip
+
+
+def sign_checkpoint(keys: LedgerKeyPair, size: int, root: bytes) -> bytes:
+    cp = Checkpoint(keys.ledger_id, size, root, time.time_ns() // 1_000_000)
+    protected = {
+        cose.HDR_ALG: cose.ALG_EDDSA,
+        cose.HDR_CONTENT_TYPE: CHECKPOINT_CONTENT_TYPE,
+        cose.HDR_KID: kid_for(keys.public.signing_key),
+    }
+    return cose.sign1(SigningKey(keys.signing_seed), protected, cbor.encode(cp.to_map()))
+
+
+def verify_checkpoint(data: bytes, ledger: LedgerPublicKeys) -> Checkpoint:
+    """Strictly decode and verify a checkpoint under the ledger's public key."""
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise DecodeError("checkpoint too large")
+    msg = cose.decode_sign1(data)
+    if msg.unprotected or set(msg.protected) != {
+        cose.HDR_ALG, cose.HDR_CONTENT_TYPE, cose.HDR_KID,
+    }:  # fmt: skip
+        raise DecodeError("checkpoint header must hold exactly alg, content type and kid")
+    if msg.protected[cose.HDR_CONTENT_TYPE] != CHECKPOINT_CONTENT_TYPE:
+        raise DecodeError("not a checkpoint")
+    if msg.protected[cose.HDR_KID] != kid_for(ledger.signing_key):
+        raise SignatureError("checkpoint kid is not the pinned ledger key")
+    cose.verify_sign1(msg, ledger.signing_key)
+    raw = cbor.decode(msg.payload)
+    if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "size", "root", "t"}:
+        raise SchemaError("checkpoint payload fields")
+    if raw["v"] != 1 or not isinstance(raw["ledger"], str) or not isinstance(raw["t"], int):
+        raise SchemaError("checkpoint payload values")
+    return Checkpoint(raw["ledger"], raw["size"], raw["root"], raw["t"])
+
+
+def prove_inclusion(store: Any, index: int, size: int) -> list[bytes]:
+    """RFC 9162 §2.1.3 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+    return inclusion_proof(MerkleReader(store.leaf_hashes), index, size)
+
+
+def prove_consistency(store: Any, size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 §2.1.4 consistency proof between two tree sizes."""
+    return consistency_proof(MerkleReader(store.leaf_hashes), size1, size2)
