@@ -26,7 +26,8 @@ from custody.event import validate_identifier
 from custody.keys import check_ed25519_public, kid_for
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, Store
+from ledger.stores import open_store
 
 STORE_FILE = "ledger.sqlite"
 EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
@@ -38,10 +39,11 @@ EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
 )
 
 
-def _store(args: argparse.Namespace) -> LedgerStore:
+def _store(args: argparse.Namespace) -> Store:
+    """The SQLite store in the data dir, or PostgreSQL with ``--db postgresql://...``."""
     if not (args.data_dir / "ledger.key").exists():
         raise ConfigError(str(args.data_dir), "-", "no ledger here (run `custody-ledger init`)")
-    return LedgerStore(args.data_dir / STORE_FILE)
+    return open_store(args.db or str(args.data_dir / STORE_FILE))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -201,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for a "
         "system install, else ~/.local/share/custody)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="store: postgresql://... for several intake workers (default: SQLite in the data dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

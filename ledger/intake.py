@@ -40,7 +40,7 @@ from custody.errors import CommitmentError, CustodyError, DecodeError, Verificat
 from custody.group import ED25519
 from custody.keys import LedgerKeyPair
 from custody.merkle import CompactRange, leaf_hash
-from ledger.store import LedgerStore
+from ledger.store import Store
 from sync.ack import MAX_REASON_CHARS, Ack, Rejection, sign_ack
 from sync.batch import decode_batch
 
@@ -88,7 +88,7 @@ def _claimed_seq(payload: bytes) -> int | None:
 class Intake:
     """Verifies and logs device batches into a ``LedgerStore``."""
 
-    def __init__(self, store: LedgerStore, keys: LedgerKeyPair) -> None:
+    def __init__(self, store: Store, keys: LedgerKeyPair) -> None:
         self.store = store
         self.keys = keys
         self.counters: Counter[str] = Counter()
@@ -175,34 +175,51 @@ class Intake:
         prog: _KeyProgress,
         result: IntakeResult,
     ) -> None:
+        # A loop, not recursion: one append can release up to MAX_WAITING_PER_KEY parked
+        # successors (batches that overtook their predecessor, e.g. on another intake
+        # worker), far more than Python's recursion limit.
+        due: Envelope | None = env
+        while due is not None:
+            due = self._place_one(device_id, site_id, due, log, prog, result)
+
+    def _place_one(
+        self,
+        device_id: str,
+        site_id: str,
+        env: Envelope,
+        log: CompactRange,
+        prog: _KeyProgress,
+        result: IntakeResult,
+    ) -> Envelope | None:
+        """Place one record; returns its parked successor when that is now due."""
         kid, seq = env.kid, env.payload.seq
         head_seq, head_id = self.store.head(kid)
         if seq <= head_seq:
             if self.store.event_id_at(kid, seq) == env.event_id:
                 result.duplicates += 1
-                return
+                return None
             self._reject(
                 device_id, kid, seq, env.event_id,
                 f"fork: a different event is already logged at seq {seq}", result, prog,
             )  # fmt: skip
-            return
+            return None
         if seq > head_seq + 1:
             prog.gap = True
             if self.store.waiting_count(kid) < MAX_WAITING_PER_KEY:
                 self.store.wait(kid, seq, env.cose)
                 result.waiting += 1
-            return
+            return None
         if env.payload.prev != head_id:
             self._reject(
                 device_id, kid, seq, env.event_id,
                 f"chain: prev does not match the event logged at seq {head_seq}", result, prog,
             )  # fmt: skip
-            return
+            return None
         try:
             masses = self._open_masses(env)
         except CommitmentError as exc:
             self._reject(device_id, kid, seq, env.event_id, f"mass: {exc}", result, prog)
-            return
+            return None
         self.store.append_event(
             log, event_id=env.event_id, kid=kid, seq=seq, device_id=device_id,
             type_=str(env.payload.type), device_time_ms=env.payload.time.ms,
@@ -218,8 +235,9 @@ class Intake:
             try:
                 nxt = verify_envelope(successor, key.public_key)
             except VerificationError:  # pragma: no cover - it verified when it was parked
-                return
-            self._place(device_id, site_id, nxt, log, prog, result)
+                return None
+            return nxt
+        return None
 
     def _open_masses(self, env: Envelope) -> dict[str, int]:
         body = env.payload.body

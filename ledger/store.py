@@ -19,11 +19,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from custody.errors import StorageError
 from custody.merkle import CompactRange
 
-__all__ = ["DeviceKeyRecord", "LedgerStore", "LoggedEvent"]
+__all__ = ["DeviceKeyRecord", "LedgerStore", "LoggedEvent", "Store"]
 
 _SCHEMA = """
 CREATE TABLE device_keys (
@@ -118,6 +119,55 @@ class LoggedEvent:
     device_id: str
     type: str
     envelope: bytes
+
+
+class Store(Protocol):
+    """What a ledger store offers: ``LedgerStore`` (SQLite) and ``PostgresLedgerStore``.
+
+    The chain-and-log methods are called inside ``transaction()``. A
+    transaction serialises log appends: whatever ``log_range()`` returns inside
+    it is the current log, and no other writer can append until it commits.
+    Errors of the database library surface as ``StorageError``.
+    """
+
+    def close(self) -> None: ...
+    def transaction(self) -> contextlib.AbstractContextManager[object]: ...
+    def enroll(self, device_id: str, site_id: str, public_key: bytes, kid: bytes) -> None: ...
+    def revoke(self, device_id: str) -> int: ...
+    def key(self, kid: bytes) -> DeviceKeyRecord | None: ...
+    def device_keys(self) -> list[DeviceKeyRecord]: ...
+    def head(self, kid: bytes) -> tuple[int, bytes]: ...
+    def event_id_at(self, kid: bytes, seq: int) -> bytes | None: ...
+    def log_range(self) -> CompactRange: ...
+    def append_event(
+        self,
+        log: CompactRange,
+        *,
+        event_id: bytes,
+        kid: bytes,
+        seq: int,
+        device_id: str,
+        type_: str,
+        device_time_ms: int,
+        envelope: bytes,
+        masses: dict[str, int],
+        leaf_hash: bytes,
+    ) -> int: ...
+    def save_log(self, log: CompactRange) -> None: ...
+    def wait(self, kid: bytes, seq: int, envelope: bytes) -> None: ...
+    def waiting_count(self, kid: bytes) -> int: ...
+    def take_waiting(self, kid: bytes, seq: int) -> bytes | None: ...
+    def drop_waiting_through(self, kid: bytes, seq: int) -> None: ...
+    def record_rejection(
+        self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
+        reason: str,
+    ) -> None: ...  # fmt: skip
+    def log_size(self) -> int: ...
+    def events(self, device_id: str | None = None) -> list[LoggedEvent]: ...
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
+    def masses(self, event_id: bytes) -> dict[str, int]: ...
+    def rejections(self) -> list[tuple[str, int | None, str]]: ...
+    def integrity_ok(self) -> bool: ...
 
 
 def _now_ms() -> int:

@@ -71,3 +71,28 @@ def broker(tmp_path: Path, test_pki: TestPKI) -> Iterator[MosquittoBroker]:
     """A private Mosquitto: ``tls_port`` (client certs + ACL) and ``plain_port`` (anonymous)."""
     with MosquittoBroker(tmp_path / "mosquitto", test_pki) as running:
         yield running
+
+
+# --- PostgreSQL fixtures ---
+# A throwaway cluster (initdb + pg_ctl on a free loopback port, run as user postgres when we are
+# root) or the server in $CUSTODY_TEST_PG_DSN; never the system PostgreSQL. The library is
+# tests/postgres.py; tests/test_store_pg.py shows how stores use these.
+
+from tests.postgres import PostgresServer, postgres_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL server for this session, started on first use."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test, as a ``postgresql://`` URL; dropped afterwards."""
+    name = pg_server.create_database()
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.drop_database(name)

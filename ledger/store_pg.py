@@ -1,0 +1,445 @@
+"""The ledger's store on PostgreSQL: the same methods and semantics as ``LedgerStore``.
+
+Theory of operation. Several intake workers (ARCHITECTURE.md "Scale beyond one
+machine") each open their own ``PostgresLedgerStore`` on the same database.
+PostgreSQL is the single sequencer of log positions: ``transaction()`` begins a
+READ COMMITTED transaction and, before anything else, locks the one
+``log_state`` row (``SELECT ... FOR UPDATE``). Appends are therefore made by one
+writer at a time, in commit order; because every later statement of a READ
+COMMITTED transaction reads the latest committed data, the compact range, chain
+heads and waiting records read after the lock are the current ones, so a log
+position is never assigned twice and a device key's chain is extended by one
+worker at a time. Reads outside a transaction see the last committed state.
+
+The logical schema is ``ledger.store``'s (BYTEA for blobs, BIGINT for integers,
+the same UNIQUE keys, plus CHECKs for invariants of the protocol). Triggers make
+logged events immutable and undeletable (and the table untruncatable). The
+schema is created on first open inside one transaction holding an advisory
+lock, so workers that start together do not race; ``ledger_schema`` records its
+version.
+
+Every psycopg error is translated here into ``StorageError`` (STYLE.md §5). A
+lost connection is not retried: the error stops the worker and its supervisor
+restarts it (STYLE.md §8); the broker redelivers what was not PUBACKed.
+
+One store object is one connection. Threads may share it: an internal lock
+serialises them for a whole transaction, but workers should each open their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from custody.errors import DecodeError, StorageError
+from custody.merkle import CompactRange, leaf_hash
+from ledger.store import DeviceKeyRecord, LoggedEvent
+
+__all__ = ["SCHEMA_VERSION", "PostgresLedgerStore"]
+
+SCHEMA_VERSION = 1
+# pg_advisory_xact_lock key guarding schema creation ("custody" + 0x01, a positive bigint).
+_SCHEMA_LOCK = int.from_bytes(b"custody\x01", "big")
+
+_SCHEMA = """
+CREATE TABLE device_keys (
+    kid         BYTEA  PRIMARY KEY,
+    device_id   TEXT   NOT NULL,
+    site_id     TEXT   NOT NULL,
+    public_key  BYTEA  NOT NULL UNIQUE CHECK (octet_length(public_key) = 32),
+    enrolled_ms BIGINT NOT NULL,
+    revoked_ms  BIGINT
+);
+CREATE INDEX device_keys_device ON device_keys (device_id);
+
+CREATE TABLE events (
+    log_index      BIGINT PRIMARY KEY CHECK (log_index >= 0),  -- position of the leaf
+    event_id       BYTEA  NOT NULL UNIQUE CHECK (octet_length(event_id) = 32),
+    kid            BYTEA  NOT NULL REFERENCES device_keys (kid),
+    seq            BIGINT NOT NULL CHECK (seq >= 1),
+    device_id      TEXT   NOT NULL,
+    type           TEXT   NOT NULL,
+    device_time_ms BIGINT NOT NULL,
+    received_ms    BIGINT NOT NULL,
+    envelope       BYTEA  NOT NULL,
+    UNIQUE (kid, seq)
+);
+CREATE INDEX events_device ON events (device_id, log_index);
+
+CREATE TABLE masses (
+    event_id BYTEA  NOT NULL REFERENCES events (event_id),
+    field    TEXT   NOT NULL,
+    value    BIGINT NOT NULL,
+    PRIMARY KEY (event_id, field)
+);
+
+CREATE TABLE heads (
+    kid      BYTEA  PRIMARY KEY REFERENCES device_keys (kid),
+    seq      BIGINT NOT NULL CHECK (seq >= 1),
+    event_id BYTEA  NOT NULL CHECK (octet_length(event_id) = 32)
+);
+
+-- Out-of-order arrivals wait here for their predecessor (bounded per key by the intake).
+CREATE TABLE waiting (
+    kid         BYTEA  NOT NULL,
+    seq         BIGINT NOT NULL CHECK (seq >= 1),
+    envelope    BYTEA  NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (kid, seq)
+);
+
+CREATE TABLE rejections (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id   TEXT   NOT NULL,
+    kid         BYTEA,
+    seq         BIGINT,
+    event_id    BYTEA,
+    reason      TEXT   NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+
+-- The one row is also the sequencer lock (transaction() locks it FOR UPDATE first).
+CREATE TABLE log_state (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    size   BIGINT  NOT NULL CHECK (size >= 0),
+    root   BYTEA   NOT NULL CHECK (octet_length(root) = 32),
+    range_ BYTEA   NOT NULL                       -- CompactRange.to_bytes()
+);
+
+CREATE FUNCTION ledger_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'logged events are immutable';
+    END IF;
+    RAISE EXCEPTION 'logged events are never deleted';
+END
+$$;
+CREATE TRIGGER events_immutable BEFORE UPDATE ON events
+    FOR EACH ROW EXECUTE FUNCTION ledger_events_append_only();
+CREATE TRIGGER events_undeletable BEFORE DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION ledger_events_append_only();
+CREATE TRIGGER events_untruncatable BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only();
+
+CREATE TABLE ledger_schema (version INTEGER PRIMARY KEY);
+"""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """psycopg's errors become ``StorageError`` here, at the boundary (STYLE.md §5)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"ledger store (PostgreSQL): {what}: {detail}") from exc
+
+
+class PostgresLedgerStore:
+    """The PostgreSQL ledger store; ``dsn`` is a libpq connection string or URL."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._lock = threading.RLock()
+        with _translated("cannot open the ledger store"):
+            self.conn: psycopg.Connection[TupleRow] = psycopg.connect(dsn, autocommit=True)
+        try:
+            with _translated("cannot open the ledger store"):
+                # FOR UPDATE + per-statement snapshots is what makes the sequencer
+                # correct; REPEATABLE READ (a server default some set) would fail instead.
+                self.conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+                sync = self.conn.execute("SHOW synchronous_commit").fetchone()
+                if sync is not None and sync[0] == "off":
+                    # A batch is acked right after its commit: the commit must be durable.
+                    self.conn.execute("SET synchronous_commit = on")
+                self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            row = self.conn.execute("SELECT to_regclass('ledger_schema') IS NOT NULL").fetchone()
+            if row is not None and row[0]:
+                found = self.conn.execute("SELECT max(version) FROM ledger_schema").fetchone()
+                version = None if found is None else found[0]
+                if version != SCHEMA_VERSION:
+                    raise StorageError(
+                        f"ledger store (PostgreSQL): schema version {version}, this program "
+                        f"knows {SCHEMA_VERSION}"
+                    )
+                return
+            self.conn.execute(_SCHEMA)  # no parameters: one multi-statement simple query
+            self.conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+            self._insert_empty_log()
+
+    def _insert_empty_log(self) -> None:
+        empty = CompactRange()
+        self.conn.execute(
+            "INSERT INTO log_state (id, size, root, range_) VALUES (1, 0, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING",
+            (empty.root(), empty.to_bytes()),
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error), self._lock:
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def _op(self, what: str) -> Iterator[psycopg.Connection[TupleRow]]:
+        with self._lock, _translated(what):
+            yield self.conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """One durable write transaction that holds the log sequencer lock from its start."""
+        with self._op("transaction") as conn, conn.transaction():
+            self._lock_sequencer()
+            yield conn
+
+    def _lock_sequencer(self) -> None:
+        lock = "SELECT size FROM log_state WHERE id = 1 FOR UPDATE"
+        if self.conn.execute(lock).fetchone() is None:
+            # Only when someone deleted the row: recreate it (the insert waits for a
+            # concurrent one to commit, then does nothing) and lock it.
+            self._insert_empty_log()
+            if self.conn.execute(lock).fetchone() is None:  # pragma: no cover - just inserted
+                raise StorageError("ledger store (PostgreSQL): the log state row is missing")
+
+    # --- registry --------------------------------------------------------------------
+    def enroll(self, device_id: str, site_id: str, public_key: bytes, kid: bytes) -> None:
+        with self.transaction() as c:
+            try:
+                c.execute(
+                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (kid, device_id, site_id, public_key, _now_ms()),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise StorageError(f"key {kid.hex()} is already enrolled") from exc
+
+    def revoke(self, device_id: str) -> int:
+        with self.transaction() as c:
+            return c.execute(
+                "UPDATE device_keys SET revoked_ms = %s"
+                " WHERE device_id = %s AND revoked_ms IS NULL",
+                (_now_ms(), device_id),
+            ).rowcount
+
+    def key(self, kid: bytes) -> DeviceKeyRecord | None:
+        with self._op("reading a device key") as c:
+            row = c.execute(
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms"
+                " FROM device_keys WHERE kid = %s",
+                (kid,),
+            ).fetchone()
+        return None if row is None else _key_record(row)
+
+    def device_keys(self) -> list[DeviceKeyRecord]:
+        with self._op("listing device keys") as c:
+            rows = c.execute(
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms"
+                " FROM device_keys ORDER BY enrolled_ms, kid"
+            ).fetchall()
+        return [_key_record(r) for r in rows]
+
+    # --- chain and log (inside a transaction) ----------------------------------------------
+    def head(self, kid: bytes) -> tuple[int, bytes]:
+        with self._op("reading a chain head") as c:
+            row = c.execute("SELECT seq, event_id FROM heads WHERE kid = %s", (kid,)).fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def event_id_at(self, kid: bytes, seq: int) -> bytes | None:
+        with self._op("reading an event id") as c:
+            row = c.execute(
+                "SELECT event_id FROM events WHERE kid = %s AND seq = %s", (kid, seq)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def log_range(self) -> CompactRange:
+        with self._op("reading the log state") as c:
+            row = c.execute("SELECT range_ FROM log_state WHERE id = 1").fetchone()
+        return CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
+
+    def append_event(
+        self,
+        log: CompactRange,
+        *,
+        event_id: bytes,
+        kid: bytes,
+        seq: int,
+        device_id: str,
+        type_: str,
+        device_time_ms: int,
+        envelope: bytes,
+        masses: dict[str, int],
+        leaf_hash: bytes,
+    ) -> int:
+        """Append one verified event; returns its log index (call inside a transaction)."""
+        index = log.size
+        with self._op("appending an event") as c:
+            c.execute(
+                "INSERT INTO events (log_index, event_id, kid, seq, device_id, type,"
+                " device_time_ms, received_ms, envelope)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (index, event_id, kid, seq, device_id, type_, device_time_ms, _now_ms(), envelope),
+            )
+            if masses:
+                with c.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO masses (event_id, field, value) VALUES (%s, %s, %s)",
+                        [(event_id, f, v) for f, v in masses.items()],
+                    )
+            c.execute(
+                "INSERT INTO heads (kid, seq, event_id) VALUES (%s, %s, %s) ON CONFLICT (kid) "
+                "DO UPDATE SET seq = excluded.seq, event_id = excluded.event_id",
+                (kid, seq, event_id),
+            )
+        log.append_hash(leaf_hash)
+        return index
+
+    def save_log(self, log: CompactRange) -> None:
+        with self._op("saving the log state") as c:
+            c.execute(
+                "INSERT INTO log_state (id, size, root, range_) VALUES (1, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET size = excluded.size, root = excluded.root,"
+                " range_ = excluded.range_",
+                (log.size, log.root(), log.to_bytes()),
+            )
+
+    def wait(self, kid: bytes, seq: int, envelope: bytes) -> None:
+        with self._op("parking an out-of-order record") as c:
+            c.execute(
+                "INSERT INTO waiting (kid, seq, envelope, received_ms) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (kid, seq) DO UPDATE SET envelope = excluded.envelope,"
+                " received_ms = excluded.received_ms",
+                (kid, seq, envelope, _now_ms()),
+            )
+
+    def waiting_count(self, kid: bytes) -> int:
+        with self._op("counting waiting records") as c:
+            row = c.execute("SELECT count(*) FROM waiting WHERE kid = %s", (kid,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def take_waiting(self, kid: bytes, seq: int) -> bytes | None:
+        with self._op("taking a waiting record") as c:
+            row = c.execute(
+                "DELETE FROM waiting WHERE kid = %s AND seq = %s RETURNING envelope", (kid, seq)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def drop_waiting_through(self, kid: bytes, seq: int) -> None:
+        with self._op("dropping waiting records") as c:
+            c.execute("DELETE FROM waiting WHERE kid = %s AND seq <= %s", (kid, seq))
+
+    def record_rejection(
+        self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
+        reason: str,
+    ) -> None:  # fmt: skip
+        with self._op("recording a rejection") as c:
+            c.execute(
+                "INSERT INTO rejections (device_id, kid, seq, event_id, reason, received_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (device_id, kid, seq, event_id, reason, _now_ms()),
+            )
+
+    # --- reads -----------------------------------------------------------------------------
+    def log_size(self) -> int:
+        with self._op("reading the log size") as c:
+            row = c.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def events(self, device_id: str | None = None) -> list[LoggedEvent]:
+        sql = "SELECT log_index, event_id, kid, seq, device_id, type, envelope FROM events"
+        args: tuple[str, ...] = ()
+        if device_id is not None:
+            sql += " WHERE device_id = %s"
+            args = (device_id,)
+        with self._op("reading events") as c:
+            rows = c.execute(sql + " ORDER BY log_index", args).fetchall()
+        return [
+            LoggedEvent(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]), r[4], r[5], bytes(r[6]))
+            for r in rows
+        ]
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        with self._op("reading leaf hashes") as c:
+            rows = c.execute(
+                "SELECT event_id FROM events WHERE log_index >= %s AND log_index < %s"
+                " ORDER BY log_index",
+                (start, end),
+            ).fetchall()
+        return [leaf_hash(bytes(r[0])) for r in rows]
+
+    def masses(self, event_id: bytes) -> dict[str, int]:
+        with self._op("reading masses") as c:
+            rows = c.execute(
+                "SELECT field, value FROM masses WHERE event_id = %s", (event_id,)
+            ).fetchall()
+        return {str(f): int(v) for f, v in rows}
+
+    def rejections(self) -> list[tuple[str, int | None, str]]:
+        with self._op("reading rejections") as c:
+            rows = c.execute("SELECT device_id, seq, reason FROM rejections ORDER BY id").fetchall()
+        return [(r[0], None if r[1] is None else int(r[1]), r[2]) for r in rows]
+
+    def integrity_ok(self) -> bool:
+        """The log's invariants hold (SQLite's ``PRAGMA integrity_check`` has no PostgreSQL peer
+        without the amcheck extension; the server checks its own pages).
+
+        The logged events are exactly positions 0..size-1, the saved compact range
+        is well-formed and matches the saved size and root, and every device key's
+        events are seq 1..head with the head pointing at the last of them.
+        """
+        with self._op("checking integrity") as c:
+            outside = c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            with c.transaction():
+                if outside:  # one snapshot for the three reads
+                    c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                state = c.execute(
+                    "SELECT size, root, range_ FROM log_state WHERE id = 1"
+                ).fetchone()
+                log = c.execute(
+                    "SELECT count(*), coalesce(max(log_index) + 1, 0) FROM events"
+                ).fetchone()
+                bad_chains = c.execute(
+                    "SELECT count(*) FROM (SELECT kid, count(*) AS n, max(seq) AS top FROM events"
+                    " GROUP BY kid) AS e FULL JOIN heads AS h USING (kid)"
+                    " LEFT JOIN events AS x ON x.kid = h.kid AND x.seq = h.seq"
+                    " AND x.event_id = h.event_id"
+                    " WHERE e.n IS DISTINCT FROM e.top OR h.seq IS DISTINCT FROM e.top"
+                    " OR x.log_index IS NULL"
+                ).fetchone()
+        # Aggregates always return a row.
+        assert log is not None
+        assert bad_chains is not None
+        if state is None:  # as log_size(): no state row is the empty log
+            return int(log[0]) == 0 and int(bad_chains[0]) == 0
+        size, saved_root, saved_range = int(state[0]), bytes(state[1]), bytes(state[2])
+        try:
+            compact = CompactRange.from_bytes(saved_range)
+        except DecodeError:
+            return False
+        return (
+            int(log[0]) == int(log[1]) == size == compact.size
+            and compact.root() == saved_root
+            and int(bad_chains[0]) == 0
+        )
+
+
+def _key_record(row: tuple[Any, ...]) -> DeviceKeyRecord:
+    return DeviceKeyRecord(
+        bytes(row[0]), row[1], row[2], bytes(row[3]), int(row[4]),
+        None if row[5] is None else int(row[5]),
+    )  # fmt: skip
