@@ -30,6 +30,15 @@ from tests.conftest import Gateway
 
 DEVICE = "gw-kol-01"
 
+# paho-mqtt 2.2 does not close its TLS socket when a reconnect attempt fails while the
+# broker is down ("Connection failed, retrying"); the garbage collector then reports an
+# unclosed ssl.SSLSocket. It is paho's leak, not ours, and only tests that take the
+# broker down can see it, so only they ignore exactly that warning.
+PAHO_TLS_RECONNECT_LEAK = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <ssl.SSLSocket:pytest.PytestUnraisableExceptionWarning",
+    "ignore:unclosed <ssl.SSLSocket:ResourceWarning",
+)
+
 
 @dataclass
 class Ledger:
@@ -49,6 +58,9 @@ def configure_gateway(gateway: Gateway, broker: MosquittoBroker, pki: TestPKI) -
     text = text.replace('ca_file = ""', f'ca_file = "{pki.ca_file}"')
     text = text.replace('cert_file = ""', f'cert_file = "{device.cert}"')
     text = text.replace('key_file = ""', f'key_file = "{device.key}"')
+    # Mosquitto drops shared-subscription messages while no ledger session is
+    # connected; the device resends after its ack timeout. Keep it short here.
+    text = text.replace("ack_timeout_s = 60", "ack_timeout_s = 5")
     cfg.write_text(text)
 
 
@@ -75,10 +87,12 @@ def ledger(
     store.close()
 
 
+@PAHO_TLS_RECONNECT_LEAK
 def test_records_captured_offline_reach_the_ledger_exactly_once(
-    gateway: Gateway, ledger: Ledger
+    gateway: Gateway, ledger: Ledger, broker: MosquittoBroker
 ) -> None:
     n = 5000
+    broker.stop()  # the link is down while the site keeps working
     with gateway.recorder() as rec:
         futures = [
             rec.submit(EventType.WEIGHING, {"lot": "LOT-1"}, masses={"bag": 15_000 + i})
@@ -88,6 +102,7 @@ def test_records_captured_offline_reach_the_ledger_exactly_once(
         ]
         for f in futures:
             f.result()
+    broker.restart()  # the link returns; the ledger reconnects by itself
     stats, counts = sync_once(gateway.data_dir, timeout_s=240)
     assert counts == {"pending": 0, "sent": 0, "acked": n + 1, "rejected": 0}, stats
     assert stats.bad_acks == 0 and stats.rejected == 0
@@ -120,6 +135,7 @@ def test_a_second_sync_sends_only_what_is_new(gateway: Gateway, ledger: Ledger) 
     assert counts["acked"] == 17 and ledger.store.log_size() == 17
 
 
+@PAHO_TLS_RECONNECT_LEAK
 def test_broker_killed_and_restarted_mid_drain_loses_and_duplicates_nothing(
     gateway: Gateway, ledger: Ledger, broker: MosquittoBroker
 ) -> None:
