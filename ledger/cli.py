@@ -188,6 +188,21 @@ def cmd_log_prove_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_export(args: argparse.Namespace) -> int:
+    from ledger.keys import load_ledger_keypair
+    from ledger.registry import sign_registry, snapshot
+
+    keys = load_ledger_keypair(args.data_dir)
+    store = _store(args)
+    try:
+        registry = snapshot(store, keys.ledger_id)
+    finally:
+        store.close()
+    Path(args.out).write_bytes(sign_registry(keys, registry))
+    print(f"signed registry of {len(registry.entries)} key(s) written to {args.out}")
+    return 0
+
+
 def _check_range(ok: bool, reason: str) -> None:
     if not ok:
         raise ConfigError("command line", "size", reason)
@@ -231,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", type=Path, help="CA of the broker certificate (mqtts)")
     p.add_argument("--cert-file", type=Path, help="the ledger's client certificate (CN=ledger)")
     p.add_argument("--key-file", type=Path, help="its private key")
+    reg = add("registry", _needs_action, "the device registry as a signed snapshot")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    p = reg_sub.add_parser(
+        "export", help="write the registry signed by the ledger key (for verifiers)",
+        description="Write the device registry, signed by the ledger key, for offline verifiers.",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the snapshot")
+    p.set_defaults(func=cmd_registry_export)
     log = add("log", _needs_action, "the transparency log: checkpoints and proofs")
     log_sub = log.add_subparsers(dest="log_command", required=True, metavar="ACTION")
     p = log_sub.add_parser(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from custody.errors import DecodeError, SignatureError
 from custody.keys import LedgerKeyPair
@@ -84,3 +85,37 @@ def test_out_of_range_requests_are_refused(logged: list[bytes], ledger_dir: Path
         capture_output=True, text=True, check=False, cwd=REPO,
     )  # fmt: skip
     assert bad.returncode == 3 and "not below tree size" in bad.stderr
+
+
+def test_registry_snapshot_is_signed_and_strict(
+    logged: list[bytes], ledger_dir: Path, gateway: Gateway
+) -> None:
+    from custody import cbor, cose
+    from custody.errors import SchemaError
+    from ledger.verify.registry import decode_registry
+
+    out = ledger_dir / "registry.cose"
+    subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "--data-dir", str(ledger_dir), "registry", "export",
+         "--out", str(out)],
+        check=True, capture_output=True, cwd=REPO,
+    )  # fmt: skip
+    keys = load_ledger_keypair(ledger_dir)
+    registry = decode_registry(out.read_bytes(), keys.public)
+    with gateway.recorder() as rec:
+        entry = registry.by_kid(rec.key.kid)
+        assert entry is not None and entry.public_key == rec.key.public_key
+    assert (entry.device_id, entry.site_id, entry.revoked_ms) == (DEVICE, "KOL-01", None)
+    assert entry.valid_at(entry.enrolled_ms) and not entry.valid_at(entry.enrolled_ms - 1)
+    with pytest.raises(SignatureError):
+        decode_registry(out.read_bytes(), LedgerKeyPair.generate("other").public)
+    # A snapshot whose entry claims a kid that is not its key's is refused even when signed.
+    msg = cose.decode_sign1(out.read_bytes())
+    payload = cbor.decode(msg.payload)
+    payload["devices"][0]["kid"] = bytes(8)
+    forged = cose.sign1(
+        SigningKey(keys.signing_seed), {},
+        cbor.encode(payload), protected_bytes=msg.protected_bytes,
+    )  # fmt: skip
+    with pytest.raises(SchemaError, match="kid"):
+        decode_registry(forged, keys.public)

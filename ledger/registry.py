@@ -1,0 +1,31 @@
+"""Signing a snapshot of the device registry (decoding lives in ``ledger.verify``)."""
+
+from __future__ import annotations
+
+import time
+
+from nacl.signing import SigningKey
+
+from custody import cbor, cose
+from custody.keys import LedgerKeyPair, kid_for
+from ledger.store import Store
+from ledger.verify.registry import REGISTRY_CONTENT_TYPE, Registry, RegistryEntry
+
+__all__ = ["sign_registry", "snapshot"]
+
+
+def snapshot(store: Store, ledger_id: str) -> Registry:
+    entries = tuple(
+        RegistryEntry(k.device_id, k.site_id, k.kid, k.public_key, k.enrolled_ms, k.revoked_ms)
+        for k in store.device_keys()
+    )
+    return Registry(ledger_id, time.time_ns() // 1_000_000, entries)
+
+
+def sign_registry(keys: LedgerKeyPair, registry: Registry) -> bytes:
+    protected = {
+        cose.HDR_ALG: cose.ALG_EDDSA,
+        cose.HDR_CONTENT_TYPE: REGISTRY_CONTENT_TYPE,
+        cose.HDR_KID: kid_for(keys.public.signing_key),
+    }
+    return cose.sign1(SigningKey(keys.signing_seed), protected, cbor.encode(registry.to_map()))

@@ -1,0 +1,107 @@
+"""The signed device registry, as a verifier reads it (needs only ``custody``).
+
+A registry snapshot is a COSE_Sign1 by the ledger's Ed25519 key (content type
+``REGISTRY_CONTENT_TYPE``) over the deterministic-CBOR map
+``{"v": 1, "ledger": id, "t": ms, "devices": [entry...]}``, each entry
+``{"device", "site", "kid", "key", "enrolled", "revoked"?}`` sorted by kid.
+A buyer's verifier uses it to check that a record was signed by a key that
+was enrolled to a site, and not revoked, when the record was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from custody import cbor, cose
+from custody.errors import DecodeError, SchemaError, SignatureError
+from custody.event import validate_identifier
+from custody.keys import LedgerPublicKeys, check_ed25519_public, kid_for
+
+__all__ = ["REGISTRY_CONTENT_TYPE", "Registry", "RegistryEntry", "decode_registry"]
+
+REGISTRY_CONTENT_TYPE = "application/vnd.cobalt-custody.registry+cbor;v=1"
+MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    device_id: str
+    site_id: str
+    kid: bytes
+    public_key: bytes
+    enrolled_ms: int
+    revoked_ms: int | None = None
+
+    def to_map(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "device": self.device_id, "site": self.site_id, "kid": self.kid,
+            "key": self.public_key, "enrolled": self.enrolled_ms,
+        }  # fmt: skip
+        if self.revoked_ms is not None:
+            out["revoked"] = self.revoked_ms
+        return out
+
+    def valid_at(self, time_ms: int) -> bool:
+        return self.enrolled_ms <= time_ms and (
+            self.revoked_ms is None or time_ms < self.revoked_ms
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    ledger_id: str
+    time_ms: int
+    entries: tuple[RegistryEntry, ...]
+
+    def by_kid(self, kid: bytes) -> RegistryEntry | None:
+        return next((e for e in self.entries if e.kid == kid), None)
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "v": 1, "ledger": self.ledger_id, "t": self.time_ms,
+            "devices": [e.to_map() for e in sorted(self.entries, key=lambda e: e.kid)],
+        }  # fmt: skip
+
+
+def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
+    """Strictly decode and verify a registry snapshot under the pinned ledger key."""
+    if len(data) > MAX_REGISTRY_BYTES:
+        raise DecodeError("registry snapshot too large")
+    msg = cose.decode_sign1(data)
+    if msg.unprotected or set(msg.protected) != {
+        cose.HDR_ALG, cose.HDR_CONTENT_TYPE, cose.HDR_KID,
+    }:  # fmt: skip
+        raise DecodeError("registry header must hold exactly alg, content type and kid")
+    if msg.protected[cose.HDR_CONTENT_TYPE] != REGISTRY_CONTENT_TYPE:
+        raise DecodeError("not a registry snapshot")
+    if msg.protected[cose.HDR_KID] != kid_for(ledger.signing_key):
+        raise SignatureError("registry kid is not the pinned ledger key")
+    cose.verify_sign1(msg, ledger.signing_key)
+    raw = cbor.decode(msg.payload)
+    if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "t", "devices"} or raw["v"] != 1:
+        raise SchemaError("registry payload fields")
+    if not isinstance(raw["devices"], list) or not isinstance(raw["t"], int):
+        raise SchemaError("registry payload values")
+    entries = tuple(_entry(e) for e in raw["devices"])
+    kids = [e.kid for e in entries]
+    if kids != sorted(kids) or len(set(kids)) != len(kids):
+        raise SchemaError("registry entries must be sorted by kid, without duplicates")
+    return Registry(str(raw["ledger"]), raw["t"], entries)
+
+
+def _entry(raw: Any) -> RegistryEntry:
+    if not isinstance(raw, dict) or not {"device", "site", "kid", "key", "enrolled"} <= set(raw):
+        raise SchemaError("registry entry fields")
+    if set(raw) - {"device", "site", "kid", "key", "enrolled", "revoked"}:
+        raise SchemaError("registry entry has unknown fields")
+    key = check_ed25519_public(raw["key"], "registry key") if isinstance(raw["key"], bytes) else b""
+    if raw["kid"] != kid_for(key):
+        raise SchemaError("registry entry kid does not match its key")
+    for name in ("enrolled", "revoked"):
+        if name in raw and (not isinstance(raw[name], int) or isinstance(raw[name], bool)):
+            raise SchemaError(f"registry entry {name} must be an integer time")
+    return RegistryEntry(
+        validate_identifier(raw["device"], "device"), validate_identifier(raw["site"], "site"),
+        raw["kid"], key, raw["enrolled"], raw.get("revoked"),
+    )  # fmt: skip
