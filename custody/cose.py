@@ -35,6 +35,7 @@ __all__ = [
     "sig_structure",
     "sign1",
     "verify_sign1",
+    "verify_signed_document",
 ]
 
 COSE_SIGN1_TAG = 18  # RFC 9052 §4.2
@@ -129,6 +130,27 @@ def decode_sign1(data: bytes, *, require_tag: bool = True) -> Sign1:
     if not isinstance(signature, bytes):
         raise DecodeError("signature must be a byte string")
     return Sign1(pbytes, protected, unprotected, payload, signature, tagged)
+
+
+def verify_signed_document(
+    data: bytes, public_key: bytes, kid: bytes, *, content_type: str, max_bytes: int
+) -> Sign1:
+    """Verify one of our single-purpose signed documents (checkpoint, registry, ...).
+
+    The profile every such document follows: at most ``max_bytes``; tagged;
+    protected header exactly alg, content type ``content_type`` and ``kid``;
+    empty unprotected header; a valid EdDSA signature under ``public_key``.
+    """
+    if len(data) > max_bytes:
+        raise DecodeError(f"document of {len(data)} bytes exceeds {max_bytes}")
+    msg = decode_sign1(data)
+    if msg.unprotected or set(msg.protected) != {HDR_ALG, HDR_CONTENT_TYPE, HDR_KID}:
+        raise DecodeError("header must hold exactly alg, content type and kid (all protected)")
+    if msg.protected[HDR_CONTENT_TYPE] != content_type:
+        raise DecodeError(f"content type is not {content_type}")
+    if msg.protected[HDR_KID] != kid:
+        raise SignatureError("kid is not the expected signer's")
+    return verify_sign1(msg, public_key)
 
 
 def verify_sign1(

@@ -18,7 +18,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from custody import cbor, cose
-from custody.errors import DecodeError, SchemaError, SignatureError
+from custody.errors import SchemaError
 from custody.keys import LedgerKeyPair, LedgerPublicKeys, kid_for
 from custody.merkle import MerkleReader, consistency_proof, inclusion_proof
 
@@ -65,18 +65,10 @@ def sign_checkpoint(keys: LedgerKeyPair, size: int, root: bytes) -> bytes:
 
 def verify_checkpoint(data: bytes, ledger: LedgerPublicKeys) -> Checkpoint:
     """Strictly decode and verify a checkpoint under the ledger's public key."""
-    if len(data) > MAX_CHECKPOINT_BYTES:
-        raise DecodeError("checkpoint too large")
-    msg = cose.decode_sign1(data)
-    if msg.unprotected or set(msg.protected) != {
-        cose.HDR_ALG, cose.HDR_CONTENT_TYPE, cose.HDR_KID,
-    }:  # fmt: skip
-        raise DecodeError("checkpoint header must hold exactly alg, content type and kid")
-    if msg.protected[cose.HDR_CONTENT_TYPE] != CHECKPOINT_CONTENT_TYPE:
-        raise DecodeError("not a checkpoint")
-    if msg.protected[cose.HDR_KID] != kid_for(ledger.signing_key):
-        raise SignatureError("checkpoint kid is not the pinned ledger key")
-    cose.verify_sign1(msg, ledger.signing_key)
+    msg = cose.verify_signed_document(
+        data, ledger.signing_key, kid_for(ledger.signing_key),
+        content_type=CHECKPOINT_CONTENT_TYPE, max_bytes=MAX_CHECKPOINT_BYTES,
+    )  # fmt: skip
     raw = cbor.decode(msg.payload)
     if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "size", "root", "t"}:
         raise SchemaError("checkpoint payload fields")

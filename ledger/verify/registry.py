@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from custody import cbor, cose
-from custody.errors import DecodeError, SchemaError, SignatureError
+from custody.errors import SchemaError
 from custody.event import validate_identifier
 from custody.keys import LedgerPublicKeys, check_ed25519_public, kid_for
 
@@ -66,18 +66,10 @@ class Registry:
 
 def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
     """Strictly decode and verify a registry snapshot under the pinned ledger key."""
-    if len(data) > MAX_REGISTRY_BYTES:
-        raise DecodeError("registry snapshot too large")
-    msg = cose.decode_sign1(data)
-    if msg.unprotected or set(msg.protected) != {
-        cose.HDR_ALG, cose.HDR_CONTENT_TYPE, cose.HDR_KID,
-    }:  # fmt: skip
-        raise DecodeError("registry header must hold exactly alg, content type and kid")
-    if msg.protected[cose.HDR_CONTENT_TYPE] != REGISTRY_CONTENT_TYPE:
-        raise DecodeError("not a registry snapshot")
-    if msg.protected[cose.HDR_KID] != kid_for(ledger.signing_key):
-        raise SignatureError("registry kid is not the pinned ledger key")
-    cose.verify_sign1(msg, ledger.signing_key)
+    msg = cose.verify_signed_document(
+        data, ledger.signing_key, kid_for(ledger.signing_key),
+        content_type=REGISTRY_CONTENT_TYPE, max_bytes=MAX_REGISTRY_BYTES,
+    )  # fmt: skip
     raw = cbor.decode(msg.payload)
     if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "t", "devices"} or raw["v"] != 1:
         raise SchemaError("registry payload fields")
