@@ -115,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "The client certificate's private key (mode 0600), relative to the data dir."),
     Setting("sync.window", "sync_window", 4, _int_range(1, 64),
             "Batches in flight before waiting for the broker's PUBACK."),
+    Setting("sync.max_bytes_per_s", "max_bytes_per_s", 0, _int_range(0, 1_000_000_000),
+            "Cap on the uplink's average rate in bytes per second for metered links "
+            "(VSAT, 3G); 0 = no cap."),
     Setting("sync.ack_timeout_s", "ack_timeout_s", 60, _int_range(5, 86_400),
             "Seconds a sent record may wait for the ledger's ack before it is sent again."),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
@@ -144,6 +147,7 @@ class AgentConfig:
     cert_file: str
     key_file: str
     sync_window: int
+    max_bytes_per_s: int
     ack_timeout_s: int
     earliest_valid: str
     source: str = "<defaults>"

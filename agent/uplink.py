@@ -96,6 +96,7 @@ def sync_once(
             ledger=ledger,
             broker=broker_config(cfg, data_dir, broker_url),
             window=cfg.sync_window,
+            max_bytes_per_s=cfg.max_bytes_per_s,
             ack_timeout_s=cfg.ack_timeout_s,
         )
         stats = uplink.run(

@@ -37,6 +37,7 @@ from custody.keys import LedgerPublicKeys
 from sync.ack import verify_ack
 from sync.batch import encode_batch
 from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
+from sync.pacing import BatchSizer, TokenBucket
 from sync.topics import acks_topic, events_topic, status_topic
 
 __all__ = ["DeliveryStore", "Outgoing", "Uplink", "UplinkStats"]
@@ -88,7 +89,8 @@ class Uplink:
         broker: BrokerConfig,
         window: int = 4,
         batch_events: int = 500,
-        batch_bytes: int = 128 * 1024,
+        max_batch_bytes: int = 256 * 1024,
+        max_bytes_per_s: int = 0,
         ack_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -98,12 +100,15 @@ class Uplink:
         self.ledger = ledger
         self.window = window
         self.batch_events = batch_events
-        self.batch_bytes = batch_bytes
+        self.sizer = BatchSizer(maximum=max_batch_bytes)
+        self.bucket = TokenBucket(
+            rate=max_bytes_per_s, burst=max(max_batch_bytes, 2 * max_bytes_per_s)
+        )
         self.ack_timeout_s = ack_timeout_s
         self.clock = clock
         self.stats = UplinkStats()
         self._boot = boot
-        self._awaiting_puback: set[int] = set()
+        self._awaiting_puback: dict[int, float] = {}  # mid -> when published
         self._correlation = itertools.count(1)
         self._connected = False
         self._ever_connected = False
@@ -164,8 +169,11 @@ class Uplink:
         elif event.kind == "disconnected":
             self._connected = False
             self._awaiting_puback.clear()
+            self.sizer.on_disconnect()
         elif event.kind == "puback":
-            self._awaiting_puback.discard(event.mid)
+            sent_at = self._awaiting_puback.pop(event.mid, None)
+            if sent_at is not None:
+                self.sizer.on_puback(self.clock() - sent_at)
             if event.reason:
                 # Refused by the broker (e.g. the ACL: certificate CN is not this
                 # device id). Retrying cannot help; stop and say so.
@@ -198,10 +206,14 @@ class Uplink:
 
     def _publish_more(self) -> None:
         while len(self._awaiting_puback) < self.window:
-            batch = self.store.next_to_send(self.batch_events, self.batch_bytes)
+            batch = self.store.next_to_send(self.batch_events, self.sizer.current)
             if not batch:
                 return
             payload = encode_batch(self.device_id, [o.envelope for o in batch])
+            now = self.clock()
+            if self.bucket.wait_time(len(payload), now) > 0:
+                return  # over the operator's byte-rate cap: try again on a later turn
+            self.bucket.spend(len(payload), now)
             mid = self.link.publish(
                 events_topic(self.device_id),
                 payload,
@@ -211,7 +223,7 @@ class Uplink:
             if mid is None:  # not connected after all: try again after reconnect
                 self._connected = False
                 return
-            self._awaiting_puback.add(mid)
+            self._awaiting_puback[mid] = now
             self.store.mark_sent([o.seq for o in batch])
             self.stats.batches_sent += 1
             self.stats.events_sent += len(batch)
