@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    service = LedgerService(intake, broker)
+    service = LedgerService(intake, broker, checkpoint_interval_s=args.checkpoint_interval)
     print(f"ledger intake on {args.broker}", file=sys.stderr, flush=True)
     try:
         service.run(stop)
@@ -144,17 +144,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_log_checkpoint(args: argparse.Namespace) -> int:
     from ledger.keys import load_ledger_keypair
-    from ledger.log import sign_checkpoint
+    from ledger.log import issue_checkpoint
 
     store = _store(args)
     try:
-        log = store.log_range()
-        data = sign_checkpoint(load_ledger_keypair(args.data_dir), log.size, log.root())
+        cp, data = issue_checkpoint(store, load_ledger_keypair(args.data_dir))
     finally:
         store.close()
     if args.out:
         Path(args.out).write_bytes(data)
-    print(json.dumps({"size": log.size, "root": log.root().hex(), "checkpoint": data.hex()}))
+    print(json.dumps({"size": cp.size, "root": cp.root.hex(), "time_ms": cp.time_ms,
+                      "checkpoint": data.hex()}))  # fmt: skip
     return 0
 
 
@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", type=Path, help="CA of the broker certificate (mqtts)")
     p.add_argument("--cert-file", type=Path, help="the ledger's client certificate (CN=ledger)")
     p.add_argument("--key-file", type=Path, help="its private key")
+    p.add_argument(
+        "--checkpoint-interval", type=float, default=300.0, metavar="S",
+        help="sign a checkpoint of the log every S seconds while it grows (default 300)",
+    )  # fmt: skip
     reg = add("registry", _needs_action, "the device registry as a signed snapshot")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
     p = reg_sub.add_parser(

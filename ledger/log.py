@@ -25,6 +25,7 @@ from custody.merkle import MerkleReader, consistency_proof, inclusion_proof
 __all__ = [
     "CHECKPOINT_CONTENT_TYPE",
     "Checkpoint",
+    "issue_checkpoint",
     "prove_consistency",
     "prove_inclusion",
     "sign_checkpoint",
@@ -51,6 +52,16 @@ class Checkpoint:
     def to_map(self) -> dict[str, Any]:
         return {"v": 1, "ledger": self.ledger_id, "size": self.size, "root": self.root,
                 "t": self.time_ms}  # fmt: skip
+
+
+def issue_checkpoint(store: Any, keys: LedgerKeyPair) -> tuple[Checkpoint, bytes]:
+    """Sign a checkpoint of the current log and store it, in one transaction."""
+    with store.transaction():
+        log = store.log_range()
+        data = sign_checkpoint(keys, log.size, log.root())
+        cp = verify_checkpoint(data, keys.public)
+        store.add_checkpoint(cp.size, cp.time_ms, cp.root, data)
+    return cp, data
 
 
 def sign_checkpoint(keys: LedgerKeyPair, size: int, root: bytes) -> bytes:

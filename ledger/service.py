@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from custody.errors import CustodyError
 from ledger.intake import Intake
+from ledger.log import issue_checkpoint
 from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
 from sync.topics import SHARED_EVENTS_SUBSCRIPTION, TopicKind, acks_topic, device_from_topic
 
@@ -28,10 +31,20 @@ __all__ = ["LedgerService"]
 
 
 class LedgerService:
-    def __init__(self, intake: Intake, broker: BrokerConfig) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        broker: BrokerConfig,
+        *,
+        checkpoint_interval_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.intake = intake
         self.link = MqttLink(broker, manual_ack=True)
         self.counters: Counter[str] = Counter()
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._clock = clock
+        self._last_checkpoint: tuple[float, int] | None = None  # (when, size)
 
     def run(self, stop: threading.Event) -> None:
         self.link.start()
@@ -40,8 +53,10 @@ class LedgerService:
                 try:
                     event = self.link.events.get(timeout=0.2)
                 except queue.Empty:
-                    continue
-                self._handle(event)
+                    event = None
+                if event is not None:
+                    self._handle(event)
+                self._maybe_checkpoint()
         finally:
             self.link.stop()
 
@@ -68,6 +83,17 @@ class LedgerService:
         for ack in result.acks:
             self.link.publish(acks_topic(device_id), ack, correlation=_corr(event))
         self.link.ack(event.mid)
+
+    def _maybe_checkpoint(self) -> None:
+        """Sign a checkpoint every interval while the log grows (ZK.md: signed roots)."""
+        now = self._clock()
+        if self._last_checkpoint is not None:
+            when, size = self._last_checkpoint
+            if now - when < self.checkpoint_interval_s or self.intake.store.log_size() == size:
+                return
+        cp, _ = issue_checkpoint(self.intake.store, self.intake.keys)
+        self._last_checkpoint = (now, cp.size)
+        self.counters["checkpoints"] += 1
 
 
 def _corr(event: LinkEvent) -> bytes | None:

@@ -89,6 +89,15 @@ CREATE TABLE log_state (
     range_ BLOB    NOT NULL                       -- CompactRange.to_bytes()
 ) STRICT;
 
+-- Ledger-signed checkpoints (size, root, time), as issued (ledger.log).
+CREATE TABLE checkpoints (
+    size    INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    root    BLOB    NOT NULL,
+    signed  BLOB    NOT NULL,
+    PRIMARY KEY (size, time_ms)
+) STRICT;
+
 CREATE TRIGGER events_immutable BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'logged events are immutable'); END;
 CREATE TRIGGER events_undeletable BEFORE DELETE ON events
@@ -168,6 +177,8 @@ class Store(Protocol):
     def masses(self, event_id: bytes) -> dict[str, int]: ...
     def rejections(self) -> list[tuple[str, int | None, str]]: ...
     def integrity_ok(self) -> bool: ...
+    def add_checkpoint(self, size: int, time_ms: int, root: bytes, signed: bytes) -> None: ...
+    def latest_checkpoint(self) -> bytes | None: ...
 
 
 def _now_ms() -> int:
@@ -365,3 +376,15 @@ class LedgerStore:
 
     def integrity_ok(self) -> bool:
         return [r[0] for r in self.conn.execute("PRAGMA integrity_check")] == ["ok"]
+
+    def add_checkpoint(self, size: int, time_ms: int, root: bytes, signed: bytes) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO checkpoints (size, time_ms, root, signed) VALUES (?, ?, ?, ?)",
+            (size, time_ms, root, signed),
+        )
+
+    def latest_checkpoint(self) -> bytes | None:
+        row = self.conn.execute(
+            "SELECT signed FROM checkpoints ORDER BY size DESC, time_ms DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else bytes(row[0])

@@ -127,6 +127,13 @@ CREATE TRIGGER events_undeletable BEFORE DELETE ON events
 CREATE TRIGGER events_untruncatable BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only();
 
+CREATE TABLE checkpoints (
+    size    BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    root    BYTEA  NOT NULL CHECK (octet_length(root) = 32),
+    signed  BYTEA  NOT NULL,
+    PRIMARY KEY (size, time_ms)
+);
 CREATE TABLE ledger_schema (version INTEGER PRIMARY KEY);
 """
 
@@ -353,6 +360,21 @@ class PostgresLedgerStore:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (device_id, kid, seq, event_id, reason, _now_ms()),
             )
+
+    def add_checkpoint(self, size: int, time_ms: int, root: bytes, signed: bytes) -> None:
+        with self._op("storing a checkpoint") as c:
+            c.execute(
+                "INSERT INTO checkpoints (size, time_ms, root, signed) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (size, time_ms, root, signed),
+            )
+
+    def latest_checkpoint(self) -> bytes | None:
+        with self._op("reading the latest checkpoint") as c:
+            row = c.execute(
+                "SELECT signed FROM checkpoints ORDER BY size DESC, time_ms DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     # --- reads -----------------------------------------------------------------------------
     def log_size(self) -> int:

@@ -8,6 +8,7 @@ gateway releases them only on the ledger's signed acks.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from custody.envelope import ChainVerifier
 from custody.event import EventType
 from custody.merkle import root
 from ledger.intake import Intake
+from ledger.log import verify_checkpoint
 from ledger.service import LedgerService
 from ledger.store import LedgerStore
 from sync.mqtt import BrokerConfig
@@ -76,7 +78,7 @@ def ledger(
         url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="custody-ledger",
         ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert, key_file=test_pki.ledger.key,
     )  # fmt: skip
-    service = LedgerService(intake, config)
+    service = LedgerService(intake, config, checkpoint_interval_s=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
@@ -114,6 +116,16 @@ def test_records_captured_offline_reach_the_ledger_exactly_once(
     assert ChainVerifier(key.public_key).feed_all(e.envelope for e in logged) == n + 1
     assert ledger.store.log_size() == n + 1
     assert ledger.store.log_range().root() == root(e.event_id for e in logged)
+    # The service signs checkpoints while the log grows; the last covers everything.
+    deadline = time.monotonic() + 30
+    while True:
+        data = ledger.store.latest_checkpoint()
+        cp = verify_checkpoint(data, ledger.intake.keys.public) if data else None
+        if cp is not None and cp.size == n + 1:
+            break
+        assert time.monotonic() < deadline, cp
+        time.sleep(0.05)
+    assert cp.root == root(e.event_id for e in logged)
     assert ledger.store.integrity_ok()
     outbox = Outbox.open(gateway.data_dir / "outbox.sqlite", check=None)
     try:
