@@ -64,6 +64,20 @@ class IntakeResult:
 
 
 @dataclass
+class _Checked:
+    """One envelope after the lock-free checks: ready to place, or a rejection."""
+
+    kid: bytes | None = None
+    seq: int | None = None
+    event_id: bytes | None = None
+    env: Envelope | None = None
+    masses: dict[str, int] = field(default_factory=dict)
+    site_id: str = ""
+    reason: str = ""
+    ackable: bool = True  # False: the key is not this device's, so no ack speaks for it
+
+
+@dataclass
 class _KeyProgress:
     kid: bytes
     rejections: list[Rejection] = field(default_factory=list)
@@ -107,10 +121,14 @@ class Intake:
                 self.store.record_rejection(device_id, None, None, None, f"batch: {exc}")
             return result
         progress: dict[bytes, _KeyProgress] = {}
+        # The expensive part (signatures, opening sealed masses) runs before the
+        # transaction, so the log's sequencer lock is held only for the cheap
+        # chain checks and appends: several intake workers then overlap.
+        checked = [self._check(device_id, data) for data in batch.envelopes]
         with self.store.transaction():
             log = self.store.log_range()
-            for data in batch.envelopes:
-                self._one(device_id, data, log, progress, result)
+            for item in checked:
+                self._apply(device_id, item, log, progress, result)
             self.store.save_log(log)
             acks = [self._ack(device_id, p, log, correlation) for p in progress.values()]
         result.acks = acks
@@ -120,51 +138,63 @@ class Intake:
         return result
 
     # --- one envelope ------------------------------------------------------------------
-    def _one(
-        self,
-        device_id: str,
-        data: bytes,
-        log: CompactRange,
-        progress: dict[bytes, _KeyProgress],
-        result: IntakeResult,
-    ) -> None:
+    def _check(self, device_id: str, data: bytes) -> _Checked:
+        """Everything about one envelope that needs no lock: decode, key, signature, masses."""
         try:
             msg = cose.decode_sign1(data)
         except DecodeError as exc:
-            self._reject(device_id, None, None, None, f"undecodable envelope: {exc}", result)
-            return
+            return _Checked(reason=f"undecodable envelope: {exc}")
         kid = msg.protected.get(cose.HDR_KID)
         if not isinstance(kid, bytes):
-            self._reject(device_id, None, None, None, "envelope has no key id", result)
-            return
+            return _Checked(reason="envelope has no key id")
         key = self.store.key(kid)
         if key is None or key.device_id != device_id:
             # No ack: we cannot speak for a key that is not this device's.
             reason = "unknown device key" if key is None else "key belongs to another device"
-            self._reject(device_id, kid, None, None, reason, result)
-            return
-        prog = progress.setdefault(kid, _KeyProgress(kid))
+            return _Checked(kid=kid, reason=reason, ackable=False)
         try:
             env = verify_envelope(data, key.public_key)
         except VerificationError as exc:
             # Only this device can publish on its topic (broker ACL), so name the
             # seq it claims: the device then marks that record rejected, not resent.
-            claimed = _claimed_seq(msg.payload)
+            return _Checked(
+                kid=kid, seq=_claimed_seq(msg.payload), event_id=event_id_of(data),
+                reason=f"does not verify: {exc}",
+            )  # fmt: skip
+        p = env.payload
+        if p.device_id != device_id:
+            return _Checked(kid=kid, seq=p.seq, event_id=env.event_id,
+                            reason="payload device id is not the topic's")  # fmt: skip
+        try:
+            masses = self._open_masses(env)
+        except CommitmentError as exc:
+            return _Checked(kid=kid, seq=p.seq, event_id=env.event_id, reason=f"mass: {exc}")
+        return _Checked(kid=kid, seq=p.seq, event_id=env.event_id, env=env, masses=masses,
+                        site_id=key.site_id)  # fmt: skip
+
+    def _apply(
+        self,
+        device_id: str,
+        item: _Checked,
+        log: CompactRange,
+        progress: dict[bytes, _KeyProgress],
+        result: IntakeResult,
+    ) -> None:
+        """Inside the transaction: revocation (read now), dedupe, chain, append."""
+        if not item.ackable or item.kid is None:
+            self._reject(device_id, item.kid, None, None, item.reason, result)
+            return
+        prog = progress.setdefault(item.kid, _KeyProgress(item.kid))
+        if item.env is None:
+            self._reject(device_id, item.kid, item.seq, item.event_id, item.reason, result, prog)
+            return
+        key = self.store.key(item.kid)
+        if key is None or key.revoked:
             self._reject(
-                device_id, kid, claimed, event_id_of(data), f"does not verify: {exc}", result, prog
+                device_id, item.kid, item.seq, item.event_id, "device key revoked", result, prog
             )
             return
-        p = env.payload
-        if key.revoked:
-            self._reject(device_id, kid, p.seq, env.event_id, "device key revoked", result, prog)
-            return
-        if p.device_id != device_id:
-            self._reject(
-                device_id, kid, p.seq, env.event_id, "payload device id is not the topic's",
-                result, prog,
-            )  # fmt: skip
-            return
-        self._place(device_id, key.site_id, env, log, prog, result)
+        self._place(device_id, item.site_id, item.env, log, prog, result, item.masses)
 
     def _place(
         self,
@@ -174,13 +204,15 @@ class Intake:
         log: CompactRange,
         prog: _KeyProgress,
         result: IntakeResult,
+        masses: dict[str, int] | None = None,
     ) -> None:
         # A loop, not recursion: one append can release up to MAX_WAITING_PER_KEY parked
         # successors (batches that overtook their predecessor, e.g. on another intake
         # worker), far more than Python's recursion limit.
         due: Envelope | None = env
         while due is not None:
-            due = self._place_one(device_id, site_id, due, log, prog, result)
+            due = self._place_one(device_id, site_id, due, log, prog, result, masses)
+            masses = None  # parked successors are opened when they become due
 
     def _place_one(
         self,
@@ -190,6 +222,7 @@ class Intake:
         log: CompactRange,
         prog: _KeyProgress,
         result: IntakeResult,
+        masses: dict[str, int] | None = None,
     ) -> Envelope | None:
         """Place one record; returns its parked successor when that is now due."""
         kid, seq = env.kid, env.payload.seq
@@ -215,11 +248,12 @@ class Intake:
                 f"chain: prev does not match the event logged at seq {head_seq}", result, prog,
             )  # fmt: skip
             return None
-        try:
-            masses = self._open_masses(env)
-        except CommitmentError as exc:
-            self._reject(device_id, kid, seq, env.event_id, f"mass: {exc}", result, prog)
-            return None
+        if masses is None:
+            try:
+                masses = self._open_masses(env)
+            except CommitmentError as exc:
+                self._reject(device_id, kid, seq, env.event_id, f"mass: {exc}", result, prog)
+                return None
         self.store.append_event(
             log, event_id=env.event_id, kid=kid, seq=seq, device_id=device_id,
             type_=str(env.payload.type), device_time_ms=env.payload.time.ms,
