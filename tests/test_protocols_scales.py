@@ -12,7 +12,6 @@ buffers more than its documented limit.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 from collections.abc import Iterable, Iterator
@@ -465,13 +464,6 @@ def test_each_dialect_builds_from_its_table_entry(name: str) -> None:
     assert frames_of(parser.feed(case.data)) == case.frames
 
 
-_OTHERS = ("rfid", "codes", "nmea")
-
-
-@pytest.mark.skipif(
-    any(importlib.util.find_spec(f"firmware_bridge.protocols.{m}") is None for m in _OTHERS),
-    reason="the registry also imports the rfid, codes and nmea modules",
-)
 @pytest.mark.parametrize("name", NAMES)
 def test_registry_makes_each_scale_parser(name: str) -> None:
     from firmware_bridge.protocols import registry
