@@ -229,6 +229,11 @@ class Uplink:
             self.stats.events_sent += len(batch)
 
     def _expire_unacked(self) -> None:
+        # A PUBACK that never came (or whose event the bounded queue dropped) must
+        # not shrink the window for ever: forget it after the ack timeout.
+        stale = self.clock() - self.ack_timeout_s
+        for mid in [m for m, at in self._awaiting_puback.items() if at < stale]:
+            del self._awaiting_puback[mid]
         cutoff_ms = time.time_ns() // 1_000_000 - int(self.ack_timeout_s * 1000)
         requeued = self.store.requeue_sent(cutoff_ms)
         self.stats.requeued += requeued
