@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,3 +24,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=120,
         check=False,
     )
+
+
+def feed_chunks(parser: Any, chunks: Iterable[bytes]) -> list[object]:
+    """Everything a sans-I/O parser returns for ``chunks`` fed one after another."""
+    out: list[object] = []
+    for chunk in chunks:
+        out += parser.feed(chunk)
+    return out
+
+
+def random_chunks(data: bytes, seed: int, max_len: int = 9) -> list[bytes]:
+    """``data`` cut into seeded random pieces of 1..``max_len`` bytes."""
+    rng = random.Random(seed)
+    chunks, pos = [], 0
+    while pos < len(data):
+        n = rng.randint(1, max_len)
+        chunks.append(data[pos : pos + n])
+        pos += n
+    return chunks

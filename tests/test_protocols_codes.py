@@ -10,7 +10,6 @@ engine's expected output, and biip.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +35,7 @@ from firmware_bridge.protocols.codes import (
     parse_digital_link,
     parse_element_string,
 )
+from tests.support import feed_chunks, random_chunks
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "scanner-line" / "lines.json").read_text()
@@ -44,20 +44,11 @@ CASES: list[dict[str, Any]] = json.loads(
 
 def _feed(chunks: list[bytes]) -> tuple[list[object], ScannerLineParser]:
     parser = ScannerLineParser()
-    out: list[object] = []
-    for chunk in chunks:
-        out += parser.feed(chunk)
-    return out, parser
+    return feed_chunks(parser, chunks), parser
 
 
 def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, pos = [], 0
-    while pos < len(data):
-        n = rng.randint(1, 9)
-        chunks.append(data[pos : pos + n])
-        pos += n
-    return chunks
+    return random_chunks(data, seed, max_len=9)
 
 
 def _pairs(elements: Any) -> list[tuple[str, str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from firmware_bridge.protocols.nmea import (
     nmea_checksum,
     nmea_sentence,
 )
+from tests.support import feed_chunks, random_chunks
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "nmea" / "sentences.json").read_text()
@@ -36,20 +36,11 @@ CASES: list[dict[str, Any]] = json.loads(
 
 def _feed(chunks: list[bytes]) -> tuple[list[object], NmeaParser]:
     parser = NmeaParser()
-    out: list[object] = []
-    for chunk in chunks:
-        out += parser.feed(chunk)
-    return out, parser
+    return feed_chunks(parser, chunks), parser
 
 
 def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, pos = [], 0
-    while pos < len(data):
-        n = rng.randint(1, 9)
-        chunks.append(data[pos : pos + n])
-        pos += n
-    return chunks
+    return random_chunks(data, seed, max_len=9)
 
 
 def _hms(utc_time: str) -> dt.time:

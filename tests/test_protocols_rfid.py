@@ -10,7 +10,6 @@ and FrameErrors, with bounded buffers and byte accounting that adds up.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from firmware_bridge.protocols.rfid import (
     rdm6300_frame,
     wiegand26_bits,
 )
+from tests.support import feed_chunks, random_chunks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 Factory = Callable[[], Any]
@@ -59,20 +59,11 @@ def _raw(case: dict[str, Any]) -> bytes:
 
 def _feed(factory: Factory, chunks: list[bytes]) -> tuple[list[object], Any]:
     parser = factory()
-    out: list[object] = []
-    for chunk in chunks:
-        out += parser.feed(chunk)
-    return out, parser
+    return feed_chunks(parser, chunks), parser
 
 
 def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, pos = [], 0
-    while pos < len(data):
-        n = rng.randint(1, 7)
-        chunks.append(data[pos : pos + n])
-        pos += n
-    return chunks
+    return random_chunks(data, seed, max_len=7)
 
 
 def _check(out: list[object], expect: list[dict[str, Any]]) -> None:
