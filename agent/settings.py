@@ -67,6 +67,33 @@ def _broker_url(value: Any) -> str:
     return value
 
 
+def _ip_literal(value: Any) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise ValueError(f"must be an IP address such as 127.0.0.1, got {value!r}") from exc
+
+
+def _port_specs(value: Any) -> tuple[str, ...]:
+    # "DIALECT@URL": the dialect names its parser; the URL is a pyserial port URL (STYLE.md §6).
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError('must be a list of "DIALECT@URL" strings')
+    from firmware_bridge.protocols.registry import all_dialects
+
+    known = all_dialects()
+    for spec in value:
+        dialect, sep, url = spec.partition("@")
+        if not sep or not url:
+            raise ValueError(f'{spec!r}: expected "DIALECT@URL", e.g. "xk3190-a12@/dev/ttyUSB0"')
+        if dialect not in known:
+            raise ValueError(f"{spec!r}: unknown dialect {dialect!r}; known: {', '.join(known)}")
+    if len({v.partition("@")[2] for v in value}) != len(value):
+        raise ValueError("the same port URL is listed twice")
+    return tuple(value)
+
+
 def _optional_path(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a path string")
@@ -120,6 +147,21 @@ SETTINGS: tuple[Setting, ...] = (
             "(VSAT, 3G); 0 = no cap."),
     Setting("sync.ack_timeout_s", "ack_timeout_s", 60, _int_range(5, 86_400),
             "Seconds a sent record may wait for the ledger's ack before it is sent again."),
+    Setting("service.http_host", "http_host", "127.0.0.1", _ip_literal,
+            "Address of the service's /healthz and /metrics endpoint (`custody-agent run`); "
+            "keep it on loopback unless a firewall guards the port."),
+    Setting("service.http_port", "http_port", 9478, _int_range(0, 65_535),
+            "TCP port of /healthz and /metrics; 0 = any free port (written to service.port "
+            "in the data dir)."),
+    Setting("service.drain_deadline_s", "drain_deadline_s", 20, _int_range(1, 600),
+            "On SIGTERM: seconds to stop workers, flush the outbox and exit 0 before giving up "
+            "(keep systemd's TimeoutStopSec above it)."),
+    Setting("service.heartbeat_timeout_s", "heartbeat_timeout_s", 30, _int_range(1, 3600),
+            "A worker whose heartbeat is older than this is stuck: WATCHDOG=1 is withheld, "
+            "so systemd restarts the service."),
+    Setting("devices.ports", "device_ports", (), _port_specs,
+            'Serial devices the service reads, as "DIALECT@URL" (see `devices dialects`), '
+            'e.g. ["xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"].'),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
             "A device time before this date is recorded with time quality 'none' "
             "(clock not set after a power cut); the capture itself is never refused."),
@@ -149,6 +191,11 @@ class AgentConfig:
     sync_window: int
     max_bytes_per_s: int
     ack_timeout_s: int
+    http_host: str
+    http_port: int
+    drain_deadline_s: int
+    heartbeat_timeout_s: int
+    device_ports: tuple[str, ...]
     earliest_valid: str
     source: str = "<defaults>"
 
