@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-PACKAGES := custody agent firmware_bridge sync ledger bench
+PACKAGES := custody agent firmware_bridge sync ledger bench lab
 
 .PHONY: demo test check lint typecheck bench clean setup
 
