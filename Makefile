@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml deploy/ensure-debian-packages.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m agent.demo
+	$(PY) -m lab.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(PACKAGES) tests
