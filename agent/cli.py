@@ -352,7 +352,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"gateway {status['device_id']} at site {status['site_id']} ({paths.root})")
     print("events  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"oldest unacked  {status['oldest_unacked_age_s']} s")
+    age = status["oldest_unacked_age_s"]
+    print("oldest unacked  " + ("none (all acked)" if age is None else f"{age} s"))
     b = status["disk_budget"]
     print(f"disk budget     {b['used_percent']}% of {cfg.budget_mb} MiB")
     print(f"clock quality   {status['clock_quality']}   boot counter {status['boot_counter']}")
