@@ -100,6 +100,38 @@ def _optional_path(value: Any) -> str:
     return value
 
 
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"must be a number of seconds, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi} seconds, got {value}")
+        return float(value)
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _scale_dialect(value: Any) -> str:
+    from firmware_bridge.protocols.registry import all_dialects
+
+    scales = sorted(n for n, d in all_dialects().items() if d.kind == "scale")
+    return _choice(value, tuple(scales))
+
+
+def _optional_port_spec(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be a "DIALECT@URL" string or empty')
+    if value:
+        _port_specs([value])
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     key: str  # "section.name" in the TOML file
@@ -162,6 +194,42 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devices.ports", "device_ports", (), _port_specs,
             'Serial devices the service reads, as "DIALECT@URL" (see `devices dialects`), '
             'e.g. ["xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"].'),
+    Setting("weighbridge.port", "wb_port", "", _optional_path,
+            "Weighbridge indicator port URL (/dev/serial/by-id/..., socket://host:4001); "
+            "empty: no unattended weighbridge on this gateway."),
+    Setting("weighbridge.dialect", "wb_dialect", "xk3190-a12", _scale_dialect,
+            "The indicator's protocol (`custody-agent devices dialects`, kind scale)."),
+    Setting("weighbridge.rfid", "wb_rfid", "", _optional_port_spec,
+            'Vehicle tag reader as "DIALECT@URL" (e.g. "rdm6300@/dev/ttyUSB1"); empty: none.'),
+    Setting("weighbridge.scanner", "wb_scanner", "", _optional_port_spec,
+            'Code scanner at the weighbridge as "DIALECT@URL": seal codes, and vehicle codes '
+            'written "VEH:<id>"; empty: none.'),
+    Setting("weighbridge.on_threshold_kg", "wb_on_threshold_kg", 500, _int_range(1, 1_000_000),
+            "A reading at or above this many kg means a vehicle is on the bridge; below it, "
+            "the bridge is empty (and zero drift is tracked)."),
+    Setting("weighbridge.stable_readings", "wb_stable_readings", 5, _int_range(1, 1000),
+            "Stable = the indicator's stable flag AND at least this many readings within "
+            "tolerance_kg spanning window_s (OIML R76 stable equilibrium)."),
+    Setting("weighbridge.tolerance_kg", "wb_tolerance_kg", 20, _int_range(0, 10_000),
+            "Largest spread in kg of the readings counted as stable (usually one division)."),
+    Setting("weighbridge.window_s", "wb_window_s", 2.0, _seconds(0, 600),
+            "Seconds the stable readings must span before a capture."),
+    Setting("weighbridge.unstable_timeout_s", "wb_unstable_timeout_s", 60.0, _seconds(1, 3600),
+            "A vehicle not stable this long after driving on gets a signed 'unstable' outcome "
+            "instead of a guessed weight."),
+    Setting("weighbridge.zero_drift_limit_kg", "wb_zero_drift_limit_kg", 100,
+            _int_range(0, 1_000_000),
+            "Alarm (and a signed 'zero_drift' record) when the empty bridge reads further than "
+            "this from zero; 0 = no check."),
+    Setting("weighbridge.stored_tare", "wb_stored_tare", False, _bool,
+            "Weigh a vehicle once when it has a stored tare (from its last two-pass visit) "
+            "instead of weighing it in and out."),
+    Setting("weighbridge.single_pass_direction", "wb_single_pass_direction", "out",
+            lambda v: _choice(v, ("in", "out")),
+            "Direction recorded for one-pass weighings against a stored tare: 'out' = material "
+            "shipped, 'in' = received."),
+    Setting("weighbridge.printer_port", "wb_printer_port", "", _optional_path,
+            "Serial ESC/POS ticket printer port URL; empty: tickets go to the console only."),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
             "A device time before this date is recorded with time quality 'none' "
             "(clock not set after a power cut); the capture itself is never refused."),
@@ -196,6 +264,19 @@ class AgentConfig:
     drain_deadline_s: int
     heartbeat_timeout_s: int
     device_ports: tuple[str, ...]
+    wb_port: str
+    wb_dialect: str
+    wb_rfid: str
+    wb_scanner: str
+    wb_on_threshold_kg: int
+    wb_stable_readings: int
+    wb_tolerance_kg: int
+    wb_window_s: float
+    wb_unstable_timeout_s: float
+    wb_zero_drift_limit_kg: int
+    wb_stored_tare: bool
+    wb_single_pass_direction: str
+    wb_printer_port: str
     earliest_valid: str
     source: str = "<defaults>"
 
