@@ -130,11 +130,15 @@ class Recorder:
         scale: str | None = None,
         alibi: str | None = None,
         photo: bytes | None = None,
+        inbound: bytes | None = None,
+        tare_event: bytes | None = None,
     ) -> StoredEvent:
         """A weighing; masses in integer units (``kg_to_units``).
 
         ``stage`` is the weighbridge pass (``in``, ``out`` or ``single``, signed as
         ``pass``); ``direction`` says whether material was received or shipped.
+        ``inbound`` is the event id of the pass-in weighing a pass-out completes;
+        ``tare_event`` the weighing a stored tare was measured in.
         """
         masses = {
             n: v for n, v in (("gross", gross), ("tare", tare), ("bag", bag)) if v is not None
@@ -144,8 +148,28 @@ class Recorder:
         fields = {
             "pass": stage, "vehicle": vehicle, "lot": lot, "direction": direction,
             "seals": seals, "note": note, "scale": scale, "alibi": alibi, "photo": photo,
+            "inbound": inbound, "tare_event": tare_event,
         }  # fmt: skip
         return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
+
+    def weighing_outcome(
+        self,
+        outcome: str,
+        *,
+        stage: str | None = None,
+        vehicle: str | None = None,
+        scale: str | None = None,
+        zero: int | None = None,
+        note: str | None = None,
+    ) -> StoredEvent:
+        """A weighbridge attempt that gave no reading (``unstable``, ``overload``,
+        ``left_unweighed``, ``disconnected``) or an empty bridge off zero
+        (``zero_drift``, ``zero`` in signed mass units): signed, and without a mass."""
+        fields = {
+            "outcome": outcome, "pass": stage, "vehicle": vehicle, "scale": scale,
+            "zero": zero, "note": note,
+        }  # fmt: skip
+        return self.record(EventType.WEIGHING, _body(fields, False))
 
     def seal_scan(self, seal: str, *, manual: bool = False, **fields: Any) -> StoredEvent:
         return self.record(EventType.SEAL_SCAN, _body({"seal": seal, **fields}, manual))

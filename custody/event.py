@@ -131,6 +131,12 @@ def _uint(value: Any, what: str) -> int:
     return value
 
 
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**62) <= value < 2**62:
+        raise SchemaError(f"{what} must be an integer")
+    return value
+
+
 def _true(value: Any, what: str) -> bool:
     # Flags are present-and-true or absent: one encoding per meaning.
     if value is not True:
@@ -193,13 +199,21 @@ _event_id = _bytes_of(EVENT_ID_BYTES)
 class BodySchema:
     required: Mapping[str, Validator]
     optional: Mapping[str, Validator] = field(default_factory=dict)
+    # When this optional field is present the ``required`` fields must be absent:
+    # a weighing that produced no reading (``outcome``) carries no mass at all.
+    instead: str | None = None
 
     def validate(self, body: Any, type_: EventType) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise SchemaError(f"{type_} body must be a map")
-        for name in self.required:
-            if name not in body:
-                raise SchemaError(f"{type_} body is missing {name!r}")
+        if self.instead is not None and self.instead in body:
+            for name in self.required:
+                if name in body:
+                    raise SchemaError(f"{type_} body with {self.instead!r} carries no {name!r}")
+        else:
+            for name in self.required:
+                if name not in body:
+                    raise SchemaError(f"{type_} body is missing {name!r}")
         for name, value in body.items():
             check = self.required.get(name) or self.optional.get(name)
             if check is None:
@@ -224,7 +238,19 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
             "alibi": _text,  # indicator alibi-memory record id (OIML R76)
             "seals": _list_of(_code),
             "photo": _bytes_of(32),  # SHA-256 of the evidence JPEG
+            # Weighbridge visits (agent.workflows.weighbridge): the pass-in weighing
+            # this pass-out completes, and the weighing a stored tare was measured in.
+            "inbound": _event_id,
+            "tare_event": _event_id,
+            # A weighbridge attempt that yielded no reading, recorded instead of a guess
+            # (then no mass/sealed): never stable, overloaded, left before a stable
+            # reading, indicator lost mid-weighing, or the empty bridge off zero.
+            "outcome": _one_of(
+                "unstable", "overload", "left_unweighed", "disconnected", "zero_drift"
+            ),
+            "zero": _int,  # signed empty-bridge reading in mass units (zero_drift)
         },
+        instead="outcome",
     ),
     # ObjectEvent OBSERVE of a seal (commissioning or inspection).
     EventType.SEAL_SCAN: BodySchema(
