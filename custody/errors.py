@@ -24,7 +24,8 @@ The CLIs map each branch to an exit code and a one-line message
     │   ├── SignatureError          signature, algorithm or kid does not match
     │   ├── ChainError              seq/prev does not continue the device's chain
     │   ├── CommitmentError         a commitment, point or scalar is invalid or mismatched
-    │   └── LogProofError           a transparency-log inclusion/consistency proof fails
+    │   ├── LogProofError           a transparency-log inclusion/consistency proof fails
+    │   └── ProofError              a zero-knowledge proof or summary bundle fails a check
     ├── CryptoSelfTestError         the crypto library failed a start-up self-test
     ├── SyncError                   the link (later issues)
     └── LedgerRejection             the ledger refused a record (later issues)
@@ -123,6 +124,10 @@ class LogProofError(VerificationError):
     Also raised for malformed proof inputs: a hash that is not 32 bytes, a
     size or index out of range, or a proof of the wrong length.
     """
+
+
+class ProofError(VerificationError):
+    """A zero-knowledge proof or a summary bundle does not verify; the message names the check."""
 
 
 class CryptoSelfTestError(CustodyError):

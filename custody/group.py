@@ -178,6 +178,18 @@ class Group:
     def scalar_sub(self, a: Scalar, b: Scalar) -> Scalar:
         return Scalar(sodium.crypto_core_ed25519_scalar_sub(a.encoded, b.encoded))
 
+    def scalar_mul(self, a: Scalar, b: Scalar) -> Scalar:
+        return Scalar(sodium.crypto_core_ed25519_scalar_mul(a.encoded, b.encoded))
+
+    def scalar_neg(self, a: Scalar) -> Scalar:
+        return Scalar(sodium.crypto_core_ed25519_scalar_negate(a.encoded))
+
+    def scalar_from_wide(self, wide: bytes) -> Scalar:
+        """64 bytes (a hash output) reduced mod ℓ: the wide reduction of zk-design-research §2.3."""
+        if len(wide) != 64:
+            raise CommitmentError("wide reduction takes 64 bytes")
+        return Scalar(sodium.crypto_core_ed25519_scalar_reduce(wide))
+
     # --- start-up self-test ------------------------------------------------------
     def self_test(self) -> None:
         """Refuse a libsodium that accepts a point outside the subgroup (CVE-2025-69277).
