@@ -390,6 +390,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0 if drained else 10
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.service import run_service
+
+    return run_service(args.data_dir, broker_url=args.broker, log_format=args.log_format)
+
+
 def cmd_devices_dialects(args: argparse.Namespace) -> int:
     rows = devices.describe_dialects()
     if args.json:
@@ -555,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        sub, "run", cmd_run,
+        "run the gateway service: device readers, workflows and sync under one supervisor, "
+        "/healthz and /metrics on localhost, systemd Type=notify; SIGTERM drains, SIGHUP reloads",
+    )  # fmt: skip
+    p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text",
+        help="one line per event on stdout: logfmt key=value (default) or JSON",
+    )  # fmt: skip
 
     devs = add(sub, "devices", _group_help, "serial devices: dialects and live decoding")
     devs_sub = devs.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
