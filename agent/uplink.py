@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.identity import load_device_key, load_ledger_keys
 from agent.outbox import Outbox
@@ -20,7 +21,7 @@ from custody.errors import ConfigError
 from sync.mqtt import BrokerConfig
 from sync.uplink import Outgoing, Uplink, UplinkStats
 
-__all__ = ["OutboxDelivery", "broker_config", "sync_once"]
+__all__ = ["OutboxDelivery", "broker_config", "build_uplink", "sync_once"]
 
 
 class OutboxDelivery:
@@ -73,6 +74,32 @@ def broker_config(cfg: AgentConfig, data_dir: Path, url: str | None) -> BrokerCo
     )
 
 
+def build_uplink(data_dir: Path, outbox: Outbox, broker: BrokerConfig, **overrides: Any) -> Uplink:
+    """An ``Uplink`` for the gateway in ``data_dir`` over an open ``outbox``.
+
+    Settings come from the gateway's ``config.toml``; ``overrides`` are passed
+    to ``Uplink`` as keyword arguments (benchmarks and the service use them).
+    """
+    paths = DataDir(data_dir)
+    cfg = load_config(paths.config)
+    key = load_device_key(paths.device_key)
+    options: dict[str, Any] = {
+        "window": cfg.sync_window,
+        "max_bytes_per_s": cfg.max_bytes_per_s,
+        "ack_timeout_s": cfg.ack_timeout_s,
+        **overrides,
+    }
+    return Uplink(
+        OutboxDelivery(outbox, key.kid),
+        device_id=cfg.device_id,
+        device_kid=key.kid,
+        boot=outbox.boot_counter(),
+        ledger=load_ledger_keys(cfg.ledger_keys_path(data_dir)),
+        broker=broker,
+        **options,
+    )
+
+
 def sync_once(
     data_dir: Path,
     *,
@@ -83,22 +110,9 @@ def sync_once(
     """Drain the outbox: publish every pending record until the ledger acks all of them."""
     paths = DataDir(data_dir)
     cfg = load_config(paths.config)
-    key = load_device_key(paths.device_key)
-    ledger = load_ledger_keys(cfg.ledger_keys_path(data_dir))
     outbox = Outbox.open(paths.outbox, check=None, create=False)
     try:
-        delivery = OutboxDelivery(outbox, key.kid)
-        uplink = Uplink(
-            delivery,
-            device_id=cfg.device_id,
-            device_kid=key.kid,
-            boot=outbox.boot_counter(),
-            ledger=ledger,
-            broker=broker_config(cfg, data_dir, broker_url),
-            window=cfg.sync_window,
-            max_bytes_per_s=cfg.max_bytes_per_s,
-            ack_timeout_s=cfg.ack_timeout_s,
-        )
+        uplink = build_uplink(data_dir, outbox, broker_config(cfg, data_dir, broker_url))
         stats = uplink.run(
             threading.Event(), until_drained=True, timeout_s=timeout_s, progress=progress
         )

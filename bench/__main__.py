@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, parsers, qr
+from bench import capture, drain, parsers, qr
 
 
 class Benchmark(Protocol):
@@ -29,6 +29,7 @@ class Benchmark(Protocol):
 
 BENCHMARKS: dict[str, Benchmark] = {
     "capture": capture,
+    "drain": drain,
     "parsers": parsers,
     "qr": qr,
 }

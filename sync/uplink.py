@@ -66,6 +66,7 @@ class DeliveryStore(Protocol):
 class UplinkStats:
     batches_sent: int = 0
     events_sent: int = 0
+    payload_bytes: int = 0  # batch payloads published (MQTT overhead not included)
     acks: int = 0
     acked: int = 0
     rejected: int = 0
@@ -227,6 +228,7 @@ class Uplink:
             self.store.mark_sent([o.seq for o in batch])
             self.stats.batches_sent += 1
             self.stats.events_sent += len(batch)
+            self.stats.payload_bytes += len(payload)
 
     def _expire_unacked(self) -> None:
         # A PUBACK that never came (or whose event the bounded queue dropped) must
