@@ -1,0 +1,7 @@
+"""Field workflows on top of the device bridge and the outbox (issue 5).
+
+- ``weighbridge``: the unattended weighbridge cycle, a sans-I/O state machine table;
+- ``visits``: two-pass planning and the persisted visit book (open visits, stored tares);
+- ``station``: the runner (``Station``) and the supervised ``WeighbridgeWorker``;
+- ``ticket``: the driver's ticket, as text and ESC/POS.
+"""

@@ -1,0 +1,422 @@
+"""The weighbridge runner: ports in, signed events out (a thin I/O shell, STYLE.md §7).
+
+Theory of operation
+-------------------
+``Station`` is single-threaded glue. It takes typed frames with the time they
+were read (``PortEvent`` from ``firmware_bridge.transport``), feeds indicator
+readings to the sans-I/O ``Weighbridge`` cycle, keeps the vehicle id (RFID
+tag, a scanned ``VEH:<id>`` code, or manual entry) and the seal codes scanned
+during the visit in the ``VisitBook``, and turns what the cycle returns into
+signed events through ``Recorder``: a capture becomes a ``weighing`` (pass
+``in``/``out``/``single`` per ``visits.plan``), anything else a mass-less
+weighing with an ``outcome``. A capture returns only once its event is durable;
+then the visit book is updated, and a completed visit prints the driver's
+ticket (console, and an ESC/POS printer when configured). A ticket that cannot
+be printed is counted and logged: the signed event is the record, the paper is
+a copy.
+
+``WeighbridgeWorker`` owns the port readers (indicator, optional RFID reader
+and scanner) and one bounded queue between them and the station; it is what
+the gateway service supervises: ``run(stop)`` until ``stop`` is set,
+``metrics()`` for /metrics, ``heartbeat`` for the watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.outbox import Outbox, StoredEvent
+from agent.recorder import Recorder, units_to_kg
+from agent.settings import AgentConfig
+from agent.workflows import ticket as tickets
+from agent.workflows.visits import BOOK_FILE, Pending, Plan, VisitBook, plan
+from agent.workflows.weighbridge import (
+    Captured,
+    Outcome,
+    Phase,
+    StabilityRule,
+    VehicleOff,
+    VehicleOn,
+    Weighbridge,
+    ZeroDrift,
+    ZeroRestored,
+    kg_units,
+)
+from custody.envelope import verify_envelope
+from custody.errors import SchemaError
+from custody.event import EventType, validate_identifier
+from firmware_bridge.errors import DeviceError
+from firmware_bridge.frames import CommandReply, SealCode, TagRead, WeightReading
+from firmware_bridge.protocols.base import FrameError
+from firmware_bridge.protocols.registry import dialect as find_dialect
+from firmware_bridge.protocols.scales import mt_sics_request
+from firmware_bridge.transport import QUEUE_MAX, PortEvent, PortReader
+
+__all__ = ["VEHICLE_PREFIX", "Station", "StationConfig", "WeighbridgeWorker"]
+
+log = logging.getLogger("custody.weighbridge")
+
+VEHICLE_PREFIX = "VEH:"  # a scanned code naming the vehicle, e.g. a windscreen sticker
+ZERO_ALARM = "weighbridge_zero_drift"
+TICK_S = 0.2  # the worker's idle wake-up: timeouts fire within this of being due
+SICS_POLL_S = 0.1  # MT-SICS is request/response: ask for a weight this often
+
+
+@dataclass(frozen=True, slots=True)
+class StationConfig:
+    rule: StabilityRule
+    use_stored_tare: bool = False
+    single_direction: str = "out"
+
+    @classmethod
+    def from_agent(cls, cfg: AgentConfig) -> StationConfig:
+        rule = StabilityRule(
+            on_threshold=kg_units(cfg.wb_on_threshold_kg),
+            stable_readings=cfg.wb_stable_readings,
+            tolerance=kg_units(cfg.wb_tolerance_kg),
+            window_s=cfg.wb_window_s,
+            unstable_timeout_s=cfg.wb_unstable_timeout_s,
+            zero_drift_limit=kg_units(cfg.wb_zero_drift_limit_kg),
+        )
+        return cls(rule, cfg.wb_stored_tare, cfg.wb_single_pass_direction)
+
+
+@dataclass
+class StationMetrics:
+    outcomes: dict[str, int] = field(default_factory=dict)  # captured, unstable, ...
+    passes: dict[str, int] = field(default_factory=dict)  # in, out, single
+    tickets: int = 0
+    ticket_errors: int = 0
+    frame_errors: int = 0
+    rejected_codes: int = 0
+    seals: int = 0
+    zero_units: int = 0
+    zero_alarm: bool = False
+    last_capture_latency_s: float | None = None  # frame read -> event durable
+
+
+class Station:
+    """Feeds one weighbridge's frames through the cycle and records the outcomes."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        config: StationConfig,
+        *,
+        scale: str,
+        book: VisitBook | None = None,
+        photo: Callable[[], bytes | None] | None = None,
+        alibi_of: Callable[[WeightReading], str | None] | None = None,
+        printer: tickets.SerialTicketPrinter | None = None,
+        console: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.recorder = recorder
+        self.config = config
+        self.scale = scale
+        self.photo = photo
+        self.alibi_of = alibi_of
+        self.printer = printer
+        self.console = console if console is not None else _to_stdout
+        self.clock = clock
+        self.metrics = StationMetrics()
+        self.book = book or VisitBook(recorder.paths.root / BOOK_FILE)
+        # Our own read handle: the recorder's belongs to the thread that opened it.
+        self._outbox = Outbox.open(recorder.paths.outbox, check=None, create=False)
+        self.book.catch_up(self._outbox, self._decode)
+        self._pending: Pending = self.book.pending()
+        phase = Phase.CAPTURED if self._pending.captured else Phase.IDLE
+        self.machine = Weighbridge(config.rule, phase=phase)
+
+    def close(self) -> None:
+        self.book.close()
+        self._outbox.close()
+
+    # --- inputs ------------------------------------------------------------------------
+    def on_port_event(self, event: PortEvent, *, scale_port: str) -> None:
+        if event.kind == "state":
+            if event.port == scale_port and event.item == "down":
+                self._handle(self.machine.disconnect(event.at), None)
+            return
+        if event.kind == "error":
+            self.metrics.frame_errors += 1
+            return
+        self.on_frame(event.item, event.at)
+
+    def on_frame(self, item: object, at: float) -> None:
+        if isinstance(item, WeightReading):
+            self._handle(self.machine.feed(item, at), at)
+        elif isinstance(item, TagRead):
+            self.enter_vehicle(item.tag_id.replace(":", "-"), "rfid")
+        elif isinstance(item, SealCode):
+            if item.text.startswith(VEHICLE_PREFIX):
+                self.enter_vehicle(item.text[len(VEHICLE_PREFIX) :], "scan")
+            else:
+                self.add_seal(item.text)
+        elif isinstance(item, CommandReply):
+            # MT-SICS I4 (§1.1.4): the indicator's serial number names the scale.
+            if item.command == "I4" and item.status == "A" and item.values:
+                self.scale = item.values[0]
+        elif isinstance(item, FrameError):
+            self.metrics.frame_errors += 1
+
+    def tick(self, now: float) -> None:
+        self._handle(self.machine.tick(now), None)
+
+    def enter_vehicle(self, vehicle: str, source: str = "manual") -> bool:
+        """The vehicle now on (or driving onto) the bridge; False for an invalid id."""
+        try:
+            validate_identifier(vehicle, "vehicle id")
+        except SchemaError as exc:
+            self.metrics.rejected_codes += 1
+            log.warning("ignored vehicle id: %s", exc)
+            return False
+        if self._pending.vehicle != vehicle:  # RFID readers repeat a tag many times a second
+            self.book.set_vehicle(vehicle, source)
+            self._pending = self.book.pending()
+        return True
+
+    def add_seal(self, seal: str) -> bool:
+        if not seal.isascii() or not seal.isprintable() or not 0 < len(seal) <= 128:
+            self.metrics.rejected_codes += 1
+            log.warning("ignored seal code %r: not 1-128 printable ASCII characters", seal)
+            return False
+        added = self.book.add_seal(seal)
+        self._pending = self.book.pending()
+        self.metrics.seals += added
+        return added
+
+    # --- outputs --------------------------------------------------------------------------
+    def _handle(self, outputs: list[Any], read_at: float | None) -> None:
+        for out in outputs:
+            if isinstance(out, Captured):
+                self._capture(out, read_at)
+            elif isinstance(out, Outcome):
+                self._count(out.kind)
+                self.recorder.weighing_outcome(
+                    out.kind, vehicle=self._pending.vehicle, scale=self.scale, note=out.note
+                )
+            elif isinstance(out, ZeroDrift):
+                self._count("zero_drift")
+                self._zero(out.units, alarm=True)
+            elif isinstance(out, ZeroRestored):
+                self._zero(out.units, alarm=False)
+            elif isinstance(out, VehicleOff):
+                self.book.vehicle_off()
+                self._pending = self.book.pending()
+            elif not isinstance(out, VehicleOn):  # pragma: no cover - Output is closed
+                raise TypeError(f"unexpected output {out!r}")
+        self.metrics.zero_units = self.machine.zero_units
+
+    def _capture(self, cap: Captured, read_at: float | None) -> None:
+        pending = self._pending
+        vehicle = pending.vehicle
+        visit = self.book.open_visit(vehicle) if vehicle else None
+        stored_tare = self.book.stored_tare(vehicle) if vehicle else None
+        p = plan(
+            cap.units, vehicle, visit, stored_tare,
+            use_stored_tare=self.config.use_stored_tare,
+            single_direction=self.config.single_direction,
+        )  # fmt: skip
+        seals = list(dict.fromkeys((*(visit.seals if visit else ()), *pending.seals)))
+        photo = self.photo() if self.photo is not None else None
+        alibi = self.alibi_of(cap.reading) if self.alibi_of is not None else None
+        stored = self.recorder.weighing(
+            gross=p.masses["gross"], tare=p.masses.get("tare"), stage=p.stage, vehicle=vehicle,
+            direction=p.direction, seals=seals or None, scale=self.scale, alibi=alibi,
+            photo=photo, inbound=p.inbound.inbound if p.inbound else None,
+            tare_event=p.tare.event_id if p.tare else None,
+        )  # fmt: skip
+        if read_at is not None:
+            self.metrics.last_capture_latency_s = self.clock() - read_at
+        self._count("captured")
+        self.metrics.passes[p.stage] = self.metrics.passes.get(p.stage, 0) + 1
+        body = self._decode(stored)
+        assert body is not None  # we just signed it
+        self.book.apply(stored, body, p.masses)
+        self._pending = self.book.pending()
+        if p.complete:
+            self._ticket(stored, p, vehicle, tuple(seals), alibi, photo)
+
+    def _ticket(
+        self,
+        stored: StoredEvent,
+        p: Plan,
+        vehicle: str | None,
+        seals: tuple[str, ...],
+        alibi: str | None,
+        photo: bytes | None,
+    ) -> None:
+        cfg = self.recorder.config
+        t = tickets.Ticket(
+            site=cfg.site_id, device=cfg.device_id, vehicle=vehicle, event_id=stored.event_id,
+            seq=stored.seq, time_ms=stored.device_time_ms, stage=p.stage,
+            gross=p.masses["gross"], tare=p.masses.get("tare"), net=p.masses.get("net"),
+            direction=p.direction,
+            inbound_event=p.inbound.inbound if p.inbound else None,
+            inbound_time_ms=p.inbound.at_ms if p.inbound else None,
+            tare_event=p.tare.event_id if p.tare else None,
+            seals=seals, scale=self.scale, alibi=alibi, photo=photo,
+        )  # fmt: skip
+        self.console(tickets.text(t))
+        self.metrics.tickets += 1
+        if self.printer is not None:
+            try:
+                self.printer.print(t)
+            except DeviceError as exc:  # expected trouble: paper copy lost, record kept
+                self.metrics.ticket_errors += 1
+                log.warning("ticket for %s not printed: %s", stored.event_id.hex(), exc)
+
+    def _zero(self, units: int, *, alarm: bool) -> None:
+        self.metrics.zero_alarm = alarm
+        if alarm:
+            note = f"empty bridge reads {units_to_kg(units)} kg"
+            self.recorder.weighing_outcome("zero_drift", scale=self.scale, zero=units, note=note)
+            self._outbox.raise_alarm(ZERO_ALARM, f"weighbridge {self.scale}: {note}")
+        else:
+            self._outbox.clear_alarm(ZERO_ALARM)
+
+    def _count(self, kind: str) -> None:
+        self.metrics.outcomes[kind] = self.metrics.outcomes.get(kind, 0) + 1
+
+    def _decode(self, stored: StoredEvent) -> dict[str, Any] | None:
+        """The verified body of a weighbridge weighing (has ``pass`` or ``outcome``, not
+        manual) under our key; None for any other event."""
+        if stored.type != EventType.WEIGHING or stored.kid != self.recorder.key.kid:
+            return None
+        body = dict(verify_envelope(stored.envelope, self.recorder.key.public_key).payload.body)
+        if body.get("manual") or not ({"pass", "outcome"} & set(body)):
+            return None
+        return body
+
+
+def _to_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class WeighbridgeWorker:
+    """The unattended weighbridge as a supervised worker: ports -> queue -> station."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        port: str | None = None,
+        dialect: str | None = None,
+        rfid: str | None = None,
+        scanner: str | None = None,
+        config: StationConfig | None = None,
+        printer_port: str | None = None,
+        photo: Callable[[], bytes | None] | None = None,
+        console: Callable[[str], None] | None = None,
+        book_path: Path | None = None,
+    ) -> None:
+        cfg = recorder.config
+        self.recorder = recorder
+        self.port = port if port is not None else cfg.wb_port
+        self.dialect = dialect if dialect is not None else cfg.wb_dialect
+        self.rfid = rfid if rfid is not None else cfg.wb_rfid
+        self.scanner = scanner if scanner is not None else cfg.wb_scanner
+        self.config = config or StationConfig.from_agent(cfg)
+        printer_url = printer_port if printer_port is not None else cfg.wb_printer_port
+        self.printer = tickets.SerialTicketPrinter(printer_url) if printer_url else None
+        self.photo = photo
+        self.console = console
+        self.book_path = book_path
+        if not self.port:
+            raise ValueError("no weighbridge port configured (weighbridge.port)")
+        self._scale_dialect = find_dialect(self.dialect)  # PortConfigError when unknown
+        # Bounded (STYLE.md §7): full -> the port reader waits, then drops and counts.
+        self.queue: queue.Queue[PortEvent] = queue.Queue(QUEUE_MAX)
+        self.readers: list[PortReader] = []
+        self.station: Station | None = None
+        self.heartbeat = time.monotonic()
+        self._manual: queue.Queue[str] = queue.Queue(16)
+        self.poll_errors = 0
+
+    name = "weighbridge"
+    STALE_S = 10.0  # the loop turns every TICK_S; a capture waits at most for one fsync
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self.heartbeat <= self.STALE_S
+
+    def enter_vehicle(self, vehicle: str) -> None:
+        """Manual entry from another thread (console, HTTP): only enqueues (STYLE.md §7)."""
+        self._manual.put_nowait(vehicle)
+
+    def metrics(self) -> dict[str, Any]:
+        m = self.station.metrics if self.station is not None else StationMetrics()
+        return {
+            "captures_by_outcome": dict(m.outcomes),
+            "passes": dict(m.passes),
+            "tickets": m.tickets,
+            "ticket_errors": m.ticket_errors,
+            "frame_errors": m.frame_errors,
+            "rejected_codes": m.rejected_codes,
+            "zero_drift_kg": float(units_to_kg(m.zero_units)),
+            "zero_drift_alarm": m.zero_alarm,
+            "capture_latency_s": m.last_capture_latency_s,
+            "ports": {r.name: {"state": r.state, **r.counters.as_dict()} for r in self.readers},
+        }
+
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set; unexpected errors propagate to the supervisor."""
+        station = Station(
+            self.recorder, self.config, scale=self.port, photo=self.photo,
+            printer=self.printer, console=self.console,
+            book=VisitBook(self.book_path) if self.book_path else None,
+        )  # fmt: skip
+        self.station = station
+        scale = PortReader(
+            self.port, self._scale_dialect.factory, settings=self._scale_dialect.serial,
+            out=self.queue, name="weighbridge",
+        )  # fmt: skip
+        self.readers = [scale]
+        for spec, name in ((self.rfid, "weighbridge-rfid"), (self.scanner, "weighbridge-scan")):
+            if spec:
+                d_name, _, url = spec.partition("@")
+                d = find_dialect(d_name)
+                self.readers.append(
+                    PortReader(url, d.factory, settings=d.serial, out=self.queue, name=name)
+                )
+        polling = self.dialect == "mt-sics"
+        for r in self.readers:
+            r.start()
+        try:
+            next_poll = 0.0
+            while not stop.is_set():
+                self.heartbeat = now = time.monotonic()
+                if polling and now >= next_poll and scale.state == "open":
+                    next_poll = now + SICS_POLL_S
+                    self._poll(scale)
+                while not self._manual.empty():
+                    station.enter_vehicle(self._manual.get_nowait(), "manual")
+                try:
+                    event = self.queue.get(timeout=SICS_POLL_S if polling else TICK_S)
+                except queue.Empty:
+                    station.tick(time.monotonic())
+                    continue
+                station.on_port_event(event, scale_port="weighbridge")
+                if polling and event.kind == "state" and event.item == "open":
+                    self._poll(scale, b"I4")
+        finally:
+            for r in self.readers:
+                r.stop()
+            station.close()
+
+    def _poll(self, reader: PortReader, command: bytes = b"SI") -> None:
+        try:
+            reader.write(mt_sics_request(command.decode()))
+        except DeviceError as exc:  # the reader reconnects; the next poll retries
+            self.poll_errors += 1
+            log.debug("MT-SICS poll not sent: %s", exc)
