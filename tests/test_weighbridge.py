@@ -76,16 +76,16 @@ SCENARIOS = {
     ),
     # a stable flag but readings wandering beyond the tolerance: never stable
     "wandering readings": (
-        DRIVE_ON + [r(40000), r(40300), r(40000), r(40300), r(40000)] + DRIVE_OFF,
+        [*DRIVE_ON, r(40000), r(40300), r(40000), r(40300), r(40000), *DRIVE_OFF],
         ["on", "left_unweighed", "off"],
     ),
     # the indicator flags motion in between: the window restarts
     "motion flag resets the window": (
-        DRIVE_ON + [r(40000), r(40000), r(40000, False), r(40000), r(40000)] + DRIVE_OFF,
+        [*DRIVE_ON, r(40000), r(40000), r(40000, False), r(40000), r(40000), *DRIVE_OFF],
         ["on", "left_unweighed", "off"],
     ),
     "overload, then back in range and stable": (
-        DRIVE_ON + [r(0, False, overload=True)] + SETTLE + DRIVE_OFF,
+        [*DRIVE_ON, r(0, False, overload=True), *SETTLE, *DRIVE_OFF],
         ["on", "overload", "captured 40000 kg", "off"],
     ),
     "drives across without stopping": (
