@@ -396,6 +396,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_service(args.data_dir, broker_url=args.broker, log_format=args.log_format)
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from agent.scan import ConsoleOptions, run_console
+
+    opts = ConsoleOptions(
+        args.data_dir, language=args.lang, scale_port=args.scale_port,
+        scale_dialect=args.scale_dialect, scanner_port=args.scanner_port, camera=args.camera,
+    )  # fmt: skip
+    return run_console(opts)
+
+
 def cmd_devices_dialects(args: argparse.Namespace) -> int:
     rows = devices.describe_dialects()
     if args.json:
@@ -572,6 +582,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["text", "json"], default="text",
         help="one line per event on stdout: logfmt key=value (default) or JSON",
     )  # fmt: skip
+
+    p = add(
+        sub, "scan", cmd_scan,
+        "handheld scan-and-tag console: scan seals into a lot, weigh bags, void the last bag, "
+        "count bags per lot today (keyboard-wedge or serial scanner, optional scale and camera)",
+    )  # fmt: skip
+    p.add_argument("--lang", choices=["en", "fr"], help="screen language (default: from LANG)")
+    p.add_argument("--scale-port", metavar="URL", help="platform scale port (scan.scale_port)")
+    p.add_argument("--scale-dialect", metavar="D", help="its dialect (scan.scale_dialect)")
+    p.add_argument("--scanner-port", metavar="URL", help="serial scanner (scan.scanner_port)")
+    p.add_argument("--camera", metavar="SOURCE", help="/dev/video0, rtsp://... (scan.camera)")
 
     devs = add(sub, "devices", _group_help, "serial devices: dialects and live decoding")
     devs_sub = devs.add_subparsers(dest="devices_command", required=True, metavar="ACTION")

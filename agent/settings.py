@@ -230,6 +230,21 @@ SETTINGS: tuple[Setting, ...] = (
             "shipped, 'in' = received."),
     Setting("weighbridge.printer_port", "wb_printer_port", "", _optional_path,
             "Serial ESC/POS ticket printer port URL; empty: tickets go to the console only."),
+    Setting("scan.scale_port", "scan_scale_port", "", _optional_path,
+            "Platform scale of the handheld scan console (`custody-agent scan`), a port URL; "
+            "empty: bags are recorded without a weight."),
+    Setting("scan.scale_dialect", "scan_scale_dialect", "ad-cas", _scale_dialect,
+            "The platform scale's protocol (`custody-agent devices dialects`, kind scale)."),
+    Setting("scan.stable_readings", "scan_stable_readings", 3, _int_range(1, 100),
+            "A bag's weight is taken after this many identical readings flagged stable."),
+    Setting("scan.scanner_port", "scan_scanner_port", "", _optional_path,
+            "Serial barcode scanner of the scan console (scanner-line dialect), a port URL; "
+            "empty: keyboard-wedge scanners type into the console."),
+    Setting("scan.camera", "scan_camera", "", _optional_path,
+            "Camera reading seal codes for the scan console (/dev/video0, rtsp://...); "
+            "empty: none."),
+    Setting("scan.language", "scan_language", "", lambda v: _choice(v, ("", "en", "fr")),
+            "Language of the scan console: en or fr; empty: from LANG."),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
             "A device time before this date is recorded with time quality 'none' "
             "(clock not set after a power cut); the capture itself is never refused."),
@@ -277,6 +292,12 @@ class AgentConfig:
     wb_stored_tare: bool
     wb_single_pass_direction: str
     wb_printer_port: str
+    scan_scale_port: str
+    scan_scale_dialect: str
+    scan_stable_readings: int
+    scan_scanner_port: str
+    scan_camera: str
+    scan_language: str
     earliest_valid: str
     source: str = "<defaults>"
 
