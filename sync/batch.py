@@ -4,6 +4,8 @@ Theory of operation. A batch payload is one format byte followed by a body::
 
     0x00 || deterministic_cbor({"v": 1, "dev": device_id, "events": [bstr, ...]})
     0x01 || zlib(deterministic_cbor(... the same map ...))        (RFC 1950 stream)
+    0x02 || zlib_with_preset_dictionary(deterministic_cbor(
+                {"v": 2, "dev": device_id, "events": [bstr | [uint offset, bstr rest], ...]}))
 
 The envelopes are opaque here: the batch carries each one as a byte string,
 in seq order, and the intake verifies them one by one (``custody.envelope``),
@@ -20,34 +22,59 @@ a Pi. ``compress="auto"`` compresses and keeps the result only when it is
 strictly smaller, so incompressible content (random bytes) goes raw rather
 than paying deflate's overhead.
 
+The chained format (0x02). What deflate cannot squeeze is random: the
+signature (64), the commitments (32 each), the sealed opening (~93) and
+``prev`` (32). But ``prev`` of an envelope is, by the chain rule, the event id
+(SHA-256) of its predecessor, which the receiver holds when it sits just before
+it in the same batch. So the sender may *elide* it: the entry becomes
+``[offset, rest]`` where ``rest`` is the envelope with the 32 ``prev`` bytes cut
+out at ``offset``, right after the 7-byte ``PREV_MARKER`` (the payload key
+``"prev"`` and the bstr(32) head). The receiver re-inserts SHA-256 of the
+previous *reconstructed* envelope: byte-identical to what was signed, so the
+signature verifies; a lying sender only produces an envelope that fails its
+signature or chain check at the intake. The stream also uses a fixed preset
+dictionary (RFC 1950 FDICT, ``ZDICT``) of the strings every envelope repeats,
+which is what a batch of one or a few live records is mostly made of. Measured
+on single-bag weighings with 500-record batches: 235 bytes per record with
+0x01, 201 with 0x02; one weighing alone 466 -> 337 bytes.
+
 Decoding is bounded at every step (STYLE.md §2): the payload length before
 anything else, the inflated size through ``zlib.decompressobj`` with
 ``max_length`` so a decompression bomb stops at ``max_decompressed + 1`` bytes
 without ever being expanded, the declared number of events before the CBOR is
 decoded, and each envelope against ``custody.envelope.MAX_ENVELOPE_BYTES``. The
 CBOR must be the one deterministic encoding of its value (``custody.cbor``).
-Every bad input raises ``DecodeError``.
+In 0x02 an elided entry must point exactly after the *first* occurrence of
+``PREV_MARKER`` + the predecessor's id in the reconstructed envelope (one
+encoding per elision), may not be the batch's first entry, and must rebuild
+an envelope of at most ``MAX_ENVELOPE_BYTES``. Every bad input raises
+``DecodeError``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from custody import cbor
+from custody import cbor, cose
 from custody.envelope import MAX_ENVELOPE_BYTES
 from custody.errors import DecodeError, SchemaError
-from custody.event import validate_identifier
+from custody.event import CONTENT_TYPE, validate_identifier
 
 __all__ = [
     "BATCH_VERSION",
+    "CHAINED_VERSION",
     "FORMAT_CBOR",
+    "FORMAT_CHAINED",
     "FORMAT_ZLIB",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_EVENTS",
     "MAX_DECOMPRESSED_BYTES",
+    "PREV_MARKER",
+    "ZDICT",
     "Batch",
     "BatchBuilder",
     "decode_batch",
@@ -58,6 +85,11 @@ __all__ = [
 BATCH_VERSION = 1
 FORMAT_CBOR = 0x00  # the body is the deterministic CBOR map
 FORMAT_ZLIB = 0x01  # the body is a zlib (RFC 1950) stream of that map
+FORMAT_CHAINED = 0x02  # zlib with ZDICT of the v2 map, whose entries may elide prev
+CHAINED_VERSION = 2
+# The payload key "prev" (tstr of 4) and the head of its bstr(32) value (§2, §5).
+PREV_MARKER = b"\x64prev\x58\x20"
+_ID_BYTES = 32
 ZLIB_LEVEL = 6  # level 9 saves < 0.3 % more on our events (see above)
 
 # Our own limits. A batch must carry one envelope of the maximum size, so the
@@ -72,7 +104,87 @@ MAX_BATCH_EVENTS = 1000
 
 _KEYS = frozenset({"v", "dev", "events"})
 
-Compress = bool | Literal["auto"]
+
+def _dictionary() -> bytes:
+    """The fixed 0x02 preset dictionary: CBOR fragments every envelope and batch repeats.
+
+    Frozen with the format: changing one byte changes its Adler-32 (the
+    stream's DICTID) and every receiver refuses the stream, so a new
+    dictionary needs a new format byte. Most frequent fragments last
+    (deflate finds them at the shortest distances).
+    """
+
+    def t(text: str) -> bytes:
+        return cbor.encode(text)
+
+    # Tag 18, the array head and the protected header up to the 8-byte kid (§1.1).
+    protected = cose.encode_protected(
+        {cose.HDR_ALG: cose.ALG_EDDSA, cose.HDR_CONTENT_TYPE: CONTENT_TYPE, cose.HDR_KID: bytes(8)}
+    )
+    envelope_head = b"\xd2\x84" + cbor.encode(protected)[:-8]
+
+    words = [
+        "aggregation",
+        "children",
+        "action",
+        "ADD",
+        "DELETE",
+        "symbology",
+        "QR",
+        "photo",
+        "alibi",
+        "scale",
+        "note",
+        "manual",
+        "direction",
+        "in",
+        "out",
+        "pass",
+        "single",
+        "vehicle",
+        "seals",
+        "seal",
+        "seal_scan",
+        "clock_sync",
+        "boot",
+        "software",
+        "reason",
+        "gps",
+        "ntp",
+        "none",
+        "synced",
+        "gross",
+        "tare",
+        "net",
+        "lot",
+    ]
+    parts = [t(w) for w in words]
+    parts += [
+        b"\xa3\x61v\x02\x63dev",
+        b"\x66events",  # the v2 batch map
+        envelope_head,
+        b"\xa0\x59\x01",  # empty unprotected bucket, payload bstr head
+        b"\xab\x61t\x1b\x00\x00\x01",
+        b"\x61v\x01\x62tq\x68unsynced\x63dev",
+        b"\x63seq",
+        b"\x64body",
+        b"\x63lot",
+        b"\x64mass\xa1\x63bag\x58\x20",
+        b"\x66sealed\x58",
+        b"\x64boot",
+        PREV_MARKER,
+        b"\x64site",
+        b"\x64tsrc\x63rtc",
+        b"\x64type\x68weighing",
+        b"\x58\x40",
+    ]
+    return b"".join(parts)
+
+
+ZDICT = _dictionary()
+_ZDICT_ID = zlib.adler32(ZDICT).to_bytes(4, "big")
+
+Compress = bool | Literal["auto", "chained"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +194,7 @@ class Batch:
     device_id: str
     envelopes: tuple[bytes, ...]
     compressed: bool = False
+    elided: int = 0  # envelopes whose prev came from their predecessor (format 0x02)
 
     def __post_init__(self) -> None:
         validate_identifier(self.device_id, "batch device id")
@@ -100,19 +213,38 @@ class Batch:
 def encode_batch(device_id: str, envelopes: Iterable[bytes], compress: Compress = "auto") -> bytes:
     """Encode one batch payload (format byte + body).
 
-    ``compress``: ``"auto"`` keeps the zlib form only when it is strictly
-    smaller; ``True`` and ``False`` force a format. ``SchemaError`` for an
-    invalid device id, no envelopes, or an envelope outside 1-64 KiB. The
-    decode limits are not applied here; ``BatchBuilder`` keeps to them.
+    ``compress``: ``"auto"`` sends the smaller of the raw (0x00) and the chained
+    (0x02) form; ``"chained"``, ``True`` (0x01) and ``False`` (0x00) force a
+    format. ``SchemaError`` for an invalid device id, no envelopes, or an
+    envelope outside 1-64 KiB. The decode limits are not applied here;
+    ``BatchBuilder`` keeps to them.
     """
     batch = Batch(device_id, tuple(envelopes))
-    raw = cbor.encode(batch.to_map())
+    if compress is True:
+        return bytes([FORMAT_ZLIB]) + zlib.compress(cbor.encode(batch.to_map()), ZLIB_LEVEL)
+    raw = bytes([FORMAT_CBOR]) + cbor.encode(batch.to_map())
     if compress is False:
-        return bytes([FORMAT_CBOR]) + raw
-    packed = zlib.compress(raw, ZLIB_LEVEL)
-    if compress is True or len(packed) < len(raw):
-        return bytes([FORMAT_ZLIB]) + packed
-    return bytes([FORMAT_CBOR]) + raw
+        return raw
+    chained = _encode_chained(batch)
+    if compress == "chained" or len(chained) < len(raw):
+        return chained
+    return raw
+
+
+def _encode_chained(batch: Batch) -> bytes:
+    entries: list[bytes | list[Any]] = [batch.envelopes[0]]
+    for prev_env, env in zip(batch.envelopes, batch.envelopes[1:], strict=False):
+        at = _elision_offset(env, hashlib.sha256(prev_env).digest())
+        entries.append(env if at is None else [at, env[:at] + env[at + _ID_BYTES :]])
+    body = cbor.encode({"v": CHAINED_VERSION, "dev": batch.device_id, "events": entries})
+    deflater = zlib.compressobj(ZLIB_LEVEL, zdict=ZDICT)
+    return bytes([FORMAT_CHAINED]) + deflater.compress(body) + deflater.flush()
+
+
+def _elision_offset(envelope: bytes, prev_id: bytes) -> int | None:
+    """Where ``prev_id`` starts in ``envelope`` after the first marker+id, or None."""
+    found = envelope.find(PREV_MARKER + prev_id)
+    return None if found < 0 else found + len(PREV_MARKER)
 
 
 def decode_batch(
@@ -147,24 +279,36 @@ def decode_batch(
     elif fmt == FORMAT_ZLIB:
         compressed = True
         body = _inflate(body, max_decompressed)
+    elif fmt == FORMAT_CHAINED:
+        compressed = True
+        # RFC 1950 §2.2: FLG bit 5 (FDICT) set and DICTID = Adler-32 of our dictionary.
+        if len(body) < 6 or not body[1] & 0x20 or body[2:6] != _ZDICT_ID:
+            raise DecodeError(
+                "a chained batch is a zlib stream with the format's preset dictionary"
+            )
+        body = _inflate(body, max_decompressed, ZDICT)
     else:
         raise DecodeError(f"unknown batch format 0x{fmt:02x}")
 
-    declared = _declared_event_count(body)
+    version = CHAINED_VERSION if fmt == FORMAT_CHAINED else BATCH_VERSION
+    declared = _declared_event_count(body, version)
     if declared is not None and declared > max_events:
         raise DecodeError(f"batch declares {declared} events, more than {max_events}")
     raw = cbor.decode(body)
     if not isinstance(raw, dict) or set(raw) != _KEYS:
         raise DecodeError('a batch is the map {"v", "dev", "events"} and nothing else')
-    if raw["v"] != BATCH_VERSION or isinstance(raw["v"], bool):
-        raise DecodeError(f"batch version {raw['v']!r} is not supported")
+    if raw["v"] != version or isinstance(raw["v"], bool):
+        raise DecodeError(f"batch version {raw['v']!r} is not format 0x{fmt:02x}'s")
     events = raw["events"]
     if not isinstance(events, list):
         raise DecodeError("batch events must be an array")
     if len(events) > max_events:  # pragma: no cover - _declared_event_count saw it first
         raise DecodeError(f"batch carries {len(events)} events, more than {max_events}")
+    elided = 0
+    if fmt == FORMAT_CHAINED:
+        events, elided = _unchain(events)
     try:
-        batch = Batch(raw["dev"], tuple(events), compressed)
+        batch = Batch(raw["dev"], tuple(events), compressed, elided)
     except SchemaError as exc:
         raise DecodeError(str(exc)) from exc
     if batch.device_id != device_id:
@@ -172,9 +316,41 @@ def decode_batch(
     return batch
 
 
-def _inflate(body: bytes, limit: int) -> bytes:
+def _unchain(entries: list[Any]) -> tuple[list[Any], int]:
+    """Rebuild elided envelopes in order; ``DecodeError`` for any malformed entry."""
+    out: list[Any] = []
+    elided = 0
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, list):
+            out.append(entry)  # verbatim (Batch checks it is a bstr of the right size)
+            continue
+        if i == 0:
+            raise DecodeError("events[0] cannot elide prev: it has no predecessor in the batch")
+        if (
+            len(entry) != 2
+            or not isinstance(entry[0], int)
+            or isinstance(entry[0], bool)
+            or not isinstance(entry[1], bytes)
+        ):
+            raise DecodeError(f"events[{i}] must be a bstr or [uint offset, bstr rest]")
+        at, rest = entry
+        previous = out[-1]
+        if not isinstance(previous, bytes):
+            raise DecodeError(f"events[{i - 1}] is not a byte string")
+        if not len(PREV_MARKER) <= at <= len(rest) or len(rest) + _ID_BYTES > MAX_ENVELOPE_BYTES:
+            raise DecodeError(f"events[{i}] elides prev at an impossible offset or size")
+        prev_id = hashlib.sha256(previous).digest()
+        envelope = rest[:at] + prev_id + rest[at:]
+        if _elision_offset(envelope, prev_id) != at:
+            raise DecodeError(f"events[{i}] elided bytes that are not its first prev field")
+        out.append(envelope)
+        elided += 1
+    return out, elided
+
+
+def _inflate(body: bytes, limit: int, zdict: bytes | None = None) -> bytes:
     """Inflate one complete zlib stream, refusing to produce more than ``limit`` bytes."""
-    inflater = zlib.decompressobj()
+    inflater = zlib.decompressobj() if zdict is None else zlib.decompressobj(zdict=zdict)
     try:
         # max_length bounds the output buffer: a bomb yields limit + 1 bytes, no more.
         out = inflater.decompress(body, limit + 1)
@@ -202,13 +378,13 @@ def _head_size(n: int) -> int:
     return 9
 
 
-def _declared_event_count(body: bytes) -> int | None:
+def _declared_event_count(body: bytes, version: int = BATCH_VERSION) -> int | None:
     """The length in the events array head, read before decoding anything.
 
-    Only the canonical layout ``a3 61'v' 01 63'dev' tstr 66'events' array`` is
-    read; for anything else return ``None`` and let the strict decoder explain.
+    Only the canonical layout ``a3 61'v' <version> 63'dev' tstr 66'events' array``
+    is read; for anything else return ``None`` and let the strict decoder explain.
     """
-    prefix = b"\xa3\x61v\x01\x63dev"
+    prefix = b"\xa3\x61v" + bytes([version]) + b"\x63dev"
     if not body.startswith(prefix):
         return None
     pos = len(prefix)

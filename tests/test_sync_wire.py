@@ -6,6 +6,7 @@ on and take off MQTT (docs/protocol.md §8).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import tracemalloc
@@ -37,10 +38,13 @@ from sync.ack import (
 )
 from sync.batch import (
     FORMAT_CBOR,
+    FORMAT_CHAINED,
     FORMAT_ZLIB,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_DECOMPRESSED_BYTES,
+    PREV_MARKER,
+    ZDICT,
     Batch,
     BatchBuilder,
     decode_batch,
@@ -163,13 +167,14 @@ def test_every_valid_device_id_parses_back(device_id: str, kind: TopicKind) -> N
 # --- batch: round trips and layout ----------------------------------------------------
 
 
-@pytest.mark.parametrize("compress", ["auto", True, False])
+@pytest.mark.parametrize("compress", ["auto", "chained", True, False])
 def test_batch_round_trips_and_envelopes_still_verify(compress: Any) -> None:
     payload = encode_batch(DEVICE, CHAIN, compress)
     batch = decode_batch(payload, device_id=DEVICE)
     assert batch.device_id == DEVICE
     assert batch.envelopes == tuple(CHAIN)
-    assert batch.compressed == (payload[0] == FORMAT_ZLIB)
+    assert batch.compressed == (payload[0] in (FORMAT_ZLIB, FORMAT_CHAINED))
+    assert batch.elided == (len(CHAIN) - 1 if payload[0] == FORMAT_CHAINED else 0)
     assert ChainVerifier(KEY.public_key).feed_all(batch.envelopes) == len(CHAIN)
 
 
@@ -194,10 +199,13 @@ def test_compressed_batch_is_one_zlib_stream_of_the_raw_body() -> None:
 def test_compression_decision() -> None:
     raw = encode_batch(DEVICE, CHAIN, compress=False)
     packed = encode_batch(DEVICE, CHAIN, compress=True)
+    chained = encode_batch(DEVICE, CHAIN, compress="chained")
     auto = encode_batch(DEVICE, CHAIN)
-    # Signed seal scans of one device: headers and ids repeat, so deflate pays.
+    # Signed seal scans of one device: headers and ids repeat, so deflate pays,
+    # and eliding each prev saves 32 incompressible bytes more per event.
     assert len(packed) < 0.5 * len(raw)
-    assert auto == packed
+    assert len(chained) <= len(packed) - 32 * (len(CHAIN) - 1)
+    assert auto == chained
     # Even one event gains a little (its protected header is text).
     assert len(encode_batch(DEVICE, CHAIN[:1])) < len(encode_batch(DEVICE, CHAIN[:1], False))
     # Incompressible bytes go raw: deflate would only add its overhead.
@@ -208,7 +216,7 @@ def test_compression_decision() -> None:
     for envs in (CHAIN, CHAIN[:1], noise):
         options = (
             encode_batch(DEVICE, envs, compress=False),
-            encode_batch(DEVICE, envs, compress=True),
+            encode_batch(DEVICE, envs, compress="chained"),
         )
         assert len(encode_batch(DEVICE, envs)) == min(len(p) for p in options)
 
@@ -222,6 +230,118 @@ def test_encode_refuses_what_no_decoder_accepts() -> None:
         encode_batch(DEVICE, [b""])
     with pytest.raises(SchemaError):
         encode_batch(DEVICE, [bytes(MAX_ENVELOPE_BYTES + 1)])
+
+
+# --- batch: the chained format (0x02) -------------------------------------------------
+
+
+def _chained(body: Any, zdict: bytes = ZDICT) -> bytes:
+    """A 0x02 payload around an arbitrary (deterministic) CBOR value."""
+    deflater = zlib.compressobj(6, zdict=zdict)
+    return bytes([FORMAT_CHAINED]) + deflater.compress(cbor.encode(body)) + deflater.flush()
+
+
+def _elided(envs: list[bytes]) -> list[Any]:
+    """The 0x02 entries for a run of consecutive envelopes, built independently of sync.batch."""
+    entries: list[Any] = [envs[0]]
+    for prev, env in itertools.pairwise(envs):
+        at = env.index(b"\x64prev\x58\x20" + hashlib.sha256(prev).digest()) + 7
+        entries.append([at, env[:at] + env[at + 32 :]])
+    return entries
+
+
+def test_chained_layout() -> None:
+    envs = CHAIN[:5]
+    payload = encode_batch(DEVICE, envs, compress="chained")
+    assert payload[0] == FORMAT_CHAINED
+    # RFC 1950: CMF 0x78 (deflate, 32 KiB window), FLG with FDICT, then DICTID.
+    assert payload[1] == 0x78 and payload[2] & 0x20
+    assert payload[3:7] == zlib.adler32(ZDICT).to_bytes(4, "big")
+    body = zlib.decompressobj(zdict=ZDICT).decompress(payload[1:])
+    assert body == cbor.encode({"v": 2, "dev": DEVICE, "events": _elided(envs)})
+    for at, rest in _elided(envs)[1:]:
+        assert rest[at - len(PREV_MARKER) : at] == PREV_MARKER
+    assert PREV_MARKER == b"\x64prev\x58\x20"
+
+
+def test_chained_rebuilds_byte_identical_envelopes_that_verify() -> None:
+    batch = decode_batch(encode_batch(DEVICE, CHAIN, "chained"), device_id=DEVICE)
+    assert batch.envelopes == tuple(CHAIN) and batch.elided == len(CHAIN) - 1
+    assert ChainVerifier(KEY.public_key).feed_all(batch.envelopes) == len(CHAIN)
+
+
+def test_chained_sends_non_consecutive_envelopes_verbatim() -> None:
+    # A gap (seq 3 missing) and a foreign envelope: nothing to elide there.
+    envs = [CHAIN[0], CHAIN[1], CHAIN[3], CHAIN[4], b"not an envelope", CHAIN[5]]
+    batch = decode_batch(encode_batch(DEVICE, envs, "chained"), device_id=DEVICE)
+    assert batch.envelopes == tuple(envs)
+    assert batch.elided == 2  # 1 after 0, 4 after 3
+
+
+def test_chained_single_event_gains_from_the_dictionary() -> None:
+    one = CHAIN[:1]
+    assert len(encode_batch(DEVICE, one, "chained")) < len(encode_batch(DEVICE, one, True)) - 40
+
+
+def test_a_tampered_elided_entry_rebuilds_an_envelope_that_fails_its_signature() -> None:
+    entries = _elided(CHAIN[:3])
+    at, rest = entries[2]
+    entries[2] = [at, rest[:-1] + bytes([rest[-1] ^ 1])]  # flip a signature bit
+    batch = decode_batch(_chained({"v": 2, "dev": DEVICE, "events": entries}), device_id=DEVICE)
+    with pytest.raises(VerificationError):
+        ChainVerifier(KEY.public_key).feed_all(batch.envelopes)
+
+
+def _bad_entries() -> list[tuple[list[Any], str]]:
+    first, (at, rest) = CHAIN[0], _elided(CHAIN[:2])[1]
+    return [
+        ([[at, rest]], "events.0. cannot elide"),
+        ([first, [at - 1, rest]], "not its first prev"),
+        ([first, [at + 1, rest]], "not its first prev"),
+        ([first, [3, rest]], "impossible offset"),
+        ([first, [len(rest) + 1, rest]], "impossible offset"),
+        ([first, [at, rest, 0]], "bstr or .uint offset"),
+        ([first, [True, rest]], "bstr or .uint offset"),
+        ([first, [-1, rest]], "impossible offset"),
+        ([first, [at, "text"]], "bstr or .uint offset"),
+        ([first, [at, bytes(MAX_ENVELOPE_BYTES - 31)]], "impossible offset"),
+        ([first, "text"], r"events\[1\]"),
+    ]
+
+
+@pytest.mark.parametrize(("entries", "message"), _bad_entries())
+def test_chained_entries_are_strict(entries: list[Any], message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        decode_batch(_chained({"v": 2, "dev": DEVICE, "events": entries}), device_id=DEVICE)
+
+
+def test_chained_stream_needs_exactly_the_format_dictionary() -> None:
+    body = {"v": 2, "dev": DEVICE, "events": _elided(CHAIN[:3])}
+    assert decode_batch(_chained(body), device_id=DEVICE).envelopes == tuple(CHAIN[:3])
+    no_dict = bytes([FORMAT_CHAINED]) + zlib.compress(cbor.encode(body))
+    other_dict = _chained(body, zdict=ZDICT[:-1] + b"?")
+    for payload in (no_dict, other_dict, b"\x02\x78"):
+        with pytest.raises(DecodeError, match="preset dictionary"):
+            decode_batch(payload, device_id=DEVICE)
+    # Each format has its own map version: v1 under 0x02 and elided entries under 0x00.
+    with pytest.raises(DecodeError, match="version 1 is not format 0x02"):
+        decode_batch(_chained({"v": 1, "dev": DEVICE, "events": CHAIN[:1]}), device_id=DEVICE)
+    with pytest.raises(DecodeError):
+        decode_batch(_raw({"v": 1, "dev": DEVICE, "events": _elided(CHAIN[:2])}), device_id=DEVICE)
+
+
+def test_chained_bounds_hold_before_decoding() -> None:
+    # The event count is read from the array head, and a bomb stops at the limit.
+    huge = b"\xa3\x61v\x02\x63dev" + cbor.encode(DEVICE) + b"\x66events\x9a\xff\xff\xff\xff"
+    deflater = zlib.compressobj(6, zdict=ZDICT)
+    payload = bytes([FORMAT_CHAINED]) + deflater.compress(huge) + deflater.flush()
+    with pytest.raises(DecodeError, match="declares 4294967295 events"):
+        decode_batch(payload, device_id=DEVICE)
+    deflater = zlib.compressobj(9, zdict=ZDICT)
+    zeros = bytes(1 << 20)
+    bomb = b"".join([*(deflater.compress(zeros) for _ in range(64)), deflater.flush()])
+    with pytest.raises(DecodeError, match=f"more than {MAX_DECOMPRESSED_BYTES} bytes"):
+        decode_batch(bytes([FORMAT_CHAINED]) + bomb, device_id=DEVICE)
 
 
 # --- batch: bounds -----------------------------------------------------------------------
@@ -306,7 +426,8 @@ def test_decompression_bomb_is_refused_without_inflating_it() -> None:
         (b"", "empty"),
         (b"\x00", "empty input"),
         (b"\x01", "truncated"),
-        (b"\x02" + cbor.encode({"v": 1}), "format 0x02"),
+        (b"\x03" + cbor.encode({"v": 1}), "format 0x03"),
+        (b"\x02" + zlib.compress(cbor.encode({"v": 2})), "preset dictionary"),
         (b"\xff", "format 0xff"),
         # The format byte forgotten: the CBOR map head is not a format.
         (cbor.encode({"v": 1, "dev": DEVICE, "events": [b"x"]}), "format 0xa3"),
@@ -409,7 +530,7 @@ def test_batch_schema(body: Any) -> None:
 @settings(max_examples=300)
 @given(st.binary(max_size=300))
 def test_decode_batch_on_garbage_raises_only_decode_error(data: bytes) -> None:
-    for fmt in (b"", b"\x00", b"\x01"):
+    for fmt in (b"", b"\x00", b"\x01", b"\x02"):
         try:
             batch = decode_batch(fmt + data, device_id=DEVICE)
         except DecodeError:
