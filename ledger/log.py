@@ -12,15 +12,18 @@ root of the *same* signed checkpoint (custody.merkle's documented limitation).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from custody import cbor, cose
-from custody.errors import SchemaError
-from custody.keys import LedgerKeyPair, LedgerPublicKeys, kid_for
+from custody.keys import LedgerKeyPair, kid_for
 from custody.merkle import MerkleReader, consistency_proof, inclusion_proof
+from ledger.verify.checkpoint import (
+    CHECKPOINT_CONTENT_TYPE,
+    Checkpoint,
+    verify_checkpoint,
+)
 
 __all__ = [
     "CHECKPOINT_CONTENT_TYPE",
@@ -31,27 +34,6 @@ __all__ = [
     "sign_checkpoint",
     "verify_checkpoint",
 ]
-
-CHECKPOINT_CONTENT_TYPE = "application/vnd.cobalt-custody.checkpoint+cbor;v=1"
-MAX_CHECKPOINT_BYTES = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    ledger_id: str
-    size: int
-    root: bytes
-    time_ms: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
-            raise SchemaError("checkpoint size must be a non-negative integer")
-        if not isinstance(self.root, bytes) or len(self.root) != 32:
-            raise SchemaError("checkpoint root must be 32 bytes")
-
-    def to_map(self) -> dict[str, Any]:
-        return {"v": 1, "ledger": self.ledger_id, "size": self.size, "root": self.root,
-                "t": self.time_ms}  # fmt: skip
 
 
 def issue_checkpoint(store: Any, keys: LedgerKeyPair) -> tuple[Checkpoint, bytes]:
@@ -72,20 +54,6 @@ def sign_checkpoint(keys: LedgerKeyPair, size: int, root: bytes) -> bytes:
         cose.HDR_KID: kid_for(keys.public.signing_key),
     }
     return cose.sign1(SigningKey(keys.signing_seed), protected, cbor.encode(cp.to_map()))
-
-
-def verify_checkpoint(data: bytes, ledger: LedgerPublicKeys) -> Checkpoint:
-    """Strictly decode and verify a checkpoint under the ledger's public key."""
-    msg = cose.verify_signed_document(
-        data, ledger.signing_key, kid_for(ledger.signing_key),
-        content_type=CHECKPOINT_CONTENT_TYPE, max_bytes=MAX_CHECKPOINT_BYTES,
-    )  # fmt: skip
-    raw = cbor.decode(msg.payload)
-    if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "size", "root", "t"}:
-        raise SchemaError("checkpoint payload fields")
-    if raw["v"] != 1 or not isinstance(raw["ledger"], str) or not isinstance(raw["t"], int):
-        raise SchemaError("checkpoint payload values")
-    return Checkpoint(raw["ledger"], raw["size"], raw["root"], raw["t"])
 
 
 def prove_inclusion(store: Any, index: int, size: int) -> list[bytes]:
