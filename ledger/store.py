@@ -7,8 +7,13 @@ compact range all move together, so a crash leaves either the whole batch or
 none of it, and the log never has a gap or a duplicate (``event_id`` and
 ``(kid, seq)`` are unique; ``log_index`` is the leaf's position).
 
-Triggers make logged events immutable and undeletable. PostgreSQL (for several
-intake workers, issue 4) will implement the same ``LedgerStore`` methods.
+Triggers make logged events immutable and undeletable. ``PostgresLedgerStore``
+(``ledger.store_pg``, several intake workers) implements the same methods.
+
+Schema versions (``PRAGMA user_version``), applied in order on open, each in
+one transaction: 1 the first schema; 2 adds ``device_keys.valid_from_ms`` (a
+key is accepted only from then on; existing keys get their enrolment time) and
+the ``forks`` alarm table.
 """
 
 from __future__ import annotations
@@ -16,15 +21,23 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from custody.errors import StorageError
 from custody.merkle import CompactRange
 
-__all__ = ["DeviceKeyRecord", "LedgerStore", "LoggedEvent", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeviceKeyRecord",
+    "ForkAlarm",
+    "LedgerStore",
+    "LoggedEvent",
+    "NewEvent",
+    "Store",
+]
 
 _SCHEMA = """
 CREATE TABLE device_keys (
@@ -104,6 +117,31 @@ CREATE TRIGGER events_undeletable BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'logged events are never deleted'); END;
 """
 
+# Version 2: key validity start, and the durable fork alarms.
+_MIGRATION_2 = """
+ALTER TABLE device_keys ADD COLUMN valid_from_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE device_keys SET valid_from_ms = enrolled_ms;
+
+-- Two different signed events at one (kid, seq): the device key is in two
+-- places (a cloned SD card, a restored backup). One row per distinct forked
+-- event; a resend of it only moves last_seen_ms and count.
+CREATE TABLE forks (
+    id                INTEGER PRIMARY KEY,
+    device_id         TEXT    NOT NULL,
+    kid               BLOB    NOT NULL,
+    seq               INTEGER NOT NULL,
+    kept_event_id     BLOB    NOT NULL,      -- the event logged (or parked) first at that seq
+    forked_event_id   BLOB    NOT NULL,      -- the other one, rejected
+    forked_envelope   BLOB    NOT NULL,      -- its signed envelope: the evidence
+    first_seen_ms     INTEGER NOT NULL,
+    last_seen_ms      INTEGER NOT NULL,
+    count             INTEGER NOT NULL,
+    UNIQUE (kid, seq, forked_event_id)
+) STRICT;
+"""
+_MIGRATIONS = (_SCHEMA, _MIGRATION_2)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceKeyRecord:
@@ -113,10 +151,54 @@ class DeviceKeyRecord:
     public_key: bytes
     enrolled_ms: int
     revoked_ms: int | None
+    valid_from_ms: int = 0
 
     @property
     def revoked(self) -> bool:
         return self.revoked_ms is not None
+
+    def valid_yet(self, now_ms: int) -> bool:
+        """The key's validity has started (records signed before are still rejected
+        until then: a key enrolled ahead of its commissioning date)."""
+        return self.valid_from_ms <= now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One verified event to append (``append_events``)."""
+
+    event_id: bytes
+    kid: bytes
+    seq: int
+    device_id: str
+    type: str
+    device_time_ms: int
+    envelope: bytes
+    masses: dict[str, int]
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForkAlarm:
+    """A durable fork alarm: two different signed events of one key at one seq."""
+
+    device_id: str
+    kid: bytes
+    seq: int
+    kept_event_id: bytes
+    forked_event_id: bytes
+    first_seen_ms: int
+    last_seen_ms: int
+    count: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "device_id": self.device_id, "kid": self.kid.hex(), "seq": self.seq,
+            "kept_event_id": self.kept_event_id.hex(),
+            "forked_event_id": self.forked_event_id.hex(),
+            "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms,
+            "count": self.count,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +223,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
     def transaction(self) -> contextlib.AbstractContextManager[object]: ...
-    def enroll(self, device_id: str, site_id: str, public_key: bytes, kid: bytes) -> None: ...
+    def enroll(
+        self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
+        valid_from_ms: int | None = None,
+    ) -> None: ...  # fmt: skip
     def revoke(self, device_id: str) -> int: ...
     def key(self, kid: bytes) -> DeviceKeyRecord | None: ...
     def device_keys(self) -> list[DeviceKeyRecord]: ...
@@ -162,7 +247,9 @@ class Store(Protocol):
         masses: dict[str, int],
         leaf_hash: bytes,
     ) -> int: ...
+    def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None: ...
     def save_log(self, log: CompactRange) -> None: ...
+    def waiting_envelope(self, kid: bytes, seq: int) -> bytes | None: ...
     def wait(self, kid: bytes, seq: int, envelope: bytes) -> None: ...
     def waiting_count(self, kid: bytes) -> int: ...
     def take_waiting(self, kid: bytes, seq: int) -> bytes | None: ...
@@ -171,6 +258,11 @@ class Store(Protocol):
         self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
         reason: str,
     ) -> None: ...  # fmt: skip
+    def record_fork(
+        self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
+        forked_event_id: bytes, forked_envelope: bytes,
+    ) -> bool: ...  # fmt: skip
+    def forks(self) -> list[ForkAlarm]: ...
     def log_size(self) -> int: ...
     def events(self, device_id: str | None = None) -> list[LoggedEvent]: ...
     def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
@@ -197,12 +289,34 @@ class LedgerStore:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
-            if int(self.conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
-                self.conn.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = 1; COMMIT;"
-                )
+            self._migrate()
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: cannot open the ledger store: {exc}") from exc
+
+    def _migrate(self) -> None:
+        # Each step re-reads the version under the write lock (BEGIN IMMEDIATE), so
+        # two processes opening an old store together migrate it once.
+        while True:
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            if version >= SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{self.path}: ledger schema version {version}, this program knows "
+                        f"{SCHEMA_VERSION}"
+                    )
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if int(self.conn.execute("PRAGMA user_version").fetchone()[0]) != version:
+                    self.conn.execute("ROLLBACK")  # someone else migrated meanwhile
+                    continue
+                for statement in _statements(_MIGRATIONS[version]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -223,14 +337,20 @@ class LedgerStore:
             raise
 
     # --- registry --------------------------------------------------------------------
-    def enroll(self, device_id: str, site_id: str, public_key: bytes, kid: bytes) -> None:
+    def enroll(
+        self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
+        valid_from_ms: int | None = None,
+    ) -> None:  # fmt: skip
+        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on."""
+        now = _now_ms()
         with self.transaction() as c:
             try:
                 c.execute(
-                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (kid, device_id, site_id, public_key, _now_ms()),
-                )
+                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
+                    " valid_from_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    (kid, device_id, site_id, public_key, now,
+                     now if valid_from_ms is None else valid_from_ms),
+                )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise StorageError(f"key {kid.hex()} is already enrolled") from exc
 
@@ -243,16 +363,16 @@ class LedgerStore:
 
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         row = self.conn.execute(
-            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms "
-            "FROM device_keys WHERE kid = ?",
+            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms,"
+            " valid_from_ms FROM device_keys WHERE kid = ?",
             (kid,),
         ).fetchone()
         return None if row is None else DeviceKeyRecord(*row)
 
     def device_keys(self) -> list[DeviceKeyRecord]:
         rows = self.conn.execute(
-            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms "
-            "FROM device_keys ORDER BY enrolled_ms, kid"
+            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
+            " FROM device_keys ORDER BY enrolled_ms, kid"
         )
         return [DeviceKeyRecord(*r) for r in rows]
 
@@ -287,22 +407,44 @@ class LedgerStore:
     ) -> int:
         """Append one verified event; returns its log index (call inside a transaction)."""
         index = log.size
-        self.conn.execute(
+        self.append_events(
+            log, [NewEvent(event_id, kid, seq, device_id, type_, device_time_ms, envelope,
+                           masses, leaf_hash)],
+        )  # fmt: skip
+        return index
+
+    def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None:
+        """Append verified events in order at the log's end (inside a transaction).
+
+        Each key's events must extend its chain in seq order; its head moves to the
+        last of them. One statement per table for the whole list: per-row statements
+        were a fifth of the intake's time.
+        """
+        if not events:
+            return
+        now = _now_ms()
+        start = log.size
+        self.conn.executemany(
             "INSERT INTO events (log_index, event_id, kid, seq, device_id, type, device_time_ms,"
             " received_ms, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (index, event_id, kid, seq, device_id, type_, device_time_ms, _now_ms(), envelope),
-        )
+            [
+                (start + i, e.event_id, e.kid, e.seq, e.device_id, e.type, e.device_time_ms,
+                 now, e.envelope)
+                for i, e in enumerate(events)
+            ],
+        )  # fmt: skip
         self.conn.executemany(
             "INSERT INTO masses (event_id, field, value) VALUES (?, ?, ?)",
-            [(event_id, f, v) for f, v in masses.items()],
+            [(e.event_id, f, v) for e in events for f, v in e.masses.items()],
         )
-        self.conn.execute(
+        heads = {e.kid: (e.seq, e.event_id) for e in events}
+        self.conn.executemany(
             "INSERT INTO heads (kid, seq, event_id) VALUES (?, ?, ?) ON CONFLICT (kid) "
             "DO UPDATE SET seq = excluded.seq, event_id = excluded.event_id",
-            (kid, seq, event_id),
+            [(kid, seq, event_id) for kid, (seq, event_id) in heads.items()],
         )
-        log.append_hash(leaf_hash)
-        return index
+        for e in events:
+            log.append_hash(e.leaf_hash)
 
     def save_log(self, log: CompactRange) -> None:
         self.conn.execute(
@@ -310,6 +452,12 @@ class LedgerStore:
             "DO UPDATE SET size = excluded.size, root = excluded.root, range_ = excluded.range_",
             (log.size, log.root(), log.to_bytes()),
         )
+
+    def waiting_envelope(self, kid: bytes, seq: int) -> bytes | None:
+        row = self.conn.execute(
+            "SELECT envelope FROM waiting WHERE kid = ? AND seq = ?", (kid, seq)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def wait(self, kid: bytes, seq: int, envelope: bytes) -> None:
         self.conn.execute(
@@ -340,6 +488,30 @@ class LedgerStore:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (device_id, kid, seq, event_id, reason, _now_ms()),
         )
+
+    def record_fork(
+        self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
+        forked_event_id: bytes, forked_envelope: bytes,
+    ) -> bool:  # fmt: skip
+        """Record (or, seen before, touch) a fork alarm; True when it is new."""
+        now = _now_ms()
+        row = self.conn.execute(
+            "INSERT INTO forks (device_id, kid, seq, kept_event_id, forked_event_id,"
+            " forked_envelope, first_seen_ms, last_seen_ms, count)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kid, seq, forked_event_id)"
+            " DO UPDATE SET last_seen_ms = excluded.last_seen_ms, count = count + 1"
+            " RETURNING count",
+            (device_id, kid, seq, kept_event_id, forked_event_id, forked_envelope, now, now),
+        ).fetchone()
+        return int(row[0]) == 1
+
+    def forks(self) -> list[ForkAlarm]:
+        rows = self.conn.execute(
+            "SELECT device_id, kid, seq, kept_event_id, forked_event_id, first_seen_ms,"
+            " last_seen_ms, count"
+            " FROM forks ORDER BY id"
+        )
+        return [_fork(r) for r in rows]
 
     # --- reads -----------------------------------------------------------------------------
     def log_size(self) -> int:
@@ -388,3 +560,26 @@ class LedgerStore:
             "SELECT signed FROM checkpoints ORDER BY size DESC, time_ms DESC LIMIT 1"
         ).fetchone()
         return None if row is None else bytes(row[0])
+
+
+def _fork(r: tuple[Any, ...]) -> ForkAlarm:
+    return ForkAlarm(
+        str(r[0]), bytes(r[1]), int(r[2]), bytes(r[3]), bytes(r[4]), int(r[5]), int(r[6]),
+        int(r[7]),
+    )  # fmt: skip
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into whole statements (triggers hold ``;`` inside)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in pending.splitlines()
+    ):
+        raise ValueError(f"incomplete statement in a migration: {pending.strip()[:60]}")
+    return out

@@ -14,9 +14,10 @@ worker at a time. Reads outside a transaction see the last committed state.
 The logical schema is ``ledger.store``'s (BYTEA for blobs, BIGINT for integers,
 the same UNIQUE keys, plus CHECKs for invariants of the protocol). Triggers make
 logged events immutable and undeletable (and the table untruncatable). The
-schema is created on first open inside one transaction holding an advisory
-lock, so workers that start together do not race; ``ledger_schema`` records its
-version.
+schema is created on first open, and an older one migrated, inside one
+transaction holding an advisory lock, so workers that start together do not
+race; ``ledger_schema`` records its version (the same numbering as SQLite's
+``user_version`` in ``ledger.store``: 2 adds key validity starts and fork alarms).
 
 Every psycopg error is translated here into ``StorageError`` (STYLE.md §5). A
 lost connection is not retried: the error stops the worker and its supervisor
@@ -31,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -39,11 +40,11 @@ from psycopg.rows import TupleRow
 
 from custody.errors import DecodeError, StorageError
 from custody.merkle import CompactRange, leaf_hash
-from ledger.store import DeviceKeyRecord, LoggedEvent
+from ledger.store import DeviceKeyRecord, ForkAlarm, LoggedEvent, NewEvent
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedgerStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock key guarding schema creation ("custody" + 0x01, a positive bigint).
 _SCHEMA_LOCK = int.from_bytes(b"custody\x01", "big")
 
@@ -137,6 +138,28 @@ CREATE TABLE checkpoints (
 CREATE TABLE ledger_schema (version INTEGER PRIMARY KEY);
 """
 
+# Version 2 (as ledger.store's): key validity start and the durable fork alarms.
+_MIGRATION_2 = """
+ALTER TABLE device_keys ADD COLUMN valid_from_ms BIGINT;
+UPDATE device_keys SET valid_from_ms = enrolled_ms;
+ALTER TABLE device_keys ALTER COLUMN valid_from_ms SET NOT NULL;
+
+CREATE TABLE forks (
+    id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id         TEXT   NOT NULL,
+    kid               BYTEA  NOT NULL,
+    seq               BIGINT NOT NULL CHECK (seq >= 1),
+    kept_event_id     BYTEA  NOT NULL CHECK (octet_length(kept_event_id) = 32),
+    forked_event_id   BYTEA  NOT NULL CHECK (octet_length(forked_event_id) = 32),
+    forked_envelope   BYTEA  NOT NULL,
+    first_seen_ms     BIGINT NOT NULL,
+    last_seen_ms      BIGINT NOT NULL,
+    count             BIGINT NOT NULL,
+    UNIQUE (kid, seq, forked_event_id)
+);
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _MIGRATION_2}  # version -> the script that reaches it
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -178,18 +201,21 @@ class PostgresLedgerStore:
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             row = self.conn.execute("SELECT to_regclass('ledger_schema') IS NOT NULL").fetchone()
+            version = 0
             if row is not None and row[0]:
                 found = self.conn.execute("SELECT max(version) FROM ledger_schema").fetchone()
-                version = None if found is None else found[0]
-                if version != SCHEMA_VERSION:
-                    raise StorageError(
-                        f"ledger store (PostgreSQL): schema version {version}, this program "
-                        f"knows {SCHEMA_VERSION}"
-                    )
-                return
-            self.conn.execute(_SCHEMA)  # no parameters: one multi-statement simple query
-            self.conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-            self._insert_empty_log()
+                version = -1 if found is None or found[0] is None else int(found[0])
+            if version not in range(SCHEMA_VERSION + 1):
+                raise StorageError(
+                    f"ledger store (PostgreSQL): schema version {version}, this program "
+                    f"knows {SCHEMA_VERSION}"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                # No parameters: one multi-statement simple query per step.
+                self.conn.execute(_MIGRATIONS[step])
+                self.conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (step,))
+            if version == 0:
+                self._insert_empty_log()
 
     def _insert_empty_log(self) -> None:
         empty = CompactRange()
@@ -225,14 +251,20 @@ class PostgresLedgerStore:
                 raise StorageError("ledger store (PostgreSQL): the log state row is missing")
 
     # --- registry --------------------------------------------------------------------
-    def enroll(self, device_id: str, site_id: str, public_key: bytes, kid: bytes) -> None:
+    def enroll(
+        self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
+        valid_from_ms: int | None = None,
+    ) -> None:  # fmt: skip
+        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on."""
+        now = _now_ms()
         with self.transaction() as c:
             try:
                 c.execute(
-                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    (kid, device_id, site_id, public_key, _now_ms()),
-                )
+                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
+                    " valid_from_ms) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (kid, device_id, site_id, public_key, now,
+                     now if valid_from_ms is None else valid_from_ms),
+                )  # fmt: skip
             except psycopg.errors.UniqueViolation as exc:
                 raise StorageError(f"key {kid.hex()} is already enrolled") from exc
 
@@ -247,7 +279,7 @@ class PostgresLedgerStore:
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         with self._op("reading a device key") as c:
             row = c.execute(
-                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms"
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
                 " FROM device_keys WHERE kid = %s",
                 (kid,),
             ).fetchone()
@@ -256,7 +288,7 @@ class PostgresLedgerStore:
     def device_keys(self) -> list[DeviceKeyRecord]:
         with self._op("listing device keys") as c:
             rows = c.execute(
-                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms"
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
                 " FROM device_keys ORDER BY enrolled_ms, kid"
             ).fetchall()
         return [_key_record(r) for r in rows]
@@ -295,26 +327,43 @@ class PostgresLedgerStore:
     ) -> int:
         """Append one verified event; returns its log index (call inside a transaction)."""
         index = log.size
-        with self._op("appending an event") as c:
-            c.execute(
+        self.append_events(
+            log, [NewEvent(event_id, kid, seq, device_id, type_, device_time_ms, envelope,
+                           masses, leaf_hash)],
+        )  # fmt: skip
+        return index
+
+    def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None:
+        """Append verified events in order at the log's end (inside a transaction);
+        each key's head moves to its last event. ``executemany`` pipelines the rows."""
+        if not events:
+            return
+        now = _now_ms()
+        start = log.size
+        heads = {e.kid: (e.seq, e.event_id) for e in events}
+        with self._op("appending events") as c, c.cursor() as cur:
+            cur.executemany(
                 "INSERT INTO events (log_index, event_id, kid, seq, device_id, type,"
                 " device_time_ms, received_ms, envelope)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (index, event_id, kid, seq, device_id, type_, device_time_ms, _now_ms(), envelope),
-            )
-            if masses:
-                with c.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO masses (event_id, field, value) VALUES (%s, %s, %s)",
-                        [(event_id, f, v) for f, v in masses.items()],
-                    )
-            c.execute(
+                [
+                    (start + i, e.event_id, e.kid, e.seq, e.device_id, e.type, e.device_time_ms,
+                     now, e.envelope)
+                    for i, e in enumerate(events)
+                ],
+            )  # fmt: skip
+            mass_rows = [(e.event_id, f, v) for e in events for f, v in e.masses.items()]
+            if mass_rows:
+                cur.executemany(
+                    "INSERT INTO masses (event_id, field, value) VALUES (%s, %s, %s)", mass_rows
+                )
+            cur.executemany(
                 "INSERT INTO heads (kid, seq, event_id) VALUES (%s, %s, %s) ON CONFLICT (kid) "
                 "DO UPDATE SET seq = excluded.seq, event_id = excluded.event_id",
-                (kid, seq, event_id),
+                [(kid, seq, event_id) for kid, (seq, event_id) in heads.items()],
             )
-        log.append_hash(leaf_hash)
-        return index
+        for e in events:
+            log.append_hash(e.leaf_hash)
 
     def save_log(self, log: CompactRange) -> None:
         with self._op("saving the log state") as c:
@@ -324,6 +373,13 @@ class PostgresLedgerStore:
                 " range_ = excluded.range_",
                 (log.size, log.root(), log.to_bytes()),
             )
+
+    def waiting_envelope(self, kid: bytes, seq: int) -> bytes | None:
+        with self._op("reading a waiting record") as c:
+            row = c.execute(
+                "SELECT envelope FROM waiting WHERE kid = %s AND seq = %s", (kid, seq)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def wait(self, kid: bytes, seq: int, envelope: bytes) -> None:
         with self._op("parking an out-of-order record") as c:
@@ -360,6 +416,37 @@ class PostgresLedgerStore:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (device_id, kid, seq, event_id, reason, _now_ms()),
             )
+
+    def record_fork(
+        self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
+        forked_event_id: bytes, forked_envelope: bytes,
+    ) -> bool:  # fmt: skip
+        """Record (or, seen before, touch) a fork alarm; True when it is new."""
+        now = _now_ms()
+        with self._op("recording a fork alarm") as c:
+            row = c.execute(
+                "INSERT INTO forks (device_id, kid, seq, kept_event_id, forked_event_id,"
+                " forked_envelope, first_seen_ms, last_seen_ms, count)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)"
+                " ON CONFLICT (kid, seq, forked_event_id) DO UPDATE SET"
+                " last_seen_ms = excluded.last_seen_ms, count = forks.count + 1"
+                " RETURNING count",
+                (device_id, kid, seq, kept_event_id, forked_event_id, forked_envelope, now, now),
+            ).fetchone()
+        return row is not None and int(row[0]) == 1
+
+    def forks(self) -> list[ForkAlarm]:
+        with self._op("reading fork alarms") as c:
+            rows = c.execute(
+                "SELECT device_id, kid, seq, kept_event_id, forked_event_id, first_seen_ms,"
+                " last_seen_ms, count"
+                " FROM forks ORDER BY id"
+            ).fetchall()
+        return [
+            ForkAlarm(r[0], bytes(r[1]), int(r[2]), bytes(r[3]), bytes(r[4]), int(r[5]),
+                      int(r[6]), int(r[7]))
+            for r in rows
+        ]  # fmt: skip
 
     def add_checkpoint(self, size: int, time_ms: int, root: bytes, signed: bytes) -> None:
         with self._op("storing a checkpoint") as c:
@@ -463,5 +550,5 @@ class PostgresLedgerStore:
 def _key_record(row: tuple[Any, ...]) -> DeviceKeyRecord:
     return DeviceKeyRecord(
         bytes(row[0]), row[1], row[2], bytes(row[3]), int(row[4]),
-        None if row[5] is None else int(row[5]),
+        None if row[5] is None else int(row[5]), int(row[6]),
     )  # fmt: skip

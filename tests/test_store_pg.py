@@ -44,7 +44,7 @@ from ledger.intake import Intake, IntakeResult
 from ledger.keys import PUBLIC_FILE, load_ledger_keypair
 from ledger.service import LedgerService
 from ledger.store import LedgerStore, Store
-from ledger.store_pg import PostgresLedgerStore
+from ledger.store_pg import SCHEMA_VERSION, PostgresLedgerStore
 from ledger.stores import open_store
 from sync.ack import verify_ack
 from sync.batch import encode_batch
@@ -286,7 +286,10 @@ def test_workers_starting_together_create_the_schema_once(pg_dsn: str) -> None:
         t.join(DEADLINE_S)
     try:
         assert errors == [] and len(opened) == 6
-        assert sql(pg_dsn, "SELECT version FROM ledger_schema") == [(1,)]
+        # One row per schema version, each written once.
+        assert sql(pg_dsn, "SELECT version FROM ledger_schema ORDER BY version") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
         assert sql(pg_dsn, "SELECT id, size FROM log_state") == [(1, 0)]
         assert all(s.log_size() == 0 and s.integrity_ok() for s in opened)
     finally:
@@ -351,7 +354,7 @@ def test_psycopg_errors_become_storage_errors(pg_dsn: str) -> None:
     with pytest.raises(StorageError):
         store.log_size()
     store.close()
-    sql(pg_dsn, "UPDATE ledger_schema SET version = 99")
+    sql(pg_dsn, "INSERT INTO ledger_schema (version) VALUES (99)")  # a newer program's store
     with pytest.raises(StorageError, match="schema version 99"):
         PostgresLedgerStore(pg_dsn)
 
