@@ -1,13 +1,14 @@
 """``custody-ledger``: the central ledger's command line, a thin shell over the library.
 
 ``init`` creates the ledger's keys; ``enroll`` and ``revoke`` manage the device
-registry; ``devices`` and ``log`` show what the ledger holds. The MQTT intake
-service (``run``) arrives with the sync uplink (issue 4).
+registry; ``devices``, ``alarms`` and ``log`` show what the ledger holds; ``run``
+is the MQTT intake service.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -66,13 +67,32 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     kid = kid_for(public_key)
     if raw.get("kid") not in (None, kid.hex()):
         raise ConfigError(source, "kid", "does not match the public key")
+    valid_from_ms = None if args.valid_from is None else _iso_ms(args.valid_from, "--valid-from")
     store = _store(args)
     try:
-        store.enroll(device_id, site_id, public_key, kid)
+        store.enroll(device_id, site_id, public_key, kid, valid_from_ms)
     finally:
         store.close()
-    print(f"enrolled {device_id} at {site_id}, kid {kid.hex()}")
+    when = "" if valid_from_ms is None else f", valid from {_iso(valid_from_ms)}"
+    print(f"enrolled {device_id} at {site_id}, kid {kid.hex()}{when}")
     return 0
+
+
+def _iso_ms(text: str, option: str) -> int:
+    """An ISO 8601 time as Unix ms; without an offset it is UTC."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError("command line", option, f"not an ISO 8601 time: {text!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -90,15 +110,21 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        rows = [
+        forks: dict[str, int] = {}
+        for fork in store.forks():
+            forks[fork.kid.hex()] = forks.get(fork.kid.hex(), 0) + 1
+        now = dt.datetime.now(dt.UTC).timestamp() * 1000
+        rows: list[dict[str, Any]] = [
             {
                 "device_id": k.device_id,
                 "site_id": k.site_id,
                 "kid": k.kid.hex(),
                 "public_key": k.public_key.hex(),
                 "enrolled_ms": k.enrolled_ms,
+                "valid_from_ms": k.valid_from_ms,
                 "revoked_ms": k.revoked_ms,
                 "head_seq": store.head(k.kid)[0],
+                "forks": forks.get(k.kid.hex(), 0),
             }
             for k in store.device_keys()
         ]
@@ -108,8 +134,39 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        state = "REVOKED" if r["revoked_ms"] else "enrolled"
-        print(f"{r['device_id']:<20} {r['site_id']:<10} {r['kid']} {state:<9} seq {r['head_seq']}")
+        if r["revoked_ms"]:
+            state = "REVOKED"
+        elif r["valid_from_ms"] > now:
+            state = f"valid from {_iso(r['valid_from_ms'])}"
+        else:
+            state = "enrolled"
+        alarm = f"  FORKS {r['forks']} (see `alarms`)" if r["forks"] else ""
+        print(
+            f"{r['device_id']:<20} {r['site_id']:<10} {r['kid']} {state:<9} "
+            f"seq {r['head_seq']}{alarm}"
+        )
+    return 0
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    """Durable alarms: forks (two different signed events of one key at one seq)."""
+    store = _store(args)
+    try:
+        alarms = store.forks()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([dict(a.to_json(), alarm="fork") for a in alarms], indent=2))
+        return 0
+    if not alarms:
+        print("no alarms")
+        return 0
+    for a in alarms:
+        print(
+            f"FORK {a.device_id} kid {a.kid.hex()} seq {a.seq}: kept {a.kept_event_id.hex()}, "
+            f"rejected {a.forked_event_id.hex()} (first seen {_iso(a.first_seen_ms)}, "
+            f"{a.count}x)"
+        )
     return 0
 
 
@@ -124,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sync.mqtt import BrokerConfig
 
     store = _store(args)
-    intake = Intake(store, load_ledger_keypair(args.data_dir))
+    intake = Intake(store, load_ledger_keypair(args.data_dir), workers=args.check_workers)
     broker = BrokerConfig(
         url=args.broker, client_id=args.client_id,
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
@@ -137,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         service.run(stop)
     finally:
+        intake.close()
         store.close()
     print(json.dumps(dict(service.counters)), file=sys.stderr)
     return 0
@@ -238,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger-id", default="ledger", help="a name for this ledger")
     p = add("enroll", cmd_enroll, "enrol a gateway from its `custody-agent init` record")
     p.add_argument("record", help="the enrolment record JSON file")
+    p.add_argument(
+        "--valid-from", metavar="ISO8601",
+        help="accept the key's records only from this time on (default: now; UTC without an "
+        "offset); earlier arrivals are rejected as 'key not yet valid' and kept by the device",
+    )  # fmt: skip
     p = add("revoke", cmd_revoke, "revoke every key of a device; later records are rejected")
     p.add_argument("device", help="device id")
     p = add("run", cmd_run, "run the MQTT intake: verify, log exactly once, ack")
@@ -249,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint-interval", type=float, default=300.0, metavar="S",
         help="sign a checkpoint of the log every S seconds while it grows (default 300)",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-workers", type=int, default=1, metavar="N",
+        help="processes sharing the signature and mass checks of large batches (default 1)",
     )  # fmt: skip
     reg = add("registry", _needs_action, "the device registry as a signed snapshot")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
@@ -280,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", type=int, help="older tree size")
     p.add_argument("new", type=int, help="newer tree size")
     p.set_defaults(func=cmd_log_prove_consistency)
-    p = add("devices", cmd_devices, "list enrolled device keys and their chain heads")
+    p = add("devices", cmd_devices, "list enrolled device keys, their chain heads and forks")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("alarms", cmd_alarms, "list durable alarms: forks of a device key's chain")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

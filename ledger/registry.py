@@ -16,7 +16,15 @@ __all__ = ["sign_registry", "snapshot"]
 
 def snapshot(store: Store, ledger_id: str) -> Registry:
     entries = tuple(
-        RegistryEntry(k.device_id, k.site_id, k.kid, k.public_key, k.enrolled_ms, k.revoked_ms)
+        RegistryEntry(
+            k.device_id,
+            k.site_id,
+            k.kid,
+            k.public_key,
+            k.enrolled_ms,
+            k.revoked_ms,
+            k.valid_from_ms,
+        )
         for k in store.device_keys()
     )
     return Registry(ledger_id, time.time_ns() // 1_000_000, entries)

@@ -3,9 +3,12 @@
 A registry snapshot is a COSE_Sign1 by the ledger's Ed25519 key (content type
 ``REGISTRY_CONTENT_TYPE``) over the deterministic-CBOR map
 ``{"v": 1, "ledger": id, "t": ms, "devices": [entry...]}``, each entry
-``{"device", "site", "kid", "key", "enrolled", "revoked"?}`` sorted by kid.
-A buyer's verifier uses it to check that a record was signed by a key that
-was enrolled to a site, and not revoked, when the record was made.
+``{"device", "site", "kid", "key", "enrolled", "valid_from"?, "revoked"?}``
+sorted by kid (times in Unix ms). ``valid_from`` is when the key's validity
+starts (``custody-ledger enroll --valid-from``); snapshots made before it
+existed omit it, and then the enrolment time stands for it. A buyer's verifier
+uses the registry to check that a record was signed by a key that was enrolled
+to a site, valid and not revoked, when the record was made.
 """
 
 from __future__ import annotations
@@ -32,20 +35,25 @@ class RegistryEntry:
     public_key: bytes
     enrolled_ms: int
     revoked_ms: int | None = None
+    valid_from_ms: int | None = None  # None: from enrolment
+
+    @property
+    def valid_from(self) -> int:
+        return self.enrolled_ms if self.valid_from_ms is None else self.valid_from_ms
 
     def to_map(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "device": self.device_id, "site": self.site_id, "kid": self.kid,
             "key": self.public_key, "enrolled": self.enrolled_ms,
         }  # fmt: skip
+        if self.valid_from_ms is not None:
+            out["valid_from"] = self.valid_from_ms
         if self.revoked_ms is not None:
             out["revoked"] = self.revoked_ms
         return out
 
     def valid_at(self, time_ms: int) -> bool:
-        return self.enrolled_ms <= time_ms and (
-            self.revoked_ms is None or time_ms < self.revoked_ms
-        )
+        return self.valid_from <= time_ms and (self.revoked_ms is None or time_ms < self.revoked_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +93,15 @@ def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
 def _entry(raw: Any) -> RegistryEntry:
     if not isinstance(raw, dict) or not {"device", "site", "kid", "key", "enrolled"} <= set(raw):
         raise SchemaError("registry entry fields")
-    if set(raw) - {"device", "site", "kid", "key", "enrolled", "revoked"}:
+    if set(raw) - {"device", "site", "kid", "key", "enrolled", "valid_from", "revoked"}:
         raise SchemaError("registry entry has unknown fields")
     key = check_ed25519_public(raw["key"], "registry key") if isinstance(raw["key"], bytes) else b""
     if raw["kid"] != kid_for(key):
         raise SchemaError("registry entry kid does not match its key")
-    for name in ("enrolled", "revoked"):
+    for name in ("enrolled", "valid_from", "revoked"):
         if name in raw and (not isinstance(raw[name], int) or isinstance(raw[name], bool)):
             raise SchemaError(f"registry entry {name} must be an integer time")
     return RegistryEntry(
         validate_identifier(raw["device"], "device"), validate_identifier(raw["site"], "site"),
-        raw["kid"], key, raw["enrolled"], raw.get("revoked"),
+        raw["kid"], key, raw["enrolled"], raw.get("revoked"), raw.get("valid_from"),
     )  # fmt: skip
