@@ -26,6 +26,9 @@ __all__ = [
     "MASS_FIELDS",
     "MASS_UNIT_G",
     "MAX_MASS_UNITS",
+    "MAX_SUM_UNITS",
+    "SUM_FIELDS",
+    "WEIGHING_FIELDS",
     "Opening",
     "commit",
     "commit_masses",
@@ -39,9 +42,15 @@ __all__ = [
 # weighbridges 10-20 kg, bag scales ~0.1-0.5 kg) and leaves 48-bit balance proofs
 # 28 Mt of head-room (ZK.md "integer units, e.g. 0.1 kg").
 MASS_UNIT_G = 100
-# Per-event bound: 2^32 units = 429,496 t, far above any single weighing.
+# Per-weighing bound: 2^32 units = 429,496 t, far above any single weighing.
 MAX_MASS_UNITS = 2**32 - 1
-MASS_FIELDS = ("gross", "tare", "net", "bag")
+# Cumulative sums (checkpoints) and lot totals: the 48-bit range of the balance proofs
+# (ZK.md), 28 Mt, decades of a large site.
+MAX_SUM_UNITS = 2**48 - 1
+WEIGHING_FIELDS = ("gross", "tare", "net", "bag")
+# Checkpoint running sums (in/out) and a lot contribution's total (docs/zk-summaries.md).
+SUM_FIELDS = ("in", "out", "total")
+MASS_FIELDS = WEIGHING_FIELDS + SUM_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +61,17 @@ class Opening:
     blinding: Scalar
 
     def __post_init__(self) -> None:
-        if not 0 <= self.value <= MAX_MASS_UNITS:
-            raise InvalidMassError(f"mass {self.value} units is outside 0..{MAX_MASS_UNITS}")
+        if not 0 <= self.value <= MAX_SUM_UNITS:
+            raise InvalidMassError(f"mass {self.value} units is outside 0..{MAX_SUM_UNITS}")
 
 
 def commit(opening: Opening, group: Group = ED25519) -> Point:
     """``v·H + r·G``; v = 0 is handled explicitly (libsodium refuses 0·H)."""
     r_g = group.mul_base(opening.blinding)
-    v_h = group.mul_h_small(opening.value)  # None for v = 0: libsodium refuses 0·H
+    if opening.value < 2**32:
+        v_h = group.mul_h_small(opening.value)  # None for v = 0: libsodium refuses 0·H
+    else:  # cumulative sums only; a generic multiplication
+        v_h = group.mul(group.scalar_from_int(opening.value), group.H)
     c = group.add(v_h, r_g)
     if c is None:  # only if r ≡ -v·log_G(H): never with a uniform r
         raise CommitmentError("commitment is the identity; draw a new blinding")
@@ -121,15 +133,21 @@ def verify_openings(pairs: Sequence[tuple[bytes, Opening]], group: Group = ED255
 def commit_masses(
     values: Mapping[str, int], group: Group = ED25519
 ) -> tuple[dict[str, Point], dict[str, Opening]]:
-    """Commit to ``gross``/``tare``/``bag`` values; derive ``net`` homomorphically.
+    """Commit to ``gross``/``tare``/``bag`` values (or to sums: ``in``/``out``/``total``);
+    derive ``net`` homomorphically.
 
     When both gross and tare are given, ``net`` is ``C_gross - C_tare`` with
     blinding ``r_gross - r_tare``: a verifier can check the relation from the
     signed points alone, and it costs one point subtraction, not a commitment.
     """
-    unknown = set(values) - set(MASS_FIELDS)
-    if unknown or "net" in values:
-        raise InvalidMassError(f"mass fields must be among gross, tare, bag; got {sorted(values)}")
+    fields = set(values)
+    if not (fields <= {"gross", "tare", "bag"} or fields <= set(SUM_FIELDS)):
+        raise InvalidMassError(
+            f"mass fields must be among gross, tare, bag (or in, out, total); got {sorted(values)}"
+        )
+    for name in fields & set(WEIGHING_FIELDS):
+        if not 0 <= values[name] <= MAX_MASS_UNITS:
+            raise InvalidMassError(f"{name} {values[name]} units is outside 0..{MAX_MASS_UNITS}")
     openings = {name: Opening(v, group.random_scalar()) for name, v in values.items()}
     points = {name: commit(o, group) for name, o in openings.items()}
     if "gross" in values and "tare" in values:
@@ -177,6 +195,8 @@ def open_sealed(
         value, blinding = pair
         if not isinstance(value, int) or isinstance(value, bool):
             raise CommitmentError(f"opening value for {name!r} is not an integer")
+        if name in WEIGHING_FIELDS and value > MAX_MASS_UNITS:
+            raise CommitmentError(f"opening value for {name!r} exceeds one weighing's bound")
         try:
             result[name] = Opening(value, group.scalar(blinding))
         except InvalidMassError as exc:

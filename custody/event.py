@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from custody.commitment import MASS_FIELDS
+from custody.commitment import WEIGHING_FIELDS
 from custody.errors import SchemaError
 
 __all__ = [
@@ -64,6 +64,8 @@ class EventType(StrEnum):
     DEVICE_DETACH = "device_detach"
     KEY_ROTATION = "key_rotation"
     VOID = "void"
+    CHECKPOINT = "checkpoint"
+    LOT_CONTRIBUTION = "lot_contribution"
 
 
 # EPCIS 2.0 event class and CBV 2.0 action/bizStep for each capture type
@@ -78,6 +80,8 @@ EPCIS_MAPPING: dict[EventType, tuple[str, str, str] | None] = {
     EventType.DEVICE_DETACH: None,
     EventType.KEY_ROTATION: None,
     EventType.VOID: None,
+    EventType.CHECKPOINT: None,
+    EventType.LOT_CONTRIBUTION: None,
 }
 
 
@@ -160,11 +164,32 @@ def _sealed(value: Any, what: str) -> bytes:
     return value
 
 
+def _commitments(value: Any, what: str) -> dict[str, bytes]:
+    if not isinstance(value, dict) or not value:
+        raise SchemaError(f"{what} must be a non-empty map of commitments")
+    for name, point in value.items():
+        if not isinstance(point, bytes) or len(point) != 32:
+            raise SchemaError(f"{what}.{name} must be a 32-byte commitment")
+    return value
+
+
+def _sums(*names: str) -> Validator:
+    """Exactly these commitments (checkpoint sums, a lot total)."""
+
+    def check(value: Any, what: str) -> dict[str, bytes]:
+        checked = _commitments(value, what)
+        if set(checked) != set(names):
+            raise SchemaError(f"{what} must commit to exactly {', '.join(names)}")
+        return checked
+
+    return check
+
+
 def _mass(value: Any, what: str) -> dict[str, bytes]:
     if not isinstance(value, dict) or not value:
         raise SchemaError(f"{what} must be a non-empty map of commitments")
     for name, point in value.items():
-        if name not in MASS_FIELDS:
+        if name not in WEIGHING_FIELDS:
             raise SchemaError(f"{what}: unknown mass field {name!r}")
         if not isinstance(point, bytes) or len(point) != 32:
             raise SchemaError(f"{what}.{name} must be a 32-byte commitment")
@@ -277,6 +302,16 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
     EventType.KEY_ROTATION: BodySchema(required={"new_key": _bytes_of(32)}),
     # Points at the mistaken event; nothing is ever edited or deleted.
     EventType.VOID: BodySchema(required={"target": _event_id, "reason": _text}),
+    # Running sums of the chain's inputs and outputs for every event with seq <= upto
+    # (docs/zk-summaries.md §1); epoch 1 is a chain's first, later ones link to the previous.
+    EventType.CHECKPOINT: BodySchema(
+        required={"epoch": _uint, "upto": _uint, "mass": _sums("in", "out"), "sealed": _sealed},
+        optional={"prev_checkpoint": _event_id},
+    ),
+    # A site's part of a lot: a commitment to the sum of its (non-voided) bags of the lot.
+    EventType.LOT_CONTRIBUTION: BodySchema(
+        required={"lot": _ident, "mass": _sums("total"), "sealed": _sealed},
+    ),
 }
 
 

@@ -19,6 +19,7 @@ from custody import cbor
 from custody.commitment import (
     MASS_UNIT_G,
     MAX_MASS_UNITS,
+    MAX_SUM_UNITS,
     Opening,
     commit,
     commit_masses,
@@ -284,11 +285,21 @@ def test_commitments_hide_the_value() -> None:
     assert c1 != c2
 
 
-@pytest.mark.parametrize("value", [-1, MAX_MASS_UNITS + 1, 2**64])
+@pytest.mark.parametrize("value", [-1, MAX_SUM_UNITS + 1, 2**64])
 def test_opening_value_bounds(value: int) -> None:
     with pytest.raises(InvalidMassError):
         Opening(value, ED25519.random_scalar())
-    assert Opening(MAX_MASS_UNITS, ED25519.random_scalar()).value == MAX_MASS_UNITS
+    assert Opening(MAX_SUM_UNITS, ED25519.random_scalar()).value == MAX_SUM_UNITS
+
+
+def test_weighings_stay_within_the_per_weighing_bound_but_sums_may_exceed_it() -> None:
+    with pytest.raises(InvalidMassError):
+        commit_masses({"gross": MAX_MASS_UNITS + 1})
+    points, openings = commit_masses({"in": MAX_MASS_UNITS + 5, "out": 0})
+    assert verify_opening(points["in"], openings["in"])  # beyond the small-value table
+    assert openings["in"].value == MAX_MASS_UNITS + 5
+    with pytest.raises(InvalidMassError):
+        commit_masses({"gross": 1, "in": 1})  # a weighing and a sum never share an event
 
 
 def test_mass_unit_is_a_tenth_of_a_kilogram() -> None:

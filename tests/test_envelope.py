@@ -68,6 +68,22 @@ def sample_body(type_: EventType, ledger: LedgerKeyPair = LEDGER) -> dict[str, A
             "direction": "out",
             "seals": ["SEAL-000123"],
         }
+    if type_ in (EventType.CHECKPOINT, EventType.LOT_CONTRIBUTION):
+        values = (
+            {"in": 5_000_000, "out": 1_200_000}
+            if type_ is EventType.CHECKPOINT
+            else {"total": 45_075}
+        )
+        points, openings = commit_masses(values)
+        body: dict[str, Any] = {
+            "mass": {name: p.encoded for name, p in points.items()},
+            "sealed": seal_openings(openings, ledger.public.sealing_key),
+        }
+        if type_ is EventType.CHECKPOINT:
+            body.update(epoch=2, upto=41, prev_checkpoint=bytes(range(32)))
+        else:
+            body["lot"] = "LOT-2024-0042"
+        return body
     return {
         EventType.SEAL_SCAN: {"seal": "SEAL-000123", "lot": "LOT-2024-0042", "symbology": "QR"},
         EventType.AGGREGATION: {
