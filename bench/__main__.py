@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, drain, intake, parsers, qr
+from bench import capture, drain, intake, link, parsers, qr
 
 
 class Benchmark(Protocol):
@@ -30,6 +30,7 @@ class Benchmark(Protocol):
 BENCHMARKS: dict[str, Benchmark] = {
     "capture": capture,
     "drain": drain,
+    "link": link,
     "intake": intake,
     "parsers": parsers,
     "qr": qr,

@@ -126,6 +126,7 @@ class LinkEmulator:
         self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
         self._t0 = 0.0
+        self._schedule_task: asyncio.Task[None] | None = None
 
     # --- control, from any thread -----------------------------------------------------
     def start(self) -> LinkEmulator:
@@ -137,7 +138,9 @@ class LinkEmulator:
 
     def stop(self) -> None:
         loop = self._loop
-        if loop is not None and self._thread is not None:
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
 
@@ -166,22 +169,29 @@ class LinkEmulator:
             self._ready.set()
             loop.run_forever()
         finally:
-            if self._server is not None:
-                self._server.close()
-            for w in list(self._writers):
-                w.transport.abort()
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.sleep(0))
             loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the listener, abort every connection and wait for every task to end."""
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        if self._schedule_task is not None:
+            self._schedule_task.cancel()
+        # Aborted connections end by themselves (EOF on both sides) within the
+        # longest pending delay; cancelling them would make asyncio's stream
+        # callback log the cancellation as an error.
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        await asyncio.wait(tasks, timeout=5)
 
     async def _serve(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self._t0 = time.monotonic()
         if self._scheduled:
-            asyncio.get_running_loop().create_task(self._schedule())
+            self._schedule_task = asyncio.get_running_loop().create_task(self._schedule())
 
     async def _schedule(self) -> None:
         p = self.profile
