@@ -17,15 +17,20 @@ after the other, as ``custody-ledger run`` does. Measured:
 - ``events_per_s_workers``: the same with the intake's lock-free checks spread
   over ``--workers`` processes (``Intake(workers=N)``).
 - ``stage_us``: per event, the intake's own stage clocks (``Intake.stage_seconds``)
-  in the one-process runs: decode (batch + COSE + payload), signature verify,
-  unseal, opening check, store (the transaction: chain checks, inserts, commit).
-  Median over the runs.
+  in the one-process runs: decode (batch payload, key pick), verify (strict
+  COSE and payload decode, schema, Ed25519 signature), unseal, opening check,
+  store (the transaction: chain checks, batched inserts, commit). Median over
+  the runs. ``verify_split_us`` splits verify by timing the Ed25519 check alone
+  (``cose.verify_sign1`` on decoded envelopes) on the same events.
 - ``opening_alternatives_us``: per commitment, on this machine, three ways to
   check an opening: ``naive`` (validate C, recompute v·H + r·G), ``exact``
   (what the intake does: recompute and compare bytes, no separate validation)
   and ``rlc`` (a random linear combination Σ z_i·C_i == (Σ z_i v_i)·H + (Σ z_i r_i)·G
   with 128-bit z_i, through libsodium's one-point multiplications: libsodium
   has no multi-scalar multiplication). See ``custody.commitment.verify_openings``.
+
+``other_load_cores`` is CPU used outside this process during a run: in the
+worker runs it includes the intake's own check workers.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import nacl.utils
 from agent.enrol import initialise
 from agent.recorder import Recorder
 from bench.machine import host_busy_seconds, machine
+from custody import cose
 from custody.commitment import Opening, open_sealed, verify_opening
 from custody.envelope import verify_envelope
 from custody.event import EventType
@@ -112,10 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "events_per_s_workers": _median(parallel, "events_per_s") if parallel else None,
         "workers": args.workers,
         "cpu_us_per_event": _median(single, "cpu_us_per_event"),
-        "stage_us": {
-            stage: round(statistics.median(r["stage_us"].get(stage, 0.0) for r in single), 1)
-            for stage in _STAGES
-        },
+        "stage_us": {stage: _median_stage(single, stage) for stage in _STAGES},
+        "verify_split_us": _verify_split(queue, _median_stage(single, "verify")),
         "opening_alternatives_us": alternatives,
         "events": len(queue.envelopes),
         "commitments": queue.commitments,
@@ -152,6 +156,11 @@ def render(result: Mapping[str, Any]) -> str:
     lines.append("stage µs per event (1 process):")
     for stage, us in result["stage_us"].items():
         lines.append(f"  {stage:<28}{us:>10.1f}")
+    split = result["verify_split_us"]
+    lines.append(
+        f"  (verify = Ed25519 {split['ed25519']:.1f}"
+        f" + decode/schema {split['decode_schema_rest']:.1f})"
+    )
     lines.append("opening check per commitment, µs:")
     for name, us in result["opening_alternatives_us"].items():
         lines.append(f"  {name:<28}{us:>10.1f}")
@@ -296,7 +305,23 @@ def _opening_alternatives(queue: _Queue, sample: int = 600) -> dict[str, float]:
     return out
 
 
+def _verify_split(queue: _Queue, verify_us: float) -> dict[str, float]:
+    msgs = [cose.decode_sign1(data) for data in queue.envelopes]
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for msg in msgs:
+            cose.verify_sign1(msg, queue.public_key)
+        times.append((time.perf_counter() - t0) / len(msgs) * 1e6)
+    ed25519 = round(statistics.median(times), 1)
+    return {"ed25519": ed25519, "decode_schema_rest": round(max(0.0, verify_us - ed25519), 1)}
+
+
 # --- helpers ------------------------------------------------------------------------------
+def _median_stage(runs: list[dict[str, Any]], stage: str) -> float:
+    return round(float(statistics.median(r["stage_us"].get(stage, 0.0) for r in runs)), 1)
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return round(float(statistics.median(r[key] for r in runs)), 1)
 
