@@ -215,6 +215,28 @@ def cmd_record_void(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lot_close(args: argparse.Namespace) -> int:
+    """Commit to this gateway's bags of a lot (one contribution), then a checkpoint."""
+    with _recorder(args) as rec:
+        contribution, checkpoint = rec.lot_close(args.lot)
+        if args.json:
+            _print_json({
+                "contribution": _event_json(contribution, rec.outbox),
+                "checkpoint": _event_json(checkpoint, rec.outbox),
+            })  # fmt: skip
+        else:
+            _print_recorded(contribution, rec, False)
+            _print_recorded(checkpoint, rec, False)
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """Sign the running sums of inputs and outputs now (the service does it every hour)."""
+    with _recorder(args) as rec:
+        _print_recorded(rec.checkpoint(), rec, args.json)
+    return 0
+
+
 def _open_outbox(args: argparse.Namespace) -> Outbox:
     """Open for reading: no start-up check, never quarantines (the service may be running)."""
     paths = DataDir(args.data_dir)
@@ -546,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(record, "void", cmd_record_void, "void a mistaken record with a new signed event")
     p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
     p.add_argument("--reason", required=True, help="why the record is void")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    lot = add(sub, "lot", _group_help, "lots: close this gateway's part of one").add_subparsers(
+        dest="lot_command", required=True, metavar="ACTION"
+    )
+    p = add(lot, "close", cmd_lot_close, "commit to the sum of this gateway's bags of a lot")
+    p.add_argument("lot", help="lot id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(sub, "checkpoint", cmd_checkpoint, "sign the running sums of inputs and outputs now")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     events = add(sub, "events", _group_help, "inspect recorded events").add_subparsers(

@@ -10,9 +10,12 @@ A capture method returns only once its event is durable.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -20,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import custody
+from agent import balance
 from agent.clock import Clock, SystemClock
 from agent.identity import create_device_key, load_device_key, load_ledger_keys
 from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
@@ -76,6 +80,7 @@ class Recorder:
         boot_reason: str = "start",
     ) -> None:
         self.paths = DataDir(data_dir)
+        self._checkpoint_mutex = threading.Lock()
         if not self.paths.config.exists():
             raise NotInitialisedError(f"{data_dir}: not initialised (run `custody-agent init`)")
         self.config: AgentConfig = load_config(self.paths.config)
@@ -150,7 +155,12 @@ class Recorder:
             "seals": seals, "note": note, "scale": scale, "alibi": alibi, "photo": photo,
             "inbound": inbound, "tare_event": tare_event,
         }  # fmt: skip
-        return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
+        event = self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
+        if direction == "out" and bag is not None:
+            # ZK.md: a checkpoint right after every output, so that balances are proven at
+            # every point where outputs grew ("never exceeded", not only at period end).
+            self.checkpoint()
+        return event
 
     def weighing_outcome(
         self,
@@ -170,6 +180,34 @@ class Recorder:
             "zero": zero, "note": note,
         }  # fmt: skip
         return self.record(EventType.WEIGHING, _body(fields, False))
+
+    def checkpoint(self) -> StoredEvent:
+        """Sign the chain's running sums of inputs and outputs (docs/zk-summaries.md §1).
+
+        Serialised across processes sharing the outbox (a lock file in the data dir), so epochs
+        never repeat; ``upto`` names the head it covers, so records another process writes
+        meanwhile simply fall into the next checkpoint.
+        """
+        with self._checkpoint_lock():
+            return self._checkpoint_locked()
+
+    def lot_close(self, lot: str) -> tuple[StoredEvent, StoredEvent]:
+        """Commit to this gateway's share of ``lot`` (the sum of its bags), then checkpoint.
+
+        Refused when the lot has no bags here or was closed already (a second contribution
+        would count its bags twice).
+        """
+        kid = self.key.kid
+        with self._checkpoint_lock():
+            if balance.lot_closed(self.outbox, kid, lot):
+                raise CaptureError(f"lot {lot} is already closed on this gateway")
+            total, bags = balance.lot_bags(self.outbox, kid, lot)
+            if bags == 0:
+                raise CaptureError(f"no bags of lot {lot} were weighed on this gateway")
+            contribution = self.record(
+                EventType.LOT_CONTRIBUTION, {"lot": lot}, masses={"total": total}
+            )
+            return contribution, self._checkpoint_locked()
 
     def seal_scan(self, seal: str, *, manual: bool = False, **fields: Any) -> StoredEvent:
         return self.record(EventType.SEAL_SCAN, _body({"seal": seal, **fields}, manual))
@@ -221,6 +259,26 @@ class Recorder:
         self.close()
 
     # --- internals ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _checkpoint_lock(self) -> Iterator[None]:
+        with self._checkpoint_mutex, open(self.paths.root / "checkpoint.lock", "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _checkpoint_locked(self) -> StoredEvent:
+        kid = self.key.kid
+        state = balance.last_checkpoint(self.outbox, kid)
+        head = self.outbox.head(kid)
+        upto = head[0] if head is not None else 0
+        inputs, outputs = balance.next_sums(self.outbox, kid, state, upto)
+        body: dict[str, Any] = {"epoch": state.epoch + 1, "upto": upto}
+        if state.event_id is not None:
+            body["prev_checkpoint"] = state.event_id
+        return self.record(EventType.CHECKPOINT, body, masses={"in": inputs, "out": outputs})
+
     def _verifies(self, kid: bytes, envelope: bytes) -> bool:
         if kid != self.key.kid:
             return False

@@ -225,6 +225,27 @@ class Outbox:
             for row in cur:
                 yield StoredEvent.from_row(row)
 
+    def chain_between(self, kid: bytes, after_seq: int, upto_seq: int) -> list[StoredEvent]:
+        """A key's events with ``after_seq < seq <= upto_seq``, in seq order."""
+        with translate_sqlite_errors("reading the chain"):
+            rows = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq",
+                (kid, after_seq, upto_seq),
+            )
+            return [StoredEvent.from_row(r) for r in rows]
+
+    def of_type(self, kid: bytes, type_: str, *, newest_first: bool = False) -> list[StoredEvent]:
+        """A key's events of one type, in seq order (or newest first)."""
+        order = "DESC" if newest_first else "ASC"
+        with translate_sqlite_errors("reading events by type"):
+            rows = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND type = ? "
+                f"ORDER BY seq {order}",
+                (kid, type_),
+            )
+            return [StoredEvent.from_row(r) for r in rows]
+
     def kids(self) -> list[bytes]:
         """Device key ids with events here, oldest key first."""
         with translate_sqlite_errors("listing keys"):

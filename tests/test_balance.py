@@ -1,0 +1,120 @@
+"""Gateway side of lot summaries: running-sum checkpoints and lot contributions (agent.balance).
+
+The sums are checked by opening what the gateway signed with the ledger's sealing key (what the
+ledger will do), not by reading the gateway's own bookkeeping back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agent.audit import verify_outbox
+from agent.balance import payload_of
+from agent.outbox import StoredEvent
+from agent.recorder import Recorder, kg_to_units
+from custody.commitment import open_sealed, verify_opening
+from custody.errors import CaptureError
+from custody.event import EventType
+from custody.group import ED25519
+from tests.conftest import Gateway
+from tests.support import REPO, run_cli
+
+
+def opened(gateway: Gateway, event: StoredEvent) -> dict[str, int]:
+    """The masses a ledger reads from the event: sealed openings that open the signed points."""
+    body = payload_of(event).body
+    openings = open_sealed(
+        body["sealed"], gateway.ledger.public.sealing_key, gateway.ledger.sealing_secret
+    )
+    for name, opening in openings.items():
+        assert verify_opening(ED25519.point(body["mass"][name]), opening)
+    return {name: o.value for name, o in openings.items()}
+
+
+def test_inputs_outputs_and_voids_add_up(gateway: Gateway, recorder: Recorder) -> None:
+    recorder.weighing(gross=400_000, tare=150_000, direction="in", stage="out")  # 25 t ore in
+    recorder.weighing(gross=300_000, stage="in")  # first pass: no direction, not counted
+    recorder.weighing(bag=12_000, direction="in")  # bags bought in count as input
+    bags = [recorder.weighing(bag=10_000 + i, lot="L1", direction="out") for i in range(3)]
+    recorder.weighing(gross=350_000, tare=150_000, direction="out")  # dispatch: cross-check only
+    recorder.void(bags[1].event_id, "bag torn, reweighed")
+    cp = recorder.checkpoint()
+    body = payload_of(cp).body
+    assert opened(gateway, cp) == {"in": 250_000 + 12_000, "out": 10_000 + 10_002}
+    # One checkpoint after every output bag, then this one: epochs 1..4, linked.
+    checkpoints = recorder.outbox.of_type(recorder.key.kid, EventType.CHECKPOINT.value)
+    assert [payload_of(c).body["epoch"] for c in checkpoints] == [1, 2, 3, 4]
+    assert "prev_checkpoint" not in payload_of(checkpoints[0]).body
+    for prev, cur in itertools.pairwise(checkpoints):
+        assert payload_of(cur).body["prev_checkpoint"] == prev.event_id
+    assert body["upto"] == cp.seq - 1  # everything before it
+    # The checkpoint right after the second bag counted it (before the void).
+    assert opened(gateway, checkpoints[1])["out"] == 10_000 + 10_001
+    assert verify_outbox(recorder.outbox, recorder.key).ok
+
+
+def test_lot_close_commits_the_non_voided_bags_once(gateway: Gateway, recorder: Recorder) -> None:
+    recorder.weighing(bag=15_025, lot="L1", direction="out")
+    wrong = recorder.weighing(bag=15_000, lot="L1", direction="out")
+    recorder.weighing(bag=14_990, lot="L2", direction="out")
+    recorder.void(wrong.event_id, "another lot")
+    contribution, checkpoint = recorder.lot_close("L1")
+    assert payload_of(contribution).body["lot"] == "L1"
+    assert opened(gateway, contribution) == {"total": 15_025}
+    cp = payload_of(checkpoint).body
+    assert cp["upto"] >= contribution.seq  # the contribution's bags are under this checkpoint
+    assert opened(gateway, checkpoint)["out"] == 15_025 + 14_990
+    with pytest.raises(CaptureError, match="already closed"):
+        recorder.lot_close("L1")
+    with pytest.raises(CaptureError, match="no bags"):
+        recorder.lot_close("L-EMPTY")
+
+
+def test_sums_beyond_one_weighings_bound(gateway: Gateway, recorder: Recorder) -> None:
+    biggest = kg_to_units("429000000")  # close to the per-weighing bound
+    for _ in range(12):
+        recorder.weighing(gross=biggest, direction="in")
+    assert opened(gateway, recorder.checkpoint())["in"] == 12 * biggest  # > 2^32 units
+
+
+def test_two_processes_never_repeat_an_epoch(gateway: Gateway) -> None:
+    """The scan console and the gateway service share an outbox: epochs stay a chain."""
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom agent.recorder import Recorder\n"
+        "with Recorder(Path(sys.argv[1])) as rec:\n"
+        "    for i in range(15):\n"
+        "        rec.weighing(bag=1000 + i, lot='L9', direction='out')\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(gateway.data_dir)], cwd=REPO)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(120) == 0
+    with gateway.recorder() as rec:
+        checkpoints = rec.outbox.of_type(rec.key.kid, EventType.CHECKPOINT.value)
+        epochs = [payload_of(c).body["epoch"] for c in checkpoints]
+        assert epochs == list(range(1, 31))
+        for prev, cur in itertools.pairwise(checkpoints):
+            assert payload_of(cur).body["prev_checkpoint"] == prev.event_id
+        last = opened(gateway, checkpoints[-1])
+        assert last["out"] == 2 * sum(1000 + i for i in range(15))
+
+
+def test_cli_lot_close_and_checkpoint(gateway: Gateway) -> None:
+    with gateway.recorder() as rec:
+        rec.weighing(bag=20_000, lot="LOT-7", direction="out")
+    done = run_cli("--data-dir", str(gateway.data_dir), "lot", "close", "LOT-7", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["contribution"]["type"] == "lot_contribution"
+    assert out["checkpoint"]["type"] == "checkpoint"
+    again = run_cli("--data-dir", str(gateway.data_dir), "lot", "close", "LOT-7")
+    assert again.returncode == 6 and "already closed" in again.stderr
+    done = run_cli("--data-dir", str(gateway.data_dir), "checkpoint")
+    assert done.returncode == 0 and "recorded checkpoint" in done.stdout
