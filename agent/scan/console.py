@@ -253,13 +253,20 @@ class Console:
         return self.session.voided(e.bag, self.now_ms())
 
     def show(self, step: Step) -> None:
-        """Draw a step, carry out its effects, and show what they lead to, in order."""
+        """Draw a step, carry out its effects, and show what they lead to, in order.
+
+        A saved lot is on disk before the screen says "Lot X" (a kill right after the
+        operator saw it must not bring back the old lot); recording and voiding run after
+        their "Recording..." screen and report through the step they return."""
         todo = [step]
         while todo:
             current = todo.pop(0)
+            for effect in current.effects:
+                if isinstance(effect, SaveLot):
+                    self.execute(effect)
             self.term.draw(current.screen)
             for effect in current.effects:
-                nxt = self.execute(effect)
+                nxt = None if isinstance(effect, SaveLot) else self.execute(effect)
                 if nxt is not None:
                     todo.append(nxt)
 
