@@ -24,6 +24,7 @@ import pytest
 
 from agent.outbox import Outbox
 from agent.recorder import Recorder
+from agent.scan.console import save_lot
 from custody import cbor, cose
 from tests.conftest import Gateway
 from tests.support import REPO, run_cli
@@ -425,6 +426,39 @@ def test_console_and_another_writer_share_the_outbox(gateway: Gateway) -> None:
     assert sum(1 for _, t, b, _ in evs if t == "seal_scan") > 0  # the other writer wrote too
     assert len(acked) > 15
     assert len(live_bags(d)) == 15
+
+
+def test_serial_scanner_codes_are_scanned(gateway: Gateway, scale_pty: Any) -> None:
+    """A serial scanner (scanner-line dialect) on a port, beside the keyboard."""
+    d = gateway.data_dir
+    fd, port = scale_pty  # the same kind of pty, standing in for the scanner
+    save_lot(d, "LOT-S")
+    c = Console(d, "--scanner-port", port)
+    c.expect("LOT LOT-S | 0 today")
+    os.write(fd, ("]C1" + sscc(31) + "\r\n").encode("ascii"))
+    c.expect("bag 1 today")
+    code = sscc(32)
+    os.write(fd, ("]C1" + code[:-1] + str((int(code[-1]) + 1) % 10) + "\r\n").encode("ascii"))
+    c.expect("Wrong check digit")
+    c.quit()
+    verify(d)
+    assert live_bags(d) == {hri(sscc(31)): "LOT-S"}
+
+
+def test_camera_reads_a_seal_label(gateway: Gateway, tmp_path: Path) -> None:
+    import cv2
+
+    d = gateway.data_dir
+    qr = cv2.QRCodeEncoder.create().encode("SEAL-CAM-0001")
+    image = cv2.resize(qr, None, fx=8, fy=8, interpolation=cv2.INTER_NEAREST)
+    label = tmp_path / "label.png"
+    cv2.imwrite(str(label), cv2.copyMakeBorder(image, 40, 40, 40, 40, cv2.BORDER_CONSTANT,
+                                               value=255))  # fmt: skip
+    save_lot(d, "LOT-CAM")
+    c = Console(d, "--camera", str(label))
+    c.expect("bag 1 today")
+    c.quit()
+    assert live_bags(d) == {"SEAL-CAM-0001": "LOT-CAM"}
 
 
 def test_scan_help_is_there() -> None:
