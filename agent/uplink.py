@@ -14,7 +14,13 @@ from typing import Any
 
 from agent.identity import load_device_key, load_ledger_keys
 from agent.outbox import Outbox
-from agent.outbox.delivery import apply_ack, mark_sent, next_to_send, requeue_sent
+from agent.outbox.delivery import (
+    apply_ack,
+    head_seq,
+    mark_sent,
+    next_to_send,
+    requeue_sent,
+)
 from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
 from custody.errors import ConfigError
@@ -31,11 +37,14 @@ class OutboxDelivery:
         self.outbox = outbox
         self.kid = kid
 
-    def next_to_send(self, max_events: int, max_bytes: int) -> list[Outgoing]:
-        return [
-            Outgoing(e.seq, e.event_id, e.envelope)
-            for e in next_to_send(self.outbox, self.kid, max_events=max_events, max_bytes=max_bytes)
-        ]
+    def next_to_send(
+        self, max_events: int, max_bytes: int, *, from_seq: int = 1, before_seq: int | None = None
+    ) -> list[Outgoing]:
+        found = next_to_send(
+            self.outbox, self.kid, max_events=max_events, max_bytes=max_bytes,
+            from_seq=from_seq, before_seq=before_seq,
+        )  # fmt: skip
+        return [Outgoing(e.seq, e.event_id, e.envelope) for e in found]
 
     def mark_sent(self, seqs: list[int]) -> None:
         mark_sent(self.outbox, self.kid, seqs)
@@ -46,12 +55,25 @@ class OutboxDelivery:
         outcome = apply_ack(self.outbox, self.kid, seq=seq, event_id=event_id, rejected=rejected)
         return outcome.acked, outcome.rejected
 
-    def requeue_sent(self, sent_before_ms: int | None) -> int:
-        return requeue_sent(self.outbox, self.kid, sent_before_ms=sent_before_ms)
+    def requeue_sent(
+        self, sent_before_ms: int | None, *, from_seq: int = 1, before_seq: int | None = None
+    ) -> int:
+        return requeue_sent(
+            self.outbox, self.kid, sent_before_ms=sent_before_ms,
+            from_seq=from_seq, before_seq=before_seq,
+        )  # fmt: skip
+
+    def head_seq(self) -> int:
+        return head_seq(self.outbox, self.kid)
 
     def unacked(self) -> int:
-        counts = self.outbox.counts_by_state()
-        return counts["pending"] + counts["sent"]
+        # Called on every turn of the uplink loop: an index range (events_state),
+        # not a GROUP BY over the whole table.
+        row = self.outbox.conn.execute(
+            "SELECT COUNT(*) FROM events WHERE kid = ? AND state IN ('pending', 'sent')",
+            (self.kid,),
+        ).fetchone()
+        return int(row[0])
 
 
 def broker_config(cfg: AgentConfig, data_dir: Path, url: str | None) -> BrokerConfig:

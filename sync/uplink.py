@@ -13,8 +13,36 @@ network thread and only enqueues events, see ``sync.mqtt``):
     and key ─▶ release the prefix it covers (event id checked against ours),
     mark rejections (kept), requeue from ``resend_from`` on a gap
         │
-    sent but unacked for ``ack_timeout_s`` ─▶ back to pending (resent)
+    no ack progress for ``ack_timeout_s`` while records are sent ─▶ back
+    to pending (resent)
     reconnect ─▶ every sent-but-unacked record back to pending
+
+Live records before backlog. A gateway back from weeks offline has a long
+backlog, and a record captured now (a truck on the weighbridge) should reach
+the ledger in seconds, not after the backlog. At every connect the uplink
+notes ``live_from`` = the outbox head + 1: records from there on are *live*,
+everything before is *backlog* (records captured during an outage become
+backlog at the next connect). While backlog is pending, each publish round
+first sends up to ``live_batch_events`` live records as their own batch, then
+backlog batches oldest first. The ledger cannot log a live record before its
+predecessors (the chain), so it parks it in its wait list (``ledger.intake``,
+at most 10,000 per key) and logs it the moment the backlog reaches it; acks
+stay prefix-based, so nothing is released early. Three rules keep this sound:
+
+- at most ``max_live_ahead`` live records are sent-but-unacked at a time
+  (default 2,000, a fifth of the ledger's wait list), so the lane can never
+  push parked records out of the ledger's bounded wait list;
+- the ack timeout counts from the last ack *progress*, not from each
+  record's send time: parked live records legitimately wait for as long as
+  the backlog takes, and a per-record timeout would resend all of them every
+  ``ack_timeout_s`` (a storm on the very links that have backlogs). While
+  acks advance nothing is resent; when they stop for ``ack_timeout_s``
+  everything sent goes back to pending;
+- an ack's ``resend_from`` (a gap at the ledger) requeues only when the
+  record at the gap went out in a batch published no later than the one the
+  ack answers (by correlation number; one MQTT session delivers in order), and
+  then only the backlog from the gap: live batches get ``resend_from`` in
+  every ack while the backlog drains, and must not trigger resends.
 
 The outbox is behind the ``DeliveryStore`` protocol so that ``sync`` never
 imports the agent (ARCHITECTURE.md "Layout").
@@ -40,7 +68,19 @@ from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
 from sync.pacing import BatchSizer, TokenBucket
 from sync.topics import acks_topic, events_topic, status_topic
 
-__all__ = ["DeliveryStore", "Outgoing", "Uplink", "UplinkStats"]
+__all__ = [
+    "LIVE_BATCH_EVENTS",
+    "MAX_LIVE_AHEAD",
+    "DeliveryStore",
+    "Outgoing",
+    "Uplink",
+    "UplinkStats",
+]
+
+LIVE_BATCH_EVENTS = 50  # live records per live batch while a backlog drains
+# Live records sent ahead of the backlog and not yet acked: well below the
+# ledger's wait list of 10,000 per key (ledger.intake.MAX_WAITING_PER_KEY).
+MAX_LIVE_AHEAD = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +93,18 @@ class Outgoing:
 class DeliveryStore(Protocol):
     """What the uplink needs from the outbox (``agent`` provides it)."""
 
-    def next_to_send(self, max_events: int, max_bytes: int) -> list[Outgoing]: ...
+    def next_to_send(
+        self, max_events: int, max_bytes: int, *, from_seq: int = 1, before_seq: int | None = None
+    ) -> list[Outgoing]: ...
     def mark_sent(self, seqs: list[int]) -> None: ...
     def apply_ack(
         self, seq: int, event_id: bytes, rejected: list[tuple[int, bytes, str]]
     ) -> tuple[int, int]: ...
-    def requeue_sent(self, sent_before_ms: int | None) -> int: ...
+    def requeue_sent(
+        self, sent_before_ms: int | None, *, from_seq: int = 1, before_seq: int | None = None
+    ) -> int: ...
     def unacked(self) -> int: ...
+    def head_seq(self) -> int: ...
 
 
 @dataclass
@@ -73,6 +118,7 @@ class UplinkStats:
     bad_acks: int = 0
     refused_publishes: int = 0
     requeued: int = 0
+    live_batches: int = 0  # batches of live records sent ahead of a backlog
     reconnects: int = 0
     last_ack_ms: int | None = None
     bad_ack_reasons: list[str] = field(default_factory=list)
@@ -93,6 +139,8 @@ class Uplink:
         max_batch_bytes: int = 256 * 1024,
         max_bytes_per_s: int = 0,
         ack_timeout_s: float = 60.0,
+        live_batch_events: int = LIVE_BATCH_EVENTS,
+        max_live_ahead: int = MAX_LIVE_AHEAD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -111,6 +159,13 @@ class Uplink:
         self._boot = boot
         self._awaiting_puback: dict[int, float] = {}  # mid -> when published
         self._correlation = itertools.count(1)
+        self.live_batch_events = live_batch_events
+        self.max_live_ahead = max_live_ahead
+        self._live_from: int | None = None  # first live seq (head + 1 at connect)
+        self._live_out: set[int] = set()  # live seqs sent and not yet acked
+        self._batches: dict[int, tuple[int, int]] = {}  # correlation -> (first, last seq)
+        self._acked_through = 0  # highest seq a verified ack has covered
+        self._last_progress = clock()
         self._connected = False
         self._ever_connected = False
         death = cbor2.dumps({"state": "offline", "boot": boot})
@@ -164,6 +219,10 @@ class Uplink:
             self._connected = self._ever_connected = True
             self._awaiting_puback.clear()
             self.stats.requeued += self.store.requeue_sent(None)  # resend all unacked
+            self._live_out.clear()
+            self._batches.clear()
+            self._live_from = self.store.head_seq() + 1
+            self._last_progress = self.clock()
             self.link.subscribe(acks_topic(self.device_id))
             birth = cbor2.dumps({"state": "online", "boot": self._boot})
             self.link.publish(status_topic(self.device_id), birth, retain=True)
@@ -202,12 +261,60 @@ class Uplink:
         self.stats.acked += acked
         self.stats.rejected += rejected_n
         self.stats.last_ack_ms = time.time_ns() // 1_000_000
+        if ack.seq > self._acked_through:
+            self._acked_through = ack.seq
+            self._last_progress = self.clock()
+            self._live_out = {s for s in self._live_out if s > ack.seq}
+            self._batches = {c: r for c, r in self._batches.items() if r[1] > ack.seq}
+        for r in ack.rejected:
+            self._live_out.discard(r.seq)
         if ack.resend_from is not None:
-            self.stats.requeued += self.store.requeue_sent(None)
+            self._on_gap(ack.resend_from, ack.correlation)
+
+    def _on_gap(self, gap: int, correlation: bytes | None) -> None:
+        """Resend from ``gap`` only if the ledger has seen the batch that carried it."""
+        answered = int.from_bytes(correlation, "big") if correlation else None
+        lost = answered is not None and any(
+            corr <= answered and first <= gap <= last
+            for corr, (first, last) in self._batches.items()
+        )
+        if not lost:
+            return  # still on its way, or never sent: nothing to resend yet
+        live_from = self._live_from
+        upper = live_from if live_from is not None and gap < live_from else None
+        requeued = self.store.requeue_sent(None, from_seq=gap, before_seq=upper)
+        self.stats.requeued += requeued
+        end = upper if upper is not None else 1 << 63
+
+        def kept(first: int, last: int) -> bool:
+            return last < gap or first >= end
+
+        self._batches = {c: (f, la) for c, (f, la) in self._batches.items() if kept(f, la)}
+        self._live_out = {s for s in self._live_out if s < gap or s >= end}
+
+    def _next_batch(self) -> tuple[list[Outgoing], bool]:
+        """The next records to publish and whether they are live ones sent ahead."""
+        budget = self.sizer.current
+        start = self._acked_through + 1  # everything below is acked
+        live_from = self._live_from
+        if live_from is not None and live_from > start:
+            backlog = self.store.next_to_send(
+                self.batch_events, budget, from_seq=start, before_seq=live_from
+            )
+            if backlog:
+                room = self.max_live_ahead - len(self._live_out)
+                if room > 0:
+                    live = self.store.next_to_send(
+                        min(self.live_batch_events, room), budget, from_seq=live_from
+                    )
+                    if live:
+                        return live, True
+                return backlog, False
+        return self.store.next_to_send(self.batch_events, budget, from_seq=start), False
 
     def _publish_more(self) -> None:
         while len(self._awaiting_puback) < self.window:
-            batch = self.store.next_to_send(self.batch_events, self.sizer.current)
+            batch, ahead = self._next_batch()
             if not batch:
                 return
             payload = encode_batch(self.device_id, [o.envelope for o in batch])
@@ -215,17 +322,24 @@ class Uplink:
             if self.bucket.wait_time(len(payload), now) > 0:
                 return  # over the operator's byte-rate cap: try again on a later turn
             self.bucket.spend(len(payload), now)
+            corr = next(self._correlation)
             mid = self.link.publish(
                 events_topic(self.device_id),
                 payload,
                 response_topic=acks_topic(self.device_id),
-                correlation=next(self._correlation).to_bytes(8, "big"),
+                correlation=corr.to_bytes(8, "big"),
             )
             if mid is None:  # not connected after all: try again after reconnect
                 self._connected = False
                 return
             self._awaiting_puback[mid] = now
             self.store.mark_sent([o.seq for o in batch])
+            if not self._batches:
+                self._last_progress = now  # the ack clock starts with the first outstanding batch
+            self._batches[corr] = (batch[0].seq, batch[-1].seq)
+            if ahead:
+                self._live_out.update(o.seq for o in batch)
+                self.stats.live_batches += 1
             self.stats.batches_sent += 1
             self.stats.events_sent += len(batch)
             self.stats.payload_bytes += len(payload)
@@ -233,9 +347,14 @@ class Uplink:
     def _expire_unacked(self) -> None:
         # A PUBACK that never came (or whose event the bounded queue dropped) must
         # not shrink the window for ever: forget it after the ack timeout.
-        stale = self.clock() - self.ack_timeout_s
+        now = self.clock()
+        stale = now - self.ack_timeout_s
         for mid in [m for m, at in self._awaiting_puback.items() if at < stale]:
             del self._awaiting_puback[mid]
-        cutoff_ms = time.time_ns() // 1_000_000 - int(self.ack_timeout_s * 1000)
-        requeued = self.store.requeue_sent(cutoff_ms)
-        self.stats.requeued += requeued
+        # No ack progress for the timeout while batches are out: resend what is sent.
+        # Progress, not per-record age: parked live records wait for the backlog.
+        if self._batches and now - self._last_progress >= self.ack_timeout_s:
+            self.stats.requeued += self.store.requeue_sent(None)
+            self._batches.clear()
+            self._live_out.clear()
+            self._last_progress = now

@@ -4,8 +4,10 @@ The sync worker drives records through the lifecycle table in
 ``agent.outbox.lifecycle`` with these calls, each one transaction:
 
 - ``next_to_send``: the oldest records of a key that are ``pending``, in seq order,
-  up to a count and byte budget (live records are newest; the backlog goes
-  oldest first so the ledger can extend the chain without gaps);
+  up to a count and byte budget, optionally within a seq range: the uplink asks
+  for its live lane (seq >= the head when it connected) and for the backlog
+  (below it) separately, so live records need not wait behind the backlog
+  (``sync.uplink``, "Live records before backlog");
 - ``mark_sent``: ``pending -> sent`` once the batch is handed to the broker
   (a broker PUBACK changes nothing else: it is not the ledger's word);
 - ``apply_ack``: a *verified* ledger ack for (seq, event id) acknowledges the
@@ -13,7 +15,9 @@ The sync worker drives records through the lifecycle table in
   The event id must be ours at that seq, or nothing is released and a
   ``VerificationError`` says why. Rejections (seq, id, reason) mark those
   records ``rejected``; they are kept and surfaced, never deleted;
-- ``requeue_sent``: ``sent -> pending`` after an ack timeout or a reconnect.
+- ``requeue_sent``: ``sent -> pending`` after an ack timeout or a reconnect, or
+  for a seq range when the ledger names a gap;
+- ``head_seq``: the highest seq recorded under a key.
 
 Which states a call moves records from is derived from ``TRANSITIONS``, so the
 SQL cannot drift from the table.
@@ -30,7 +34,7 @@ from agent.outbox.lifecycle import TRANSITIONS, RecordState
 from agent.outbox.store import EVENT_COLUMNS, Outbox, StoredEvent, translate_sqlite_errors
 from custody.errors import ChainError, VerificationError
 
-__all__ = ["AckOutcome", "apply_ack", "mark_sent", "next_to_send", "requeue_sent"]
+__all__ = ["AckOutcome", "apply_ack", "head_seq", "mark_sent", "next_to_send", "requeue_sent"]
 
 
 def _sources(target: RecordState) -> tuple[str, ...]:
@@ -54,15 +58,23 @@ def _now_ms() -> int:
 
 
 def next_to_send(
-    outbox: Outbox, kid: bytes, *, max_events: int = 500, max_bytes: int = 256 * 1024
+    outbox: Outbox,
+    kid: bytes,
+    *,
+    max_events: int = 500,
+    max_bytes: int = 256 * 1024,
+    from_seq: int = 1,
+    before_seq: int | None = None,
 ) -> list[StoredEvent]:
-    """The oldest pending records of ``kid`` in seq order, within both budgets."""
+    """The oldest pending records of ``kid`` with ``from_seq <= seq < before_seq``, in seq
+    order, within both budgets."""
+    sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND state = 'pending' AND seq >= ?"
+    args: list[object] = [kid, from_seq]
+    if before_seq is not None:
+        sql += " AND seq < ?"
+        args.append(before_seq)
     with translate_sqlite_errors("choosing records to send"):
-        rows = outbox.conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND state = 'pending' "
-            "ORDER BY seq LIMIT ?",
-            (kid, max_events),
-        ).fetchall()
+        rows = outbox.conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, max_events)).fetchall()
     out: list[StoredEvent] = []
     used = 0
     for row in rows:
@@ -90,17 +102,36 @@ def mark_sent(outbox: Outbox, kid: bytes, seqs: Iterable[int], now_ms: int | Non
 
 
 def requeue_sent(
-    outbox: Outbox, kid: bytes, *, sent_before_ms: int | None = None, now_ms: int | None = None
+    outbox: Outbox,
+    kid: bytes,
+    *,
+    sent_before_ms: int | None = None,
+    now_ms: int | None = None,
+    from_seq: int = 1,
+    before_seq: int | None = None,
 ) -> int:
-    """``sent -> pending`` (all of them, or those sent before a time): resend them."""
+    """``sent -> pending`` (all of them, those sent before a time, or a seq range)."""
     sources = _in(_sources(RecordState.PENDING))
-    sql = f"UPDATE events SET state = 'pending', state_ms = ? WHERE kid = ? AND state IN {sources}"
-    args: list[object] = [now_ms or _now_ms(), kid]
+    sql = (
+        f"UPDATE events SET state = 'pending', state_ms = ? WHERE kid = ? AND state IN {sources}"
+        " AND seq >= ?"
+    )
+    args: list[object] = [now_ms or _now_ms(), kid, from_seq]
     if sent_before_ms is not None:
         sql += " AND state_ms < ?"
         args.append(sent_before_ms)
+    if before_seq is not None:
+        sql += " AND seq < ?"
+        args.append(before_seq)
     with translate_sqlite_errors("re-queueing sent records"):
         return outbox.conn.execute(sql, args).rowcount
+
+
+def head_seq(outbox: Outbox, kid: bytes) -> int:
+    """The highest seq recorded under ``kid`` (0 when none)."""
+    with translate_sqlite_errors("reading the chain head"):
+        row = outbox.conn.execute("SELECT MAX(seq) FROM events WHERE kid = ?", (kid,)).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
 
 
 def apply_ack(
