@@ -246,14 +246,62 @@ def cmd_log_prove_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_registry_export(args: argparse.Namespace) -> int:
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Prove a lot's claim; write the bundle for ``custody-verify``."""
     from ledger.keys import load_ledger_keypair
-    from ledger.registry import sign_registry, snapshot
+    from ledger.summary import build_summary
 
     keys = load_ledger_keypair(args.data_dir)
     store = _store(args)
     try:
-        registry = snapshot(store, keys.ledger_id)
+        result = build_summary(store, keys, args.data_dir, args.lot, audience=args.audience)
+    finally:
+        store.close()
+    args.out.write_bytes(result.bundle)
+    st = result.statement
+    info = {
+        "lot": st.lot, "refiner": st.refiner, "total_kg": st.total / 10,
+        "tolerance_kg": st.tolerance / 10, "sites": list(st.sites),
+        "records": result.records, "balance_checks": result.balance_checks,
+        "bytes": len(result.bundle), "out": str(args.out),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(
+            f"lot {st.lot}: {st.total / 10} kg from {', '.join(st.sites)} to {st.refiner}; "
+            f"{result.records} records, {result.balance_checks} balance checks; "
+            f"{len(result.bundle)} bytes written to {args.out}"
+        )
+    return 0
+
+
+def cmd_site_stock(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from ledger.sites import declare_stock
+
+    try:
+        units = Decimal(args.kg) * 10
+    except InvalidOperation as exc:
+        raise ConfigError("command line", "--kg", f"{args.kg!r} is not a number") from exc
+    if units != units.to_integral_value() or units < 0:
+        raise ConfigError("command line", "--kg", "a non-negative mass in 0.1 kg steps")
+    declare_stock(args.data_dir, args.site, int(units))
+    print(f"opening stock of {args.site}: {args.kg} kg (committed in the next registry)")
+    return 0
+
+
+def cmd_registry_export(args: argparse.Namespace) -> int:
+    from ledger.keys import load_ledger_keypair
+    from ledger.registry import sign_registry, snapshot
+    from ledger.sites import stock_commitments
+
+    keys = load_ledger_keypair(args.data_dir)
+    store = _store(args)
+    try:
+        sites = {k.site_id for k in store.device_keys()}
+        registry = snapshot(store, keys.ledger_id, stock_commitments(keys, args.data_dir, sites))
     finally:
         store.close()
     Path(args.out).write_bytes(sign_registry(keys, registry))
@@ -317,6 +365,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-workers", type=int, default=1, metavar="N",
         help="processes sharing the signature and mass checks of large batches (default 1)",
     )  # fmt: skip
+    p = add("summary", cmd_summary, "prove a lot's total, receipt and mass balance in one bundle")
+    p.add_argument("--lot", required=True, help="the lot id")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the bundle to write")
+    p.add_argument(
+        "--audience", choices=("buyer", "regulator", "auditor"), default="buyer",
+        help="who receives it (the disclosure policy depends on it; default buyer)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON")
+    site = add("site", _needs_action, "sites: declare an opening stock for mass balance")
+    site_sub = site.add_subparsers(dest="site_command", required=True, metavar="ACTION")
+    p = site_sub.add_parser(
+        "stock", help="declare a site's opening stock (once; committed in the registry)",
+        description="Declare a site's opening stock in kg (0.1 kg resolution), once.",
+    )  # fmt: skip
+    p.add_argument("site", help="site id")
+    p.add_argument("--kg", required=True, help="opening stock in kg")
+    p.set_defaults(func=cmd_site_stock)
     reg = add("registry", _needs_action, "the device registry as a signed snapshot")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
     p = reg_sub.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from nacl.signing import SigningKey
 
@@ -14,7 +15,8 @@ from ledger.verify.registry import REGISTRY_CONTENT_TYPE, Registry, RegistryEntr
 __all__ = ["sign_registry", "snapshot"]
 
 
-def snapshot(store: Store, ledger_id: str) -> Registry:
+def snapshot(store: Store, ledger_id: str, stocks: Mapping[str, bytes] | None = None) -> Registry:
+    """The registry now; ``stocks`` are the sites' opening-stock commitments (``ledger.sites``)."""
     entries = tuple(
         RegistryEntry(
             k.device_id,
@@ -27,7 +29,7 @@ def snapshot(store: Store, ledger_id: str) -> Registry:
         )
         for k in store.device_keys()
     )
-    return Registry(ledger_id, time.time_ns() // 1_000_000, entries)
+    return Registry(ledger_id, time.time_ns() // 1_000_000, entries, dict(stocks or {}))
 
 
 def sign_registry(keys: LedgerKeyPair, registry: Registry) -> bytes:

@@ -13,7 +13,8 @@ to a site, valid and not revoked, when the record was made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from custody import cbor, cose
@@ -61,15 +62,21 @@ class Registry:
     ledger_id: str
     time_ms: int
     entries: tuple[RegistryEntry, ...]
+    # site -> Pedersen commitment to its declared opening stock (docs/zk-summaries.md §2),
+    # for the mass balance proofs; a registry without ``sites`` declares none.
+    opening_stocks: Mapping[str, bytes] = field(default_factory=dict)
 
     def by_kid(self, kid: bytes) -> RegistryEntry | None:
         return next((e for e in self.entries if e.kid == kid), None)
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "v": 1, "ledger": self.ledger_id, "t": self.time_ms,
             "devices": [e.to_map() for e in sorted(self.entries, key=lambda e: e.kid)],
         }  # fmt: skip
+        if self.opening_stocks:
+            out["sites"] = [{"site": s, "stock": c} for s, c in sorted(self.opening_stocks.items())]
+        return out
 
 
 def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
@@ -79,7 +86,13 @@ def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
         content_type=REGISTRY_CONTENT_TYPE, max_bytes=MAX_REGISTRY_BYTES,
     )  # fmt: skip
     raw = cbor.decode(msg.payload)
-    if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "t", "devices"} or raw["v"] != 1:
+    if (
+        not isinstance(raw, dict)
+        or not {"v", "ledger", "t", "devices"}
+        <= set(raw)
+        <= {"v", "ledger", "t", "devices", "sites"}
+        or raw["v"] != 1
+    ):
         raise SchemaError("registry payload fields")
     if not isinstance(raw["devices"], list) or not isinstance(raw["t"], int):
         raise SchemaError("registry payload values")
@@ -87,7 +100,25 @@ def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
     kids = [e.kid for e in entries]
     if kids != sorted(kids) or len(set(kids)) != len(kids):
         raise SchemaError("registry entries must be sorted by kid, without duplicates")
-    return Registry(str(raw["ledger"]), raw["t"], entries)
+    return Registry(str(raw["ledger"]), raw["t"], entries, _sites(raw.get("sites")))
+
+
+def _sites(raw: Any) -> dict[str, bytes]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, list) or not raw:
+        raise SchemaError("registry sites must be a non-empty list when present")
+    out: dict[str, bytes] = {}
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"site", "stock"}:
+            raise SchemaError("registry site fields")
+        site = validate_identifier(item["site"], "site")
+        if not isinstance(item["stock"], bytes) or len(item["stock"]) != 32:
+            raise SchemaError("registry site stock must be a 32-byte commitment")
+        out[site] = item["stock"]
+    if list(out) != sorted(out) or len(out) != len(raw):
+        raise SchemaError("registry sites must be sorted, without duplicates")
+    return out
 
 
 def _entry(raw: Any) -> RegistryEntry:
