@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from agent.recorder import Recorder
+from agent.scan import index as index_module
 from agent.scan.index import Observed, ScanIndex
 from agent.scan.messages import LANGUAGES, Catalogue, choose_language, fields_of
 from agent.scan.screen import Kind, Screen, big_word, layout, visible_width
@@ -21,6 +23,7 @@ from agent.scan.session import (
     ScanSession,
     VoidBag,
 )
+from custody.event import EventType
 from firmware_bridge.frames import WeightReading
 
 NOW = 1_780_000_000_000  # 2026-05-28, device time in ms
@@ -396,3 +399,19 @@ def test_french_commands_and_english_fallback() -> None:
 )
 def test_language_choice(explicit: str | None, env: dict[str, str], expected: str) -> None:
     assert choose_language(explicit, env) == expected
+
+
+def test_replay_from_a_real_outbox_in_pages(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "PAGE", 3)
+    for n in range(7):
+        recorder.weighing(bag=1000 + n, lot="L", seals=[f"S{n}"])
+        recorder.record(EventType.AGGREGATION, {"lot": "L", "children": [f"S{n}"], "action": "ADD"})
+    index = ScanIndex()
+    for ev in index_module.observe_rows(recorder.outbox, 0):
+        index.apply(ev)
+    assert index.cursor == 15  # boot + 7 x 2
+    assert [(b.seal, b.mass) for b in index.bags()] == [(f"S{n}", 1000 + n) for n in range(7)]
+    assert index.orphans() == []
+    assert list(index_module.observe_rows(recorder.outbox, index.cursor)) == []

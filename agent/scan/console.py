@@ -193,7 +193,7 @@ class Console:
         return self.rec.clock.now().ms
 
     def catch_up(self) -> None:
-        for ev in observe_rows(self.rec.outbox.conn, self.index.cursor):
+        for ev in observe_rows(self.rec.outbox, self.index.cursor):
             self.index.apply(ev)
 
     def _void_orphans(self) -> list[str]:

@@ -26,15 +26,18 @@ Voids remove their target from every view; nothing is ever deleted from the outb
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.outbox import Outbox
+from agent.outbox.store import translate_sqlite_errors
 from custody import cbor, cose
 from custody.errors import VerificationError
 
-__all__ = ["Bag", "Mention", "Observed", "ScanIndex", "observe_rows"]
+__all__ = ["PAGE", "Bag", "Mention", "Observed", "ScanIndex", "observe_rows"]
+
+PAGE = 1000  # events decoded per query when replaying the outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,26 +225,31 @@ class ScanIndex:
         ]
 
 
-def observe_rows(conn: sqlite3.Connection, after: int) -> Iterator[Observed]:
-    """Decode the outbox's events with ``events.id > after``, oldest first (streamed).
+def observe_rows(outbox: Outbox, after: int) -> Iterator[Observed]:
+    """Decode the outbox's events with ``events.id > after``, oldest first, a page at a
+    time (``PAGE`` rows: replaying a large outbox never holds it all in memory).
 
     The envelope was verified when it was signed and the database guards it from
     rewrites; ``custody-agent events verify`` re-verifies. Here it is only decoded.
+    ``Outbox`` has no "events after row N" read yet, hence the query on its connection.
     """
-    cur = conn.execute(
-        "SELECT id, event_id, type, device_time_ms, envelope FROM events WHERE id > ? ORDER BY id",
-        (after,),
-    )
-    for row, event_id, type_, time_ms, envelope in cur:
-        try:
-            payload = cbor.decode(cose.decode_sign1(envelope).payload)
-        except VerificationError:
-            continue  # undecodable rows are reported by `events verify`, not guessed at here
-        body = payload.get("body", {}) if isinstance(payload, dict) else {}
-        masses: dict[str, int] = {}
-        if "mass" in body:
-            openings = conn.execute(
-                "SELECT field, value FROM openings WHERE event_id = ?", (event_id,)
-            )
-            masses = {str(f): int(v) for f, v in openings}
-        yield Observed(int(row), bytes(event_id), str(type_), int(time_ms), body, masses)
+    while True:
+        with translate_sqlite_errors("reading new events"):
+            rows = outbox.conn.execute(
+                "SELECT id, event_id, type, device_time_ms, envelope FROM events "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after, PAGE),
+            ).fetchall()
+        for row, event_id, type_, time_ms, envelope in rows:
+            after = int(row)
+            try:
+                payload = cbor.decode(cose.decode_sign1(envelope).payload)
+            except VerificationError:
+                continue  # undecodable rows are reported by `events verify`, not guessed at
+            body = payload.get("body", {}) if isinstance(payload, dict) else {}
+            masses: dict[str, int] = {}
+            if "mass" in body:
+                masses = {f: v for f, (v, _) in outbox.openings(bytes(event_id)).items()}
+            yield Observed(after, bytes(event_id), str(type_), int(time_ms), body, masses)
+        if len(rows) < PAGE:
+            return
