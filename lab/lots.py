@@ -56,12 +56,16 @@ def build_lot(
     receipt_delta: int = 0,
     seed: int = 1,
     recovery: tuple[int, int] = (1, 4),
+    bag_range: tuple[int, int] = (9_000, 16_000),
+    ore_margin: int = 50_000,
 ) -> LotScenario:
     """A lot whose every site has at least ``checkpoints_per_site`` checkpoints.
 
     Each site takes in ore (inputs, enough for its outputs at the ``recovery`` factor p/q),
     weighs bags of this lot and of other lots (each output bag is followed by a checkpoint),
     closes the lot; the refiner then weighs the lot in, ``receipt_delta`` units off the total.
+    ``bag_range`` bounds the bag masses (``(0, 0)``: zero-mass bags); a negative
+    ``ore_margin`` makes every site ship more than its inputs allow at p/q.
     """
     rng = random.Random(seed)
     ledger_dir = root / "ledger"
@@ -76,11 +80,11 @@ def build_lot(
     try:
         for site in scenario.sites:
             with _gateway(root, site, store, ledger_dir) as rec:
-                bags = [rng.randint(9_000, 16_000) for _ in range(bags_per_site)]
+                bags = [rng.randint(*bag_range) for _ in range(bags_per_site)]
                 others = max(0, checkpoints_per_site - bags_per_site)
-                other_bags = [rng.randint(9_000, 16_000) for _ in range(others)]
+                other_bags = [rng.randint(*bag_range) for _ in range(others)]
                 # Enough ore in for every bag out at p/q, with a margin.
-                ore = -(-(sum(bags) + sum(other_bags)) * q // p) + 50_000
+                ore = -(-(sum(bags) + sum(other_bags)) * q // p) + ore_margin
                 while ore > 0:
                     load = min(ore, 400_000)
                     rec.weighing(gross=load + 150_000, tare=150_000, direction="in", stage="out")

@@ -243,7 +243,7 @@ def _provers(
         blinding = g.scalar_add(
             g.scalar_mul(p, r_in), g.scalar_mul(q, g.scalar_sub(stock.blinding, r_out))
         )
-        if not 0 <= value < 2**pol.balance_bits:
+        if not _balance_ok(value, pol.balance_bits):
             raise SummaryError(
                 f"site {check.site}: at log index {check.index} outputs exceed inputs × "
                 f"{pol.recovery_p}/{pol.recovery_q} plus opening stock: the mass balance "
@@ -251,6 +251,10 @@ def _provers(
             )
         provers.append(RangeProver(f"balance{i}", value, blinding, pol.balance_bits, g))
     return provers
+
+
+def _balance_ok(value: int, bits: int) -> bool:
+    return 0 <= value < (1 << bits)
 
 
 def _zero(g: Group) -> Scalar:
