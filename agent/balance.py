@@ -11,7 +11,8 @@ this key's chain for every event with ``seq <= upto``:
 
 Sums are computed from the outbox (the local truth, with the openings the gateway keeps), each
 checkpoint continuing from the previous one, so a checkpoint costs the events since the last.
-A lot contribution commits to the sum of the chain's non-voided bags of that lot.
+A lot contribution commits to the sum of the chain's non-voided output bags of that lot (so
+every contributed bag is inside the output sums the balance proofs use).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def lot_bags(outbox: Outbox, kid: bytes, lot: str) -> tuple[int, int]:
         if (
             p.type is EventType.WEIGHING
             and body.get("lot") == lot
+            and body.get("direction") == "out"  # an output, so inside the checkpoint sums
             and "bag" in body.get("mass", {})
             and event.event_id not in voided
         ):

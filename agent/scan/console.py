@@ -224,7 +224,7 @@ class Console:
             if e.mass is not None:
                 # The weighing first; the aggregation after it is the bag's commit point.
                 weighing = self.rec.weighing(
-                    bag=e.mass, lot=e.lot, seals=[e.seal], manual=e.manual_mass,
+                    bag=e.mass, lot=e.lot, seals=[e.seal], manual=e.manual_mass, direction="out",
                     scale=None if e.manual_mass else self.scale_port,
                 )  # fmt: skip
             agg = self.rec.record(
