@@ -13,6 +13,9 @@ The demo runs the same commands an operator would, and prints them as it goes:
    ``custody-agent sync --once`` drains the outbox until the ledger has signed an ack for each.
 4. The ledger signs a checkpoint of its transparency log and proves that the gateway's last
    record is in it; the proof is checked here against the checkpoint with the ledger's public key.
+5. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
+   total, the receipt within tolerance and the mine's mass balance in one zero-knowledge bundle
+   (``custody-ledger summary``), and ``custody-verify`` checks it offline as a buyer would.
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ from custody.merkle import leaf_hash, verify_inclusion
 from ledger.log import verify_checkpoint
 
 DEVICE_ID, SITE_ID = "gw-kol-01", "KOL-01"
+REFINER_DEVICE, REFINER_SITE = "gw-ref-01", "REF-01"
+LOT = "LOT-2026-0042"
 # How long the drain may take before the demo gives up (it takes about a second).
 SYNC_TIMEOUT_S = 60
-COMMANDS = {"custody-agent": "agent.cli", "custody-ledger": "ledger.cli"}
+COMMANDS = {
+    "custody-agent": "agent.cli",
+    "custody-ledger": "ledger.cli",
+    "custody-verify": "ledger.verify.cli",
+}
 
 
 class DemoError(RuntimeError):
@@ -67,20 +76,30 @@ def run_cmd(*argv: str, quiet: bool = False) -> str:
 
 
 def record_morning(gw_dir: Path) -> bytes:
-    """The offline part: returns the event id of the last record."""
+    """The offline part at the mine: returns the event id of the last record."""
     with Recorder(gw_dir, boot_reason="demo") as rec:
-        lot = "LOT-2026-0042"
-        rec.weighing(gross=kg_to_units("41260"), vehicle="CD-KLZ-4471", stage="in")
+        lot = LOT
+        # An ore truck: in heavy, out empty; the net is an input of the site.
+        ore = rec.weighing(gross=kg_to_units("38420"), vehicle="CD-LSH-1187", stage="in")
+        rec.weighing(
+            gross=kg_to_units("38420"), tare=kg_to_units("14310"), vehicle="CD-LSH-1187",
+            stage="out", direction="in", inbound=ore.event_id,
+        )  # fmt: skip
+        # Hydroxide bags of the lot: outputs (each followed by a signed checkpoint of the sums).
+        rec.weighing(gross=kg_to_units("14150"), vehicle="CD-KLZ-4471", stage="in")
         seals = [f"SEAL-{n:06d}" for n in (104201, 104202, 104203)]
         for seal in seals:
-            rec.weighing(bag=kg_to_units("1502.5"), lot=lot, seals=[seal])
+            rec.weighing(bag=kg_to_units("1502.5"), lot=lot, seals=[seal], direction="out")
             rec.seal_scan(seal, lot=lot, symbology="QR")
         mistaken = rec.seal_scan("SEAL-104299", lot=lot)
         rec.void(mistaken.event_id, "scanned a bag of another lot")
         rec.record(EventType.AGGREGATION, {"lot": lot, "children": seals, "action": "ADD"})
+        # The site's share of the lot: one commitment to the sum of its bags, then a checkpoint.
+        rec.lot_close(lot)
+        # The truck leaves with the lot (a dispatch cross-check, not counted twice).
         last = rec.weighing(
-            gross=kg_to_units("45767.5"), tare=kg_to_units("41260"), vehicle="CD-KLZ-4471",
-            direction="out", lot=lot, stage="out",
+            gross=kg_to_units("18657.5"), tare=kg_to_units("14150"), vehicle="CD-KLZ-4471",
+            lot=lot, stage="out",
         )  # fmt: skip
         report = audit.verify_outbox(rec.outbox, rec.key)
     if not report.ok:
@@ -90,19 +109,21 @@ def record_morning(gw_dir: Path) -> bytes:
 
 
 @contextlib.contextmanager
-def private_broker(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
-    """A TLS Mosquitto with a throwaway PKI: (url, gateway TLS settings, ledger TLS flags)."""
+def private_broker(root: Path) -> Iterator[tuple[str, dict[str, list[str]], list[str]]]:
+    """A TLS Mosquitto with a throwaway PKI: (url, TLS settings per gateway, ledger TLS flags)."""
     from lab.mosquitto import MosquittoBroker, TestPKI
 
-    pki = TestPKI.create(root / "pki", [DEVICE_ID])
+    pki = TestPKI.create(root / "pki", [DEVICE_ID, REFINER_DEVICE])
     with MosquittoBroker(root / "mosquitto", pki) as broker:
-        device = pki.device(DEVICE_ID)
         url = f"mqtts://{broker.host}:{broker.tls_port}"
         print(f"private Mosquitto on {url} (TLS, client certificates, per-device ACL)")
-        gateway_tls = [
-            f'ca_file = "{pki.ca_file}"', f'cert_file = "{device.cert}"',
-            f'key_file = "{device.key}"',
-        ]  # fmt: skip
+        gateway_tls = {}
+        for device_id in (DEVICE_ID, REFINER_DEVICE):
+            device = pki.device(device_id)
+            gateway_tls[device_id] = [
+                f'ca_file = "{pki.ca_file}"', f'cert_file = "{device.cert}"',
+                f'key_file = "{device.key}"',
+            ]  # fmt: skip
         ledger_tls = [
             "--ca-file", str(pki.ca_file), "--cert-file", str(pki.ledger.cert),
             "--key-file", str(pki.ledger.key),
@@ -165,18 +186,37 @@ def check_inclusion(ledger_dir: Path, event_id: bytes) -> None:
     )
 
 
-def run(root: Path, broker_url: str | None = None) -> int:
-    ledger_dir, gw_dir = root / "ledger", root / "gateway"
-    step("1. keys: the ledger, a gateway, its enrolment")
-    ledger_pub = run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "init").strip()
+def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, device: str) -> Path:
+    gw_dir = root / device
     record = run_cmd(
-        "custody-agent", "--data-dir", str(gw_dir), "init", "--site", SITE_ID,
-        "--device", DEVICE_ID, "--ledger-key", ledger_pub, quiet=True,
+        "custody-agent", "--data-dir", str(gw_dir), "init", "--site", site,
+        "--device", device, "--ledger-key", ledger_pub, quiet=True,
     )  # fmt: skip
-    record_file = root / "enrolment.json"
+    record_file = root / f"enrolment-{device}.json"
     record_file.write_text(record)
     print(f"enrolment record written to {record_file}")
     run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", str(record_file))
+    return gw_dir
+
+
+def receive_at_refiner(ref_dir: Path) -> None:
+    """The refiner's weighbridge weighs the lot in: 4,507.5 kg of bags, read as 4,505 kg."""
+    with Recorder(ref_dir, boot_reason="demo") as rec:
+        truck = rec.weighing(gross=kg_to_units("18655"), vehicle="CD-KLZ-4471", stage="in")
+        rec.weighing(
+            gross=kg_to_units("18655"), tare=kg_to_units("14150"), vehicle="CD-KLZ-4471",
+            lot=LOT, stage="out", direction="in", inbound=truck.event_id,
+        )  # fmt: skip
+    print("refiner REF-01 weighed the lot in: net 4505.0 kg")
+
+
+def run(root: Path, broker_url: str | None = None) -> int:
+    ledger_dir = root / "ledger"
+    step("1. keys: the ledger, two gateways (a mine and a refiner), their enrolment")
+    ledger_pub = run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "init").strip()
+    gw_dir = enrol_gateway(root, ledger_dir, ledger_pub, SITE_ID, DEVICE_ID)
+    ref_dir = enrol_gateway(root, ledger_dir, ledger_pub, REFINER_SITE, REFINER_DEVICE)
+    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "site", "stock", SITE_ID, "--kg", "0")
 
     step("2. a morning at the weighbridge, offline")
     last_event = record_morning(gw_dir)
@@ -187,18 +227,35 @@ def run(root: Path, broker_url: str | None = None) -> int:
         if broker_url is None:
             url, gateway_tls, ledger_tls = stack.enter_context(private_broker(root))
         else:
-            url, gateway_tls, ledger_tls = broker_url, [], []
-        configure_sync(gw_dir, url, gateway_tls)
+            url, gateway_tls, ledger_tls = broker_url, {}, []
+        for device, directory in ((DEVICE_ID, gw_dir), (REFINER_DEVICE, ref_dir)):
+            configure_sync(directory, url, gateway_tls.get(device, []))
         stack.enter_context(ledger_running(ledger_dir, url, ledger_tls))
         run_cmd(
             "custody-agent", "--data-dir", str(gw_dir), "sync", "--once",
             "--timeout", str(SYNC_TIMEOUT_S),
         )  # fmt: skip
-    run_cmd("custody-agent", "--data-dir", str(gw_dir), "status")
+        run_cmd("custody-agent", "--data-dir", str(gw_dir), "status")
 
-    step("4. the ledger's signed log")
+        step("4. the ledger's signed log")
+        check_inclusion(ledger_dir, last_event)
+
+        step("5. the refiner receives the lot; a zero-knowledge summary for a buyer")
+        receive_at_refiner(ref_dir)
+        run_cmd(
+            "custody-agent", "--data-dir", str(ref_dir), "sync", "--once",
+            "--timeout", str(SYNC_TIMEOUT_S),
+        )  # fmt: skip
     run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "devices")
-    check_inclusion(ledger_dir, last_event)
+    bundle = root / "buyer" / f"{LOT}.cbor"
+    bundle.parent.mkdir()
+    run_cmd(
+        "custody-ledger", "--data-dir", str(ledger_dir), "summary", "--lot", LOT,
+        "--out", str(bundle),
+    )  # fmt: skip
+    # What the buyer holds: the bundle and the ledger's public keys, nothing else.
+    (bundle.parent / "ledger-public.json").write_bytes(Path(ledger_pub).read_bytes())
+    run_cmd("custody-verify", str(bundle))
     print(f"\ndemo OK; files in {root}")
     return 0
 

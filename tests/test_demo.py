@@ -1,4 +1,5 @@
-"""``make demo`` end to end: keys, offline capture, TLS broker, ledger acks, a proven log entry."""
+"""``make demo`` end to end: keys, offline capture, TLS broker, ledger acks, a proven log entry,
+a lot summary verified by custody-verify."""
 
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ def test_demo_runs_the_whole_path_and_proves_the_last_record(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "acked 12, rejected 0, still unacked 0" in out
-    assert "pending 0, sent 0, acked 12, rejected 0" in out
-    assert "is entry 11 of the signed log" in out
+    assert "acked 19, rejected 0, still unacked 0" in out  # the mine's gateway
+    assert "pending 0, sent 0, acked 19, rejected 0" in out
+    assert "acked 3, rejected 0, still unacked 0" in out  # the refiner's
+    assert "is entry 18 of the signed log" in out
+    assert "ACCEPTED: lot LOT-2026-0042: 4507.5 kg from 1 registered site(s) (KOL-01)" in out
     assert out.rstrip().splitlines()[-1].startswith("demo OK")
     # The ledger's database really holds the records (not just the demo's say-so).
     store = LedgerStore(tmp_path / "demo" / "ledger" / STORE_FILE)
     try:
-        assert store.log_size() == 12
+        assert store.log_size() == 19 + 3
     finally:
         store.close()
 
