@@ -6,7 +6,8 @@ A bundle is deterministic CBOR (docs/zk-summaries.md)::
      "statement": {"lot", "refiner", "total", "tau", "sites", "policy", "id", "audience",
                    "windows": {site: first log index of the site's window}},
      "registry": COSE registry snapshot, "log": COSE log checkpoint,
-     "records": [{"i": log index, "env": COSE envelope, "path": [32-byte hashes]}] by index,
+     "hashes": [32-byte Merkle nodes used by the inclusion proofs, each once],
+     "records": [{"i": log index, "env": COSE envelope, "path": [positions in "hashes"]}],
      "proof": {"e": 16 bytes, "total": 32 bytes, "tolerance": [2 range proofs],
                "balance": [range proofs, by site then log index]}}
 
@@ -115,13 +116,15 @@ AUDIENCES = frozenset({"buyer", "regulator", "auditor"})
 class LoggedRecord:
     index: int
     envelope: bytes
-    path: tuple[bytes, ...]
+    path: tuple[bytes, ...]  # the RFC 9162 inclusion proof under the bundle's log checkpoint
 
-    def to_map(self) -> dict[str, Any]:
-        return {"i": self.index, "env": self.envelope, "path": list(self.path)}
+    def to_map(self, pool: dict[bytes, int]) -> dict[str, Any]:
+        # Inclusion proofs of neighbouring records share most upper nodes: each node is sent
+        # once in the bundle's "hashes" and referenced by position (a third of the bytes).
+        return {"i": self.index, "env": self.envelope, "path": [pool[h] for h in self.path]}
 
     @classmethod
-    def from_map(cls, raw: Any) -> LoggedRecord:
+    def from_map(cls, raw: Any, pool: Sequence[bytes], used: set[int]) -> LoggedRecord:
         if not isinstance(raw, dict) or set(raw) != {"i", "env", "path"}:
             raise SchemaError("record fields")
         if not _uint(raw["i"]) or not isinstance(raw["env"], bytes):
@@ -129,9 +132,10 @@ class LoggedRecord:
         path = raw["path"]
         if not isinstance(path, list) or len(path) > 64:
             raise SchemaError("record inclusion path")
-        if not all(isinstance(h, bytes) and len(h) == 32 for h in path):
-            raise SchemaError("record inclusion path hashes must be 32 bytes")
-        return cls(raw["i"], raw["env"], tuple(path))
+        if not all(_uint(k) and k < len(pool) for k in path):
+            raise SchemaError("record inclusion path refers to no hash")
+        used.update(path)
+        return cls(raw["i"], raw["env"], tuple(pool[k] for k in path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +187,14 @@ class Bundle:
     proof: SummaryProof
 
     def to_bytes(self) -> bytes:
+        pool: dict[bytes, int] = {}
+        for rec in self.records:
+            for h in rec.path:
+                pool.setdefault(h, len(pool))
         return cbor.encode({
             "v": 1, "kind": BUNDLE_KIND, "statement": self.statement.to_map(),
-            "registry": self.registry, "log": self.log,
-            "records": [r.to_map() for r in self.records], "proof": self.proof.to_map(),
+            "registry": self.registry, "log": self.log, "hashes": list(pool),
+            "records": [r.to_map(pool) for r in self.records], "proof": self.proof.to_map(),
         })  # fmt: skip
 
     @classmethod
@@ -196,7 +204,7 @@ class Bundle:
             raise ProofError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
         try:
             raw = cbor.decode(data)
-            keys = {"v", "kind", "statement", "registry", "log", "records", "proof"}
+            keys = {"v", "kind", "statement", "registry", "log", "hashes", "records", "proof"}
             if not isinstance(raw, dict) or set(raw) != keys:
                 raise SchemaError("bundle fields")
             if raw["v"] != 1 or raw["kind"] != BUNDLE_KIND:
@@ -204,10 +212,20 @@ class Bundle:
             statement = Statement.from_map(raw["statement"])
             if not isinstance(raw["registry"], bytes) or not isinstance(raw["log"], bytes):
                 raise SchemaError("registry and log must be byte strings")
+            pool = raw["hashes"]
+            if not isinstance(pool, list) or not all(
+                isinstance(h, bytes) and len(h) == 32 for h in pool
+            ):
+                raise SchemaError("bundle hashes must be 32-byte nodes")
+            if len(set(pool)) != len(pool):
+                raise SchemaError("bundle hashes must not repeat")
             records = raw["records"]
             if not isinstance(records, list) or not 0 < len(records) <= MAX_RECORDS:
                 raise SchemaError("bundle records")
-            decoded = tuple(LoggedRecord.from_map(r) for r in records)
+            used: set[int] = set()
+            decoded = tuple(LoggedRecord.from_map(r, pool, used) for r in records)
+            if len(used) != len(pool):
+                raise SchemaError("bundle hashes that no inclusion proof uses")
             indexes = [r.index for r in decoded]
             if indexes != sorted(set(indexes)):
                 raise SchemaError("records must be sorted by log index, without duplicates")
