@@ -108,6 +108,16 @@ _DECLARED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     # workflows
     ("custody_captures", "counter", ("workflow", "outcome"),
      "Workflow outcomes (captured, unstable, ...)."),
+    ("custody_weighbridge_passes", "counter", ("pass",),
+     "Weighbridge captures by pass (in, out, single)."),
+    ("custody_weighbridge_tickets", "counter", ("result",),
+     "Driver's tickets printed, and ones the printer failed."),
+    ("custody_weighbridge_zero_drift_kg", "gauge", (),
+     "The empty weighbridge's distance from zero."),
+    ("custody_weighbridge_zero_drift_alarm", "gauge", (),
+     "1 while zero drift is past weighbridge.zero_drift_limit_kg."),
+    ("custody_weighbridge_capture_latency_seconds", "gauge", (),
+     "Last capture: from the stable reading's arrival to the durable event."),
     # queues (STYLE.md §7: every queue has a metric)
     ("custody_queue_depth", "gauge", ("queue",),
      "Items waiting in a bounded queue."),

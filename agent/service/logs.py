@@ -14,13 +14,14 @@ prefix.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
-__all__ = ["LOG_FORMATS", "EventLog"]
+__all__ = ["LOG_FORMATS", "EventLog", "LoggingBridge"]
 
 LOG_FORMATS = ("text", "json")
 # sd-daemon(3) SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG
@@ -66,6 +67,8 @@ class EventLog:
 def _logfmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)  # workers=port:/dev/ttyUSB0,sync
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text and not any(c in text for c in ' "=\\\n\r\t'):
         return text
@@ -82,3 +85,23 @@ def _is_journal_stream(stream: TextIO) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return f"{st.st_dev}:{st.st_ino}" == wanted
+
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+
+class LoggingBridge(logging.Handler):
+    """Sends records of the ``logging`` module (workflows, libraries) into the event log."""
+
+    def __init__(self, log: EventLog, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        trace = None
+        if record.exc_info:
+            trace = logging.Formatter().formatException(record.exc_info)
+        level = _LEVELS.get(record.levelno, "error")
+        self.log.event(
+            level, "log", logger=record.name, message=record.getMessage(), traceback=trace
+        )

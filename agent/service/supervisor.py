@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import select
 import signal
@@ -47,7 +48,7 @@ from typing import Any
 from agent.paths import DataDir
 from agent.recorder import Recorder
 from agent.service.health import HealthServer, OutboxGauges
-from agent.service.logs import EventLog
+from agent.service.logs import EventLog, LoggingBridge
 from agent.service.notify import Notifier
 from agent.service.workers import PortWorker, Sample, SyncWorker, Worker, parse_port_spec
 from agent.settings import AgentConfig, load_config
@@ -534,10 +535,20 @@ def run_service(
     """Run the gateway service in this process (main thread); return its exit code."""
     from agent.service.plugins import default_workflows
 
-    service = Service(
-        data_dir,
-        broker_url=broker_url,
-        log=EventLog(log_format),
-        workflows=default_workflows() if workflows is None else workflows,
-    )
-    return service.run()
+    log = EventLog(log_format)
+    bridge = LoggingBridge(log)
+    root = logging.getLogger()
+    root.addHandler(bridge)
+    old_level = root.level
+    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    try:
+        service = Service(
+            data_dir,
+            broker_url=broker_url,
+            log=log,
+            workflows=default_workflows() if workflows is None else workflows,
+        )
+        return service.run()
+    finally:
+        root.removeHandler(bridge)
+        root.setLevel(old_level)
