@@ -183,7 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Address of the service's /healthz and /metrics endpoint (`custody-agent run`); "
             "keep it on loopback unless a firewall guards the port."),
     Setting("service.http_port", "http_port", 9478, _int_range(0, 65_535),
-            "TCP port of /healthz and /metrics; 0 = any free port (written to service.port "
+            "TCP port of /healthz and /metrics; 0 = any free port (written to service.json "
             "in the data dir)."),
     Setting("service.drain_deadline_s", "drain_deadline_s", 20, _int_range(1, 600),
             "On SIGTERM: seconds to stop workers, flush the outbox and exit 0 before giving up "
@@ -191,6 +191,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("service.heartbeat_timeout_s", "heartbeat_timeout_s", 30, _int_range(1, 3600),
             "A worker whose heartbeat is older than this is stuck: WATCHDOG=1 is withheld, "
             "so systemd restarts the service."),
+    Setting("service.checkpoint_interval_s", "checkpoint_interval_s", 3600,
+            _int_range(0, 86_400),
+            "The service signs a checkpoint of the running input/output sums this often "
+            "(seconds; 0 = only `custody-agent checkpoint` and lot close)."),
     Setting("devices.ports", "device_ports", (), _port_specs,
             'Serial devices the service reads, as "DIALECT@URL" (see `devices dialects`), '
             'e.g. ["xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"].'),
@@ -278,6 +282,7 @@ class AgentConfig:
     http_port: int
     drain_deadline_s: int
     heartbeat_timeout_s: int
+    checkpoint_interval_s: int
     device_ports: tuple[str, ...]
     wb_port: str
     wb_dialect: str

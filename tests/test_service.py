@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.service.health import METRICS, SampleCollector
 from agent.service.notify import Notifier
+from agent.service.supervisor import EXIT_WORKER_FAILED
 from agent.service.workers import PortWorker, Sample, Worker
 from firmware_bridge.sim.runner import PtySink, Simulator
 from tests.conftest import Gateway
@@ -394,6 +395,22 @@ def test_sighup_with_a_broken_config_keeps_running_and_names_the_problem(
         assert svc.wait_event("service.stopping")["deadline_s"] == 7
 
 
+def test_the_service_signs_checkpoints_at_its_interval(gw: Path) -> None:
+    set_config(gw, "service.checkpoint_interval_s", "1")
+    with service(gw) as svc:
+        svc.wait_event("service.ready")
+        wait_until(
+            lambda: (svc.metric("custody_checkpoints_signed_total") or 0) >= 2, "checkpoints"
+        )
+        assert svc.health()["workers"]["checkpoint"]["signed"] >= 2
+        assert svc.terminate() == 0
+    listed = run_cli("--data-dir", str(gw), "events", "list", "--json")
+    types = [e["type"] for e in json.loads(listed.stdout)]
+    assert types[0] == "boot" and types.count("checkpoint") >= 2
+    verified = run_cli("--data-dir", str(gw), "events", "verify")
+    assert verified.returncode == 0, verified.stderr
+
+
 def test_a_second_service_on_the_same_data_dir_is_refused(gw: Path) -> None:
     with service(gw) as first:
         first.wait_event("service.ready")
@@ -409,6 +426,19 @@ def test_a_bad_config_at_start_fails_with_file_key_and_reason(gw: Path) -> None:
     result = run_cli("--data-dir", str(gw), "run")
     assert result.returncode == 3
     assert "devices.ports" in result.stderr and "unknown dialect" in result.stderr
+
+
+def test_a_port_url_pyserial_refuses_stops_the_service_non_zero(gw: Path) -> None:
+    # The dialect is valid (config check passes) but the URL scheme is not one pyserial
+    # knows: the reader cannot retry its way out, so the service exits for systemd to see.
+    set_config(gw, "devices.ports", '["xk3190-a12@nosuch://indicator"]')
+    with service(gw) as svc:
+        rc = svc.wait_exit()
+        assert rc == EXIT_WORKER_FAILED, svc.log_text()
+        failed = svc.wait_event("worker.failed")
+        assert failed["worker"] == "port:nosuch://indicator"
+        assert failed["error"] == "PortConfigError" and "devices.ports" in failed["message"]
+        assert svc.find("service.stopped")
 
 
 # --- serial devices ----------------------------------------------------------------------------
@@ -462,7 +492,7 @@ def test_sighup_adds_a_port_worker_without_restarting_the_others(
     _sink, link = scale_pty
     with service(gw) as svc:
         svc.wait_event("service.ready")
-        assert svc.health()["workers"] == {}
+        assert set(svc.health()["workers"]) == {"checkpoint"}
         set_config(gw, "devices.ports", json.dumps([f"xk3190-a12@{link}"]))
         svc.signal(signal.SIGHUP)
         reloaded = svc.wait_event("config.reloaded")
@@ -473,7 +503,7 @@ def test_sighup_adds_a_port_worker_without_restarting_the_others(
         svc.signal(signal.SIGHUP)
         wait_until(lambda: len(svc.find("config.reloaded")) == 2, "second reload")
         assert svc.find("config.reloaded")[1]["stopped"] == [f"port:{link}"]
-        assert svc.health()["workers"] == {}
+        assert set(svc.health()["workers"]) == {"checkpoint"}
         assert svc.terminate() == 0
 
 

@@ -118,6 +118,8 @@ _DECLARED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "1 while zero drift is past weighbridge.zero_drift_limit_kg."),
     ("custody_weighbridge_capture_latency_seconds", "gauge", (),
      "Last capture: from the stable reading's arrival to the durable event."),
+    ("custody_checkpoints_signed", "counter", (),
+     "Checkpoints of the running sums the service signed since start."),
     # queues (STYLE.md §7: every queue has a metric)
     ("custody_queue_depth", "gauge", ("queue",),
      "Items waiting in a bounded queue."),

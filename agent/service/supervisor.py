@@ -50,7 +50,14 @@ from agent.recorder import Recorder
 from agent.service.health import HealthServer, OutboxGauges
 from agent.service.logs import EventLog, LoggingBridge
 from agent.service.notify import Notifier
-from agent.service.workers import PortWorker, Sample, SyncWorker, Worker, parse_port_spec
+from agent.service.workers import (
+    CheckpointWorker,
+    PortWorker,
+    Sample,
+    SyncWorker,
+    Worker,
+    parse_port_spec,
+)
 from agent.settings import AgentConfig, load_config
 from custody.errors import ConfigError, CustodyError, StorageError
 from firmware_bridge.errors import DeviceError
@@ -196,6 +203,15 @@ class Service:
                     spec, log=self.log.event, heartbeat_timeout_s=cfg.heartbeat_timeout_s
                 ),
             )
+        if cfg.checkpoint_interval_s:
+            recorder = self.recorder
+            wanted["checkpoint"] = (
+                (cfg.checkpoint_interval_s, cfg.heartbeat_timeout_s),
+                lambda: CheckpointWorker(
+                    recorder, interval_s=cfg.checkpoint_interval_s,
+                    heartbeat_timeout_s=cfg.heartbeat_timeout_s,
+                ),
+            )  # fmt: skip
         if self.broker_url or cfg.broker_url:
             key = self.recorder.key
             boot = self.recorder.boot

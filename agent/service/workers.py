@@ -15,6 +15,9 @@ Workers built in here:
   is drained here; state changes are logged; frames go to subscribers (the
   workflows) through ``BoundedQueue``s that drop the newest item when full and
   count it, so a slow workflow never stalls a serial port.
+- ``CheckpointWorker``: signs a checkpoint of the running input/output sums
+  every ``service.checkpoint_interval_s`` (``Recorder.checkpoint``, which
+  serialises with other processes on the data dir).
 - ``SyncWorker``: ``sync.uplink.Uplink`` over the outbox, as ``custody-agent
   sync --once`` builds it, run until stopped instead of until drained. It
   opens its own outbox connection (SQLite connections are not shared across
@@ -34,6 +37,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from agent.identity import load_ledger_keys
 from agent.outbox import Outbox
 from agent.paths import DataDir
+from agent.recorder import Recorder
 from agent.settings import AgentConfig
 from agent.uplink import OutboxDelivery, broker_config
 from custody.errors import ConfigError
@@ -45,6 +49,7 @@ from sync.uplink import Uplink, UplinkStats
 
 __all__ = [
     "BoundedQueue",
+    "CheckpointWorker",
     "Heartbeat",
     "PortWorker",
     "Sample",
@@ -365,3 +370,49 @@ class SyncWorker:
             yield Sample("custody_queue_depth", q, self.uplink.link.events.qsize())
             yield Sample("custody_queue_capacity", q, self.uplink.link.events.maxsize)
             yield Sample("custody_queue_dropped", q, dropped)
+
+
+class CheckpointWorker:
+    """Signs a checkpoint every ``interval_s`` seconds, the first one ``interval_s`` after start."""
+
+    name = "checkpoint"
+
+    def __init__(
+        self, recorder: Recorder, *, interval_s: float, heartbeat_timeout_s: float
+    ) -> None:
+        self.recorder = recorder
+        self.interval_s = interval_s
+        self.heartbeat = Heartbeat(heartbeat_timeout_s)
+        self.signed = 0
+        self.last_seq: int | None = None
+        self._running = False
+
+    def run(self, stop: threading.Event) -> None:
+        self._running = True
+        due = time.monotonic() + self.interval_s
+        try:
+            while not stop.is_set():
+                self.heartbeat.beat()
+                now = time.monotonic()
+                if now >= due:
+                    event = self.recorder.checkpoint()  # CustodyError: unexpected, surfaces
+                    self.signed += 1
+                    self.last_seq = event.seq
+                    due = now + self.interval_s
+                # Wake often enough to keep the heartbeat fresh while waiting.
+                stop.wait(min(1.0, max(0.0, due - time.monotonic())))
+        finally:
+            self._running = False
+
+    @property
+    def alive(self) -> bool:
+        return self._running and self.heartbeat.fresh
+
+    def health(self) -> WorkerHealth:
+        detail: dict[str, object] = {"interval_s": self.interval_s, "signed": self.signed}
+        if self.last_seq is not None:
+            detail["last_seq"] = self.last_seq
+        return WorkerHealth("ok" if self._running else "stopped", detail)
+
+    def metrics(self) -> Iterable[Sample]:
+        yield Sample("custody_checkpoints_signed", {}, self.signed)
