@@ -11,6 +11,7 @@ never assert how fast anything is.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -264,6 +265,34 @@ def test_ready_after_the_outbox_opens_then_watchdog_while_workers_live(
     assert stopping > ready
 
 
+def test_watchdog_is_withheld_while_a_worker_is_stuck_and_resumes_after(
+    gw: Path, notify_socket: NotifyListener
+) -> None:
+    # A real stall: another process holds the checkpoint lock (as a `custody-agent
+    # checkpoint` would), so the service's checkpoint worker blocks and its heartbeat ages.
+    set_config(gw, "service.checkpoint_interval_s", "1")
+    set_config(gw, "service.heartbeat_timeout_s", "1")
+    env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "200000"}
+    with open(gw / "checkpoint.lock", "a") as lock, service(gw, env=env) as svc:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        ready = notify_socket.wait_for("READY", "1")
+        withheld = svc.wait_event("watchdog.withheld")
+        assert withheld["workers"] == ["checkpoint"]
+        notify_socket.poll()  # pings sent before the decision are in the buffer by now
+        stuck_from = len(notify_socket.messages)
+        code, body = svc.get("/healthz")
+        assert code == 503 and json.loads(body)["status"] == "failing"
+        assert json.loads(body)["workers"]["checkpoint"]["alive"] is False
+        assert svc.metric("custody_worker_up", worker="checkpoint") == 0
+        notify_socket.poll()
+        assert not any("WATCHDOG" in m for m in notify_socket.messages[stuck_from:])
+
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)  # the other process finishes
+        notify_socket.wait_for("WATCHDOG", "1", after=max(stuck_from, ready + 1))
+        wait_until(lambda: svc.health()["status"] == "ok", "healthy again")
+        assert svc.terminate() == 0
+
+
 def test_abstract_notify_socket_and_sigterm(gw: Path) -> None:
     name = f"@custody-test-{os.getpid()}-{time.monotonic_ns()}"
     listener = NotifyListener(name)
@@ -291,6 +320,19 @@ def test_a_vanished_notify_socket_is_counted_not_raised(tmp_path: Path) -> None:
     assert notifier.watchdog() is False
     assert notifier.failures == 1 and "gone" in (notifier.last_error or "")
     notifier.close()
+
+
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(
+    notify_socket: NotifyListener,
+) -> None:
+    # unix(7): a datagram queue holds net.unix.max_dgram_qlen messages; past that a blocking
+    # sendto would hang the service's main loop (signals, watchdog). It must fail instead.
+    notifier = Notifier({"NOTIFY_SOCKET": notify_socket.address})
+    results = [notifier.watchdog() for _ in range(500)]
+    notifier.close()
+    assert results[0] is True and results.count(False) == notifier.failures > 0
+    notify_socket.poll()
+    assert 0 < len(notify_socket.messages) < 500
 
 
 # --- health and metrics ----------------------------------------------------------------------

@@ -60,6 +60,10 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the main loop: a receiver that is not reading fills its
+                # queue after net.unix.max_dgram_qlen datagrams (10 by default) and a
+                # blocking sendto would then stall signals and the watchdog itself.
+                self._sock.setblocking(False)
             self._sock.sendto(message, target)
         except OSError as exc:
             self.failures += 1
