@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.service.health import METRICS, SampleCollector
 from agent.service.notify import Notifier
-from agent.service.supervisor import EXIT_WORKER_FAILED
+from agent.service.supervisor import EXIT_DRAIN_TIMEOUT, EXIT_WORKER_FAILED
 from agent.service.workers import PortWorker, Sample, Worker
 from firmware_bridge.sim.runner import PtySink, Simulator
 from tests.conftest import Gateway
@@ -291,6 +291,20 @@ def test_watchdog_is_withheld_while_a_worker_is_stuck_and_resumes_after(
         notify_socket.wait_for("WATCHDOG", "1", after=max(stuck_from, ready + 1))
         wait_until(lambda: svc.health()["status"] == "ok", "healthy again")
         assert svc.terminate() == 0
+
+
+def test_sigterm_with_a_stuck_worker_gives_up_at_the_deadline_with_exit_12(gw: Path) -> None:
+    set_config(gw, "service.checkpoint_interval_s", "1")
+    set_config(gw, "service.heartbeat_timeout_s", "1")
+    set_config(gw, "service.drain_deadline_s", "1")
+    with open(gw / "checkpoint.lock", "a") as lock, service(gw) as svc:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # the checkpoint worker will block on it
+        wait_until(lambda: svc.health()["status"] == "failing", "a stuck worker")
+        svc.signal(signal.SIGTERM)
+        assert svc.wait_exit() == EXIT_DRAIN_TIMEOUT, svc.log_text()
+        assert svc.wait_event("drain.deadline_exceeded")["workers"] == ["checkpoint"]
+    verified = run_cli("--data-dir", str(gw), "events", "verify")
+    assert verified.returncode == 0, verified.stderr  # nothing half-written
 
 
 def test_abstract_notify_socket_and_sigterm(gw: Path) -> None:
