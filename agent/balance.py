@@ -37,6 +37,7 @@ class CheckpointState:
     upto: int
     inputs: int
     outputs: int
+    seq: int = 0  # the checkpoint's own seq
 
 
 def payload_of(event: StoredEvent) -> Payload:
@@ -67,8 +68,9 @@ def last_checkpoint(outbox: Outbox, kid: bytes) -> CheckpointState:
     body = payload_of(latest).body
     openings = outbox.openings(latest.event_id)
     return CheckpointState(
-        body["epoch"], latest.event_id, body["upto"], openings["in"][0], openings["out"][0]
-    )
+        body["epoch"], latest.event_id, body["upto"], openings["in"][0], openings["out"][0],
+        latest.seq,
+    )  # fmt: skip
 
 
 def next_sums(outbox: Outbox, kid: bytes, state: CheckpointState, upto: int) -> tuple[int, int]:

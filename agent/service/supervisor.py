@@ -203,7 +203,8 @@ class Service:
                     spec, log=self.log.event, heartbeat_timeout_s=cfg.heartbeat_timeout_s
                 ),
             )
-        if cfg.checkpoint_interval_s:
+        # Checkpoints commit masses, so they need the ledger's sealing key.
+        if cfg.checkpoint_interval_s and self.recorder.ledger_keys is not None:
             recorder = self.recorder
             wanted["checkpoint"] = (
                 (cfg.checkpoint_interval_s, cfg.heartbeat_timeout_s),
