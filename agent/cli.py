@@ -299,6 +299,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def cmd_events_export(args: argparse.Namespace) -> int:
+    if args.format == "epcis":
+        return _export_epcis(args)
     outbox = _open_outbox(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,6 +320,37 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     print(f"exported {n} event(s) to {out}")
+    return 0
+
+
+def _export_epcis(args: argparse.Namespace) -> int:
+    """One EPCIS 2.0 document; masses as commitments only (the clear values stay here)."""
+    from custody import epcis
+
+    try:
+        locations = epcis.locations_from_options(args.site_location, args.read_point, args.tz)
+    except ValueError as exc:
+        raise ConfigError("command line", "--site-location/--read-point/--tz", str(exc)) from exc
+    outbox = _open_outbox(args)
+    try:
+        total = sum(outbox.counts_by_state().values())
+        sources = (
+            epcis.decode_source(e.envelope) for kid in outbox.kids() for e in outbox.iter_chain(kid)
+        )
+        result = epcis.epcis_document(
+            sources, locations, creation_ms=time.time_ns() // 1_000_000,
+            progress=_Progress("exporting", total),
+        )  # fmt: skip
+    finally:
+        outbox.close()
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result.document, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(
+        f"exported {result.exported} EPCIS event(s) and {result.error_declarations} error "
+        f"declaration(s) to {out}; {result.skipped} system event(s) skipped"
+    )
     return 0
 
 
@@ -507,6 +540,22 @@ def cmd_camera_decode(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------
+def _epcis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--site-location", action="append", default=[], metavar="SITE=URI",
+        help="epcis: bizLocation of a site, an SGLN (urn:epc:id:sgln:... or "
+        "https://id.gs1.org/414/...); default urn:cobalt-custody:site:SITE (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--read-point", action="append", default=[], metavar="DEVICE=URI",
+        help="epcis: readPoint of a device (default: its site's location; repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tz", default="+02:00", metavar="±HH:MM",
+        help="epcis: eventTimeZoneOffset (default +02:00, Katanga)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -588,9 +637,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=[str(s) for s in RecordState], help="only this state")
     p = add(events, "show", cmd_events_show, "show one event, decoded and verified")
     p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
-    p = add(events, "export", cmd_events_export, "export events as files")
-    p.add_argument("--format", choices=["cose"], default="cose", help="cose: <seq>.cose files")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p = add(
+        events, "export", cmd_events_export,
+        "export events: COSE files, or one GS1 EPCIS 2.0 JSON-LD document (masses committed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=["cose", "epcis"], default="cose",
+        help="cose: <seq>.cose files in DIR; epcis: one EPCIS 2.0 document in FILE, masses as "
+        "commitments (docs/protocol.md §3.3)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory or file")
+    _epcis_options(p)
     p = add(events, "verify", cmd_events_verify, "verify signatures, chain and commitments")
     p.add_argument("--json", action="store_true", help="print JSON")
 

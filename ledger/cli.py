@@ -2,7 +2,7 @@
 
 ``init`` creates the ledger's keys; ``enroll`` and ``revoke`` manage the device
 registry; ``devices``, ``alarms`` and ``log`` show what the ledger holds; ``run``
-is the MQTT intake service.
+is the MQTT intake service; ``export`` writes the captures as EPCIS 2.0.
 """
 
 from __future__ import annotations
@@ -309,6 +309,40 @@ def cmd_registry_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The logged captures as one EPCIS 2.0 document, with the clear masses the ledger verified."""
+    import time
+
+    from custody import epcis
+
+    try:
+        locations = epcis.locations_from_options(args.site_location, args.read_point, args.tz)
+    except ValueError as exc:
+        raise ConfigError("command line", "--site-location/--read-point/--tz", str(exc)) from exc
+    if args.device is not None:
+        validate_identifier(args.device, "device")
+    store = _store(args)
+    try:
+        sources = []
+        for logged in store.events(args.device):
+            # Clear masses were opened from the sealed boxes and checked against the signed
+            # commitments at intake (ledger.intake); weighings only, one query each.
+            masses = store.masses(logged.event_id) if logged.type == "weighing" else None
+            sources.append(epcis.decode_source(logged.envelope, masses or None))
+        result = epcis.epcis_document(sources, locations, creation_ms=time.time_ns() // 1_000_000)
+    finally:
+        store.close()
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result.document, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(
+        f"exported {result.exported} EPCIS event(s) and {result.error_declarations} error "
+        f"declaration(s) to {out}; {result.skipped} system event(s) skipped"
+    )
+    return 0
+
+
 def _check_range(ok: bool, reason: str) -> None:
     if not ok:
         raise ConfigError("command line", "size", reason)
@@ -412,6 +446,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", type=int, help="older tree size")
     p.add_argument("new", type=int, help="newer tree size")
     p.set_defaults(func=cmd_log_prove_consistency)
+    p = add(
+        "export", cmd_export,
+        "export logged captures as one GS1 EPCIS 2.0 JSON-LD document, with clear masses",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=["epcis"], default="epcis",
+        help="epcis: EPCIS 2.0 JSON-LD (docs/protocol.md §3.3)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
+    p.add_argument("--device", help="only this device's events (default: all, in log order)")
+    p.add_argument(
+        "--site-location", action="append", default=[], metavar="SITE=URI",
+        help="bizLocation of a site, an SGLN (urn:epc:id:sgln:... or https://id.gs1.org/414/...); "
+        "default urn:cobalt-custody:site:SITE (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--read-point", action="append", default=[], metavar="DEVICE=URI",
+        help="readPoint of a device (default: its site's location; repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tz", default="+02:00", metavar="±HH:MM",
+        help="eventTimeZoneOffset (default +02:00, Katanga)",
+    )  # fmt: skip
     p = add("devices", cmd_devices, "list enrolled device keys, their chain heads and forks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("alarms", cmd_alarms, "list durable alarms: forks of a device key's chain")
