@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, drain, intake, link, parsers, qr, zk
+from bench import capture, drain, intake, link, parsers, qr, service, zk
 
 
 class Benchmark(Protocol):
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "intake": intake,
     "parsers": parsers,
     "qr": qr,
+    "service": service,
     "zk": zk,
 }
 
