@@ -2,6 +2,7 @@
 # Installs the Debian packages the project needs when they are missing.
 # Used by `make demo` / `make test` on a fresh Debian 12 / Raspberry Pi OS machine.
 # Runs apt-get through sudo when not root; does nothing when all are present.
+# With arguments, installs those packages instead of the list below (deploy/install.sh).
 set -euo pipefail
 
 packages=(
@@ -12,7 +13,9 @@ packages=(
   mosquitto      # the MQTT broker; tests start private instances on free ports
   openssl        # the test PKI (CA, broker, ledger and device certificates)
   postgresql     # the ledger's scale-out store; tests start throwaway clusters
+  shellcheck     # tests lint the deploy/ scripts (2.6 MB)
 )
+[ $# -eq 0 ] || packages=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Installs cobalt-custody on Debian 12 / Raspberry Pi OS (docs/operations.md "Install").
+#
+#   sudo deploy/install.sh [--role agent|ledger|both] [--offline WHEELHOUSE]
+#   deploy/install.sh --prefix /tmp/try --no-systemd        # try it out, no root needed
+#
+# Idempotent: running it again upgrades the Python packages in place and re-renders the units,
+# and never touches data (/var/lib/custody) or an existing /etc/custody/*.env.
+#
+# What it installs (every path under --prefix when given):
+#   /opt/custody                 a Python venv with custody-agent, custody-ledger, custody-verify
+#   /var/lib/custody             data (agent outbox and keys; the ledger's in ledger/), owner custody
+#   /etc/custody/                agent.env, ledger.env (ledger role), tls/ for certificates
+#   /etc/systemd/system/         custody-agent.service, custody-ledger.service (enabled, not started:
+#                                the agent needs `custody-agent init` first)
+#   /etc/udev/rules.d/           99-custody-serial.rules (/dev/custody/ names)
+#   /etc/modules-load.d/         custody.conf (serial drivers loaded at boot, see the agent unit)
+#   /etc/mosquitto/              ledger role: custody.acl and the conf.d/custody.conf drop-in
+# System user custody (groups dialout, video) is created when running as root with systemd.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: install.sh [--prefix DIR] [--no-systemd] [--role agent|ledger|both]
+                  [--offline WHEELHOUSE | --from-source DIR] [--no-packages] [--python PYTHON]
+
+  --prefix DIR        install under DIR (a trial or image root); no user creation unless root,
+                      and no systemctl/udevadm calls: the files are only written
+  --no-systemd        no units, udev rules or modules-load file, and no system user
+  --role ROLE         agent (a gateway, default), ledger (central intake), or both
+  --offline DIR       install with pip --no-index from a bundle made by build-offline-bundle.sh
+                      (hashes checked against its SHA256SUMS and requirements.txt)
+  --from-source DIR   the checkout to install (default: the one holding this script)
+  --no-packages       do not install Debian packages (report missing ones only)
+  --python PYTHON     the interpreter for the venv (default python3; 3.11 or newer)
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*" >&2; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+prefix=""
+systemd=1
+role=agent
+offline=""
+source_dir=$(cd "$here/.." && pwd)
+packages=1
+python=python3
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
+    --no-systemd) systemd=0; shift ;;
+    --role) [ $# -ge 2 ] || die "--role needs agent, ledger or both"; role=$2; shift 2 ;;
+    --offline) [ $# -ge 2 ] || die "--offline needs a wheelhouse directory"; offline=$2; shift 2 ;;
+    --from-source) [ $# -ge 2 ] || die "--from-source needs a directory"; source_dir=$2; shift 2 ;;
+    --no-packages) packages=0; shift ;;
+    --python) [ $# -ge 2 ] || die "--python needs an interpreter"; python=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+case "$role" in agent|ledger|both) ;; *) die "--role must be agent, ledger or both, not '$role'" ;; esac
+if [ -n "$prefix" ]; then
+  mkdir -p "$prefix"
+  prefix=$(cd "$prefix" && pwd)
+  [ "$prefix" != "/" ] || prefix=""
+fi
+if [ -n "$offline" ]; then
+  [ -d "$offline" ] || die "--offline: no such directory: $offline"
+  offline=$(cd "$offline" && pwd)
+  if [ ! -f "$offline/requirements.txt" ] || [ ! -f "$offline/SHA256SUMS" ]; then
+    die "--offline: $offline has no requirements.txt/SHA256SUMS (make it with build-offline-bundle.sh)"
+  fi
+else
+  [ -f "$source_dir/pyproject.toml" ] || die "--from-source: no pyproject.toml in $source_dir"
+fi
+
+is_root=0
+[ "$(id -u)" -eq 0 ] && is_root=1
+
+opt="$prefix/opt/custody"
+data="$prefix/var/lib/custody"
+etc="$prefix/etc/custody"
+unit_dir="$prefix/etc/systemd/system"
+
+# --- Debian packages -------------------------------------------------------------------------
+debs=(python3-venv libzbar0 sqlite3)
+case "$role" in ledger|both) debs+=(mosquitto openssl) ;; esac
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$packages" -eq 1 ] && [ -z "$offline" ]; then
+    "$here/ensure-debian-packages.sh" "${debs[@]}"
+  else
+    # Offline sites: fetch them elsewhere with `apt-get download PKG` for the same release/arch
+    # and install with `dpkg -i` (or from a local mirror) before running this script.
+    say "Debian packages missing: ${missing[*]} (not installing: --offline or --no-packages)"
+  fi
+fi
+
+# --- System user -----------------------------------------------------------------------------
+owner=""
+if [ "$is_root" -eq 1 ] && [ "$systemd" -eq 1 ]; then
+  if ! getent passwd custody >/dev/null; then
+    say "creating system user custody"
+    useradd --system --user-group --home-dir /var/lib/custody --no-create-home \
+      --shell /usr/sbin/nologin --comment "cobalt-custody" custody
+  fi
+  # dialout: serial adapters (udev rules); video: cameras for `scan`.
+  for g in dialout video; do
+    if getent group "$g" >/dev/null && ! id -nG custody | tr ' ' '\n' | grep -qx "$g"; then
+      usermod -a -G "$g" custody
+    fi
+  done
+  owner=custody
+fi
+
+# --- Directories -----------------------------------------------------------------------------
+install -d -m 0755 "$opt"
+install -d -m 0750 "$data" "$etc" "$etc/tls"
+if [ -n "$owner" ]; then
+  chown "$owner:$owner" "$data"
+  chown "root:$owner" "$etc" "$etc/tls"
+fi
+case "$role" in
+  ledger|both)
+    install -d -m 0750 "$data/ledger"
+    [ -z "$owner" ] || chown "$owner:$owner" "$data/ledger"
+    ;;
+esac
+
+# --- Python venv -----------------------------------------------------------------------------
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || die "$python is older than 3.11"
+if ! "$opt/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  say "creating the venv in $opt"
+  "$python" -m venv "$opt"
+fi
+pip=("$opt/bin/python" -m pip --disable-pip-version-check --no-input --quiet)
+if [ -n "$offline" ]; then
+  say "checking the bundle's hashes"
+  (cd "$offline" && sha256sum --check --quiet --strict SHA256SUMS) || die "bundle hash mismatch in $offline"
+  say "installing from $offline (no network)"
+  # No pip.conf either: its find-links or constraints must not mix into a pinned bundle.
+  PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$offline" --require-hashes -r "$offline/requirements.txt"
+else
+  say "installing $source_dir"
+  "${pip[@]}" install "$source_dir"
+fi
+"$opt/bin/custody-agent" --help >/dev/null || die "the installed custody-agent does not start"
+
+install -d -m 0755 "$opt/share/doc"
+for f in docs/operations.md README.md; do
+  if [ -f "$here/../$f" ]; then install -m 0644 "$here/../$f" "$opt/share/doc/"; fi
+done
+
+# --- Configuration (never overwritten) -------------------------------------------------------
+install_once() {  # SRC DEST MODE: a template the operator edits afterwards
+  if [ ! -e "$2" ]; then
+    install -m "$3" "$1" "$2"
+    [ -z "$owner" ] || chown "root:$owner" "$2"
+  fi
+}
+case "$role" in agent|both) install_once "$here/systemd/agent.env" "$etc/agent.env" 0640 ;; esac
+case "$role" in ledger|both) install_once "$here/systemd/ledger.env" "$etc/ledger.env" 0640 ;; esac
+
+# --- systemd, udev, Mosquitto ----------------------------------------------------------------
+render() {  # SRC DEST: a unit with its paths moved under the prefix
+  local tmp
+  tmp=$(mktemp)
+  sed -e "s#/opt/custody#$opt#g" -e "s#/var/lib/custody#$data#g" -e "s#/etc/custody#$etc#g" \
+    "$1" >"$tmp"
+  if cmp -s "$tmp" "$2"; then rm -f "$tmp"; else install -m 0644 "$tmp" "$2"; rm -f "$tmp"; fi
+}
+
+if [ "$systemd" -eq 1 ]; then
+  live=0
+  [ -z "$prefix" ] && [ "$is_root" -eq 1 ] && [ -d /run/systemd/system ] && live=1
+  install -d -m 0755 "$unit_dir" "$prefix/etc/udev/rules.d" "$prefix/etc/modules-load.d"
+  units=()
+  case "$role" in agent|both) units+=(custody-agent.service) ;; esac
+  case "$role" in ledger|both) units+=(custody-ledger.service) ;; esac
+  for u in "${units[@]}"; do render "$here/systemd/$u" "$unit_dir/$u"; done
+  case "$role" in
+    agent|both)
+      install -m 0644 "$here/udev/99-custody-serial.rules" "$prefix/etc/udev/rules.d/"
+      install -m 0644 "$here/systemd/custody-modules.conf" "$prefix/etc/modules-load.d/custody.conf"
+      ;;
+  esac
+  case "$role" in
+    ledger|both)
+      mq="$prefix/etc/mosquitto"
+      install -d -m 0755 "$mq/conf.d" "$unit_dir/mosquitto.service.d"
+      install -m 0644 "$here/mosquitto/custody.acl" "$mq/custody.acl"
+      install -m 0644 "$here/mosquitto/mosquitto.service.d-custody.conf" \
+        "$unit_dir/mosquitto.service.d/custody.conf"
+      dropin=$(mktemp)
+      "$here/mosquitto/render-dropin.sh" --etc "$mq" >"$dropin"
+      # Mosquitto refuses to start when a certificate or the CRL is missing: the drop-in goes
+      # live only once the PKI files are in place (run this script again after placing them).
+      need=("$mq/certs/custody-ca.crt" "$mq/certs/broker.crt" "$mq/certs/broker.key" "$mq/certs/custody.crl")
+      have=1
+      for f in "${need[@]}"; do [ -f "$f" ] || have=0; done
+      if [ "$have" -eq 1 ]; then
+        cmp -s "$dropin" "$mq/conf.d/custody.conf" || install -m 0644 "$dropin" "$mq/conf.d/custody.conf"
+        grep -qs "^include_dir $mq/conf.d" "$mq/mosquitto.conf" \
+          || say "warning: $mq/mosquitto.conf has no 'include_dir $mq/conf.d' line: the drop-in is not read"
+      else
+        install -m 0644 "$dropin" "$etc/mosquitto-custody.conf"
+        say "Mosquitto drop-in staged as $etc/mosquitto-custody.conf: place ${need[*]} and run install.sh again"
+      fi
+      rm -f "$dropin"
+      ;;
+  esac
+  if [ "$live" -eq 1 ]; then
+    systemctl daemon-reload
+    systemctl enable "${units[@]}"
+    case "$role" in
+      agent|both)
+        systemctl restart systemd-modules-load.service || say "warning: could not load the serial drivers"
+        if command -v udevadm >/dev/null; then
+          udevadm control --reload
+          udevadm trigger --subsystem-match=tty --action=add
+        fi
+        ;;
+    esac
+  fi
+fi
+
+say "installed ($role) in ${prefix:-/}; next: docs/operations.md"
+if [ "$role" != "ledger" ]; then
+  if [ -n "$owner" ]; then run_as=(sudo -u custody); else run_as=(); fi
+  echo "  ${run_as[*]:+${run_as[*]} }$opt/bin/custody-agent --data-dir $data init --site SITE --device DEVICE --ledger-key ledger-public.json"
+fi
