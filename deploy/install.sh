@@ -147,7 +147,8 @@ if [ -n "$offline" ]; then
   (cd "$offline" && sha256sum --check --quiet --strict SHA256SUMS) || die "bundle hash mismatch in $offline"
   say "installing from $offline (no network)"
   # No pip.conf either: its find-links or constraints must not mix into a pinned bundle.
-  PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$offline" --require-hashes -r "$offline/requirements.txt"
+  # --force-reinstall: a newer bundle may carry the project under the same version number.
+  PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --force-reinstall --no-index --find-links "$offline" --require-hashes -r "$offline/requirements.txt"
 else
   say "installing $source_dir"
   "${pip[@]}" install "$source_dir"
