@@ -130,8 +130,59 @@ def cmd_init(args: argparse.Namespace) -> int:
         device_id=args.device,
         ledger_key_file=Path(args.ledger_key) if args.ledger_key else None,
     )
-    _print_json(record.to_json())
-    print(f"initialised {args.data_dir}; send the record above to the ledger", file=sys.stderr)
+    out = _enrolment_json(args.data_dir, record)
+    _print_json(out)
+    print(
+        f"initialised {args.data_dir}; send the record above and {out['csr_file']} to the ledger",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _enrolment_json(data_dir: Path, record: enrol.EnrolmentRecord) -> dict[str, Any]:
+    """The enrolment record plus where the MQTT client key (stays here) and its CSR (goes to
+    the ledger operator with the record) are."""
+    out = record.to_json()
+    out["tls_key_file"] = str(data_dir / enrol.TLS_KEY_FILE)
+    out["csr_file"] = str(data_dir / enrol.CSR_FILE)
+    return out
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    """Install what the ledger operator sent back and point the config at it."""
+    changed = enrol.install_enrolment(
+        args.data_dir, cert_file=Path(args.cert_file), ca_file=Path(args.ca_file),
+        ledger_key_file=Path(args.ledger_key) if args.ledger_key else None,
+        broker_url=args.broker,
+    )  # fmt: skip
+    for key, value in changed.items():
+        print(f"{key} = {value}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """A new signing key, announced by a key_rotation event signed with the old one."""
+    from agent import rotation
+
+    paths = DataDir(args.data_dir)
+    rotation.refuse_if_service_running(paths)
+    with _recorder(args) as rec:
+        old_kid = rec.key.kid
+        event = rec.rotate_key()
+        out = {
+            "old_kid": old_kid.hex(), "new_kid": rec.key.kid.hex(),
+            "public_key": rec.key.public_key.hex(), "rotation_seq": event.seq,
+            "rotation_event_id": event.event_id.hex(),
+            "retired_key_file": str(rotation.retired_key_path(paths, old_kid)),
+        }  # fmt: skip
+    if args.json:
+        _print_json(out)
+    else:
+        print(
+            f"rotated: key {out['old_kid']} -> {out['new_kid']} (key_rotation at seq "
+            f"{out['rotation_seq']}); new records start a new chain at seq 1; the old key is "
+            f"kept at {out['retired_key_file']}"
+        )
     return 0
 
 
@@ -139,7 +190,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     cfg = load_config(DataDir(args.data_dir).config)
     record = enrol.enrolment_record(args.data_dir, cfg.device_id, cfg.site_id)
     if args.json:
-        _print_json(record.to_json())
+        _print_json(_enrolment_json(args.data_dir, record))
     else:
         print(f"device     {record.device_id}\nsite       {record.site_id}")
         print(f"public key {record.public_key.hex()}\nkid        {record.kid.hex()}")
@@ -163,6 +214,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: ok")
     return 3 if problems else 0
+
+
+def cmd_config_set(args: argparse.Namespace) -> int:
+    pairs = args.pairs
+    if len(pairs) % 2:
+        raise ConfigError("command line", pairs[-1], "expected KEY VALUE pairs")
+    changes = list(zip(pairs[::2], pairs[1::2], strict=True))
+    enrol.set_settings(DataDir(args.data_dir).config, changes)
+    for key, value in changes:
+        print(f"{key} = {value}")
+    return 0
 
 
 def cmd_config_settings(args: argparse.Namespace) -> int:
@@ -399,6 +461,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "clock_quality": latest[0].time_quality if latest else None,
             "boot_counter": outbox.boot_counter(),
             "alarms": outbox.active_alarms(),
+            "rejected_reasons": _rejected_reasons(outbox) if counts.get("rejected") else {},
         }
     finally:
         outbox.close()
@@ -414,12 +477,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"clock quality   {status['clock_quality']}   boot counter {status['boot_counter']}")
     for a in status["alarms"]:
         print(f"ALARM {a['kind']}: {a['message']}")
+    for reason, n in status["rejected_reasons"].items():
+        print(f"REJECTED by the ledger: {n} record(s): {reason}")
     return 0
+
+
+def _rejected_reasons(outbox: Outbox) -> dict[str, int]:
+    """Why the ledger refused records (from its signed acks), e.g. ``device key revoked``."""
+    reasons: dict[str, int] = {}
+    for e in outbox.events(state=RecordState.REJECTED):
+        reason = e.reject_reason or "?"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from agent.uplink import sync_once
 
+    if args.from_db:
+        return _sync_from_db(args)
     outbox = _open_outbox(args)
     try:
         counts = outbox.counts_by_state()
@@ -443,6 +519,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
     drained = after["pending"] + after["sent"] == 0
     return 0 if drained else 10
+
+
+def _sync_from_db(args: argparse.Namespace) -> int:
+    """A broken gateway's outbox file: send what the ledger has not acked yet."""
+    from agent.uplink import sync_from_db
+
+    device_id, stats, after = sync_from_db(
+        args.data_dir, Path(args.from_db),
+        cert_file=Path(args.cert_file) if args.cert_file else None,
+        key_file=Path(args.key_file) if args.key_file else None,
+        broker_url=args.broker, timeout_s=args.timeout,
+    )  # fmt: skip
+    summary = {
+        "device_id": device_id, "from_db": args.from_db, "acked": stats.acked,
+        "rejected": stats.rejected, "batches_sent": stats.batches_sent, "outbox": after,
+    }  # fmt: skip
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"{device_id} ({args.from_db}): acked {stats.acked}, rejected {stats.rejected}, "
+            f"still unacked {after['pending'] + after['sent']}"
+        )
+    return 0 if after["pending"] + after["sent"] == 0 else 10
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -586,10 +686,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="device id, e.g. gw-kol-01")
     p.add_argument("--ledger-key", metavar="FILE", help="ledger public-key JSON to pin")
 
+    p = add(
+        sub, "enrol", cmd_enrol,
+        "install the ledger's answer: its public keys, the broker CA and this gateway's "
+        "certificate (checked against tls.key and the device id); set sync.* in config.toml",
+    )  # fmt: skip
+    p.add_argument("--cert-file", required=True, metavar="FILE", help="this gateway's certificate")
+    p.add_argument("--ca-file", required=True, metavar="FILE", help="the broker's CA (ca.crt)")
+    p.add_argument("--ledger-key", metavar="FILE", help="ledger-public.json, when not pinned yet")
+    p.add_argument("--broker", metavar="URL", help="set sync.broker, e.g. mqtts://host:8883")
+
     keys = add(sub, "keys", _group_help, "device keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
     p = add(keys, "show", cmd_keys_show, "show the device public key and enrolment record")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(
+        keys, "rotate", cmd_keys_rotate,
+        "new signing key, announced by a key_rotation record signed with the old one (kept); "
+        "stop the service first",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
 
     config = add(sub, "config", _group_help, "configuration").add_subparsers(
@@ -598,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(config, "check", cmd_config_check, "validate the config file; name every bad value")
     p.add_argument("--json", action="store_true", help="print JSON")
     add(config, "settings", cmd_config_settings, "list every setting with its default and help")
+    p = add(config, "set", cmd_config_set, "set settings in config.toml (validated, comments kept)")
+    p.add_argument("pairs", nargs="+", metavar="KEY VALUE", help="e.g. sync.broker mqtts://h:8883")
 
     record = add(sub, "record", _group_help, "record a capture by hand").add_subparsers(
         dest="record_command", required=True, metavar="KIND"
@@ -659,6 +777,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--from-db", metavar="FILE",
+        help="send a broken gateway's outbox file (recovered from its SD card) instead of ours",
+    )  # fmt: skip
+    p.add_argument("--cert-file", metavar="FILE", help="with --from-db: a certificate for the "
+                   "OLD device id (its own, or one `custody-ledger pki issue` made)")  # fmt: skip
+    p.add_argument("--key-file", metavar="FILE", help="with --from-db: that certificate's key")
 
     p = add(
         sub, "run", cmd_run,

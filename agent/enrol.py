@@ -1,26 +1,66 @@
-"""``custody-agent init``: create a gateway identity in a data directory.
+"""``custody-agent init`` and ``enrol``: a gateway identity and its enrolment.
 
-Writes the device key (0600), the pinned ledger public keys when given, a
-commented config file generated from the settings table and an empty outbox,
-then returns the
-enrolment record the ledger needs (device id, site, public key, kid).
+``initialise`` writes the device signing key (0600), the pinned ledger public
+keys when given, a commented config file generated from the settings table, an
+empty outbox, and the MQTT link's TLS key (EC P-256, 0600) with a certificate
+request for it (CN = device id, ``tls.csr``), then returns the enrolment
+record the ledger needs (device id, site, public key, kid). Neither key ever
+leaves the gateway: the ledger operator enrols the record and issues a client
+certificate from the CSR (``custody-ledger enroll`` and ``pki issue``).
+
+``install_enrolment`` takes what comes back (the ledger's public keys, the
+broker CA and this gateway's certificate), checks that they fit together (CN =
+device id, the certificate's key is ``tls.key``, issued by that CA) and points
+the config at them; ``set_settings`` edits single settings in ``config.toml``
+in place, validated by the settings table, keeping every comment.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.identity import create_device_key, load_device_key, load_ledger_keys, write_new
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.identity import (
+    create_device_key,
+    fsync_dir,
+    load_device_key,
+    load_ledger_keys,
+    write_new,
+)
 from agent.outbox import Outbox
 from agent.paths import DataDir
-from agent.settings import render_config
-from custody.errors import ConfigError, SchemaError
+from agent.settings import SETTINGS, check_config, load_config, render_config
+from custody.errors import ConfigError, KeyError_, SchemaError
 from custody.event import validate_identifier
 
-__all__ = ["EnrolmentRecord", "enrolment_record", "initialise"]
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "CSR_FILE",
+    "TLS_KEY_FILE",
+    "EnrolmentRecord",
+    "enrolment_record",
+    "initialise",
+    "install_enrolment",
+    "set_settings",
+]
+
+# The MQTT link's files in the data directory (names relative to it, as the config holds them).
+TLS_KEY_FILE = "tls.key"
+CSR_FILE = "tls.csr"
+CERT_FILE = "tls.crt"
+CA_FILE = "ca.crt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +108,184 @@ def initialise(
         write_new(paths.ledger_keys, ledger_json.encode() + b"\n", 0o644)
     write_new(paths.config, render_config(device_id, site_id).encode(), 0o644)
     Outbox.open(paths.outbox).close()  # created and migrated now, so every command works
+    make_tls_request(data_dir, device_id)
     return EnrolmentRecord(device_id, site_id, key.public_key, key.kid)
+
+
+def make_tls_request(data_dir: Path, device_id: str) -> Path:
+    """The MQTT client key (EC P-256, 0600; the curve of deploy/pki) and its CSR, CN = device id.
+
+    The CA decides every extension of the certificate; the request only names the device.
+    """
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    pem = tls_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    write_new(data_dir / TLS_KEY_FILE, pem, 0o600)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cobalt-custody"),
+            x509.NameAttribute(NameOID.COMMON_NAME, device_id),
+        ]
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder().subject_name(subject).sign(tls_key, hashes.SHA256())
+    )
+    write_new(data_dir / CSR_FILE, csr.public_bytes(serialization.Encoding.PEM), 0o644)
+    return data_dir / CSR_FILE
+
+
+# --- after the ledger operator answered ---------------------------------------------------------
+def install_enrolment(
+    data_dir: Path,
+    *,
+    cert_file: Path,
+    ca_file: Path,
+    ledger_key_file: Path | None = None,
+    broker_url: str | None = None,
+) -> dict[str, str]:
+    """Check and install the certificate, the CA and the ledger keys; point the config at them.
+
+    Returns the settings changed. Refuses a certificate that is not for this device, not for
+    ``tls.key`` or not issued by ``ca_file``, and a ledger key that differs from one already
+    pinned (a gateway that trusted another ledger key must be re-initialised, not re-pointed).
+    """
+    paths = DataDir(data_dir)
+    cfg = load_config(paths.config)
+    ca = _load_cert(ca_file)
+    cert = _load_cert(cert_file)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if [a.value for a in cn] != [cfg.device_id]:
+        raise ConfigError(
+            str(cert_file), "subject",
+            f"the certificate is for CN={cn[0].value if cn else None!r}, "
+            f"this gateway is {cfg.device_id!r}",
+        )  # fmt: skip
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise ConfigError(str(cert_file), "-", f"not issued by {ca_file}: {exc}") from exc
+    tls_key = _load_tls_key(data_dir / TLS_KEY_FILE)
+    if cert.public_key() != tls_key.public_key():
+        raise ConfigError(
+            str(cert_file), "-",
+            f"the certificate's key is not this gateway's {TLS_KEY_FILE} (another CSR's?)",
+        )  # fmt: skip
+    changes = [
+        ("sync.ca_file", CA_FILE), ("sync.cert_file", CERT_FILE),
+        ("sync.key_file", TLS_KEY_FILE),
+    ]  # fmt: skip
+    if ledger_key_file is not None:
+        pinned = cfg.ledger_keys_path(data_dir)
+        new = load_ledger_keys(ledger_key_file)
+        if pinned.exists():
+            if load_ledger_keys(pinned) != new:
+                raise KeyError_(
+                    f"{pinned} already pins other ledger keys; refusing to replace them "
+                    "(re-initialise the gateway if the ledger really changed)"
+                )
+        else:
+            write_new(pinned, new.to_json().encode() + b"\n", 0o644)
+    if broker_url is not None:
+        changes.append(("sync.broker", broker_url))
+    _replace_file(data_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
+    _replace_file(data_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+    set_settings(paths.config, changes)
+    return dict(changes)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(str(path), "-", f"not a PEM certificate: {exc}") from exc
+
+
+def _load_tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except FileNotFoundError as exc:
+        raise KeyError_(f"{path}: no TLS key (made by `custody-agent init`)") from exc
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f"{path}: unreadable TLS key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyError_(f"{path}: not an EC key")
+    return key
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    write_new(tmp, data, 0o644)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# --- config edits -------------------------------------------------------------------------------
+_SECTION = re.compile(r"^\s*\[([A-Za-z0-9_]+)\]\s*$")
+
+
+def _parse_value(key: str, raw: str, source: str) -> Any:
+    """The command line's text as the setting's type, validated by the settings table."""
+    setting = next((s for s in SETTINGS if s.key == key), None)
+    if setting is None:
+        raise ConfigError(source, key, "unknown setting (see `custody-agent config settings`)")
+    default = setting.default
+    try:
+        value: Any
+        if isinstance(default, bool):
+            if raw not in ("true", "false"):
+                raise ValueError(f"must be true or false, got {raw!r}")
+            value = raw == "true"
+        elif isinstance(default, int):
+            value = int(raw)
+        elif isinstance(default, float):
+            value = float(raw)
+        elif isinstance(default, tuple):
+            value = json.loads(raw)
+        else:
+            value = raw
+        setting.validate(value)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(source, key, str(exc)) from exc
+    return list(value) if isinstance(value, tuple) else value
+
+
+def set_settings(path: Path, changes: Sequence[tuple[str, str]]) -> None:
+    """Set ``key = value`` lines in ``config.toml`` in place (comments kept), then re-check
+    the whole file; it is replaced atomically only when every setting is valid."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for key, raw in changes:
+        value = _parse_value(key, raw, "command line")
+        section, name = key.split(".", 1)
+        line = f"{name} = {json.dumps(value)}"  # JSON strings/ints/lists are valid TOML here
+        current, header, found = "", None, None
+        for i, text in enumerate(lines):
+            match = _SECTION.match(text)
+            if match:
+                current = match.group(1)
+                header = i if current == section else header
+            elif current == section and re.match(rf"^\s*{re.escape(name)}\s*=", text):
+                found = i
+        if found is not None:
+            lines[found] = line
+        elif header is not None:
+            lines.insert(header + 1, line)
+        else:
+            lines += ["", f"[{section}]", line]
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    write_new(tmp, ("\n".join(lines) + "\n").encode(), 0o644)
+    problems = check_config(tmp)
+    if problems:
+        tmp.unlink()
+        first = problems[0]
+        raise ConfigError(str(path), first.key, first.reason)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def enrolment_record(data_dir: Path, device_id: str, site_id: str) -> EnrolmentRecord:

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import custody
-from agent import balance
+from agent import balance, rotation
 from agent.clock import Clock, SystemClock
 from agent.identity import create_device_key, load_device_key, load_ledger_keys
 from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
@@ -97,6 +97,9 @@ class Recorder:
         report = self.outbox.report
         if report.quarantined is not None and report.salvaged == 0:
             self._replace_key_after_lost_chain()
+        recovered = rotation.recover(self.paths, self.outbox, self.key)
+        if recovered is not None:  # a rotation a crash interrupted after its event
+            self.key, self.signer = recovered, EventSigner(recovered)
         self.boot = self.outbox.next_boot()
         mib = 2**20
         self.writer = OutboxWriter(
@@ -215,6 +218,27 @@ class Recorder:
                 EventType.LOT_CONTRIBUTION, {"lot": lot}, masses={"total": total}
             )
             return contribution, self._checkpoint_locked()
+
+    def rotate_key(self) -> StoredEvent:
+        """Announce a new signing key under the current one, then sign with it (agent/rotation.py).
+
+        The ``key_rotation`` event is the old chain's last record; the new key starts its own
+        chain at seq 1. The old key is kept under ``retired-keys/``. The writer is drained and
+        restarted around the swap so that no record is signed by the old key after the event.
+        """
+        old = self.key
+        new = rotation.prepare(self.paths)
+        event = self.record(EventType.KEY_ROTATION, {"new_key": new.public_key})
+        writer = self.writer
+        writer.close()
+        rotation.commit(self.paths, old, new)
+        self.key, self.signer = new, EventSigner(new)
+        self.writer = OutboxWriter(
+            self.paths.outbox, self.signer, device_id=self.config.device_id,
+            site_id=self.config.site_id, boot=self.boot, budget=writer.budget,
+            batch_max=writer.batch_max,
+        ).start()  # fmt: skip
+        return event
 
     def seal_scan(self, seal: str, *, manual: bool = False, **fields: Any) -> StoredEvent:
         return self.record(EventType.SEAL_SCAN, _body({"seal": seal, **fields}, manual))

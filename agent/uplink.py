@@ -3,11 +3,23 @@
 ``custody-agent sync --once`` drains what is pending through ``sync.Uplink``
 (progress bar, then exit); the gateway service (issue 5) runs the same uplink
 as a worker.
+
+One uplink speaks for one device key (acks are per key). After a key rotation
+(agent/rotation.py) the outbox holds several chains: they drain oldest key
+first, because the ledger enrols the new key only when it logs the old chain's
+``key_rotation`` event, and records of a key it does not know yet get no ack.
+
+``sync_from_db`` sends what a broken gateway's outbox (recovered from its SD
+card) still holds: the envelopes are already signed, so only the outbox, the
+broker settings and ledger keys of the gateway doing the sending, and a client
+certificate for the OLD device id (the broker's ACL admits a device's events
+only from its own certificate CN) are needed; the old signing key is not.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +35,20 @@ from agent.outbox.delivery import (
 )
 from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
-from custody.errors import ConfigError
+from custody import cbor, cose
+from custody.errors import ConfigError, CustodyError, SyncError
+from custody.keys import LedgerPublicKeys
 from sync.mqtt import BrokerConfig
 from sync.uplink import Outgoing, Uplink, UplinkStats
 
-__all__ = ["OutboxDelivery", "broker_config", "build_uplink", "sync_once"]
+__all__ = [
+    "OutboxDelivery",
+    "broker_config",
+    "build_uplink",
+    "drain_order",
+    "sync_from_db",
+    "sync_once",
+]
 
 
 class OutboxDelivery:
@@ -122,6 +143,64 @@ def build_uplink(data_dir: Path, outbox: Outbox, broker: BrokerConfig, **overrid
     )
 
 
+def drain_order(outbox: Outbox, current_kid: bytes | None = None) -> list[bytes]:
+    """Keys with records the ledger has not acked, oldest key first (``current_kid`` last)."""
+    with_backlog = [
+        kid for kid in outbox.kids()
+        if outbox.conn.execute(
+            "SELECT 1 FROM events WHERE kid = ? AND state IN ('pending', 'sent') LIMIT 1", (kid,)
+        ).fetchone() is not None
+    ]  # fmt: skip
+    return sorted(with_backlog, key=lambda kid: kid == current_kid)  # stable: oldest first
+
+
+def _drain_keys(
+    outbox: Outbox,
+    kids: list[bytes],
+    *,
+    device_id: str,
+    ledger: LedgerPublicKeys,
+    broker: BrokerConfig,
+    timeout_s: float | None,
+    progress: Callable[[int], None] | None,
+    options: dict[str, Any],
+) -> UplinkStats:
+    """Run one uplink per key, in order, each until the ledger has acked all of its records."""
+    total = UplinkStats()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    done = 0
+    for kid in kids:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if remaining == 0.0:
+            break
+        uplink = Uplink(
+            OutboxDelivery(outbox, kid), device_id=device_id, device_kid=kid,
+            boot=outbox.boot_counter(), ledger=ledger, broker=broker, **options,
+        )  # fmt: skip
+
+        def step(acked: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + acked)
+
+        stats = uplink.run(threading.Event(), until_drained=True, timeout_s=remaining,
+                           progress=step)  # fmt: skip
+        done += stats.acked
+        _add(total, stats)
+        if OutboxDelivery(outbox, kid).unacked():
+            break  # a later key cannot be accepted before this chain's tail is logged
+    return total
+
+
+def _add(total: UplinkStats, s: UplinkStats) -> None:
+    for name in (
+        "batches_sent", "events_sent", "payload_bytes", "acks", "acked", "rejected",
+        "bad_acks", "refused_publishes", "requeued", "live_batches", "reconnects",
+    ):  # fmt: skip
+        setattr(total, name, getattr(total, name) + getattr(s, name))
+    total.last_ack_ms = s.last_ack_ms or total.last_ack_ms
+    total.bad_ack_reasons = [*total.bad_ack_reasons, *s.bad_ack_reasons][-10:]
+
+
 def sync_once(
     data_dir: Path,
     *,
@@ -129,15 +208,100 @@ def sync_once(
     timeout_s: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[UplinkStats, dict[str, int]]:
-    """Drain the outbox: publish every pending record until the ledger acks all of them."""
+    """Drain the outbox: publish every pending record until the ledger acks all of them.
+
+    Every key's chain drains, retired keys (before a rotation) first.
+    """
     paths = DataDir(data_dir)
     cfg = load_config(paths.config)
     outbox = Outbox.open(paths.outbox, check=None, create=False)
     try:
-        uplink = build_uplink(data_dir, outbox, broker_config(cfg, data_dir, broker_url))
-        stats = uplink.run(
-            threading.Event(), until_drained=True, timeout_s=timeout_s, progress=progress
-        )
+        key = load_device_key(paths.device_key)
+        kids = drain_order(outbox, key.kid) or [key.kid]
+        stats = _drain_keys(
+            outbox, kids, device_id=cfg.device_id,
+            ledger=load_ledger_keys(cfg.ledger_keys_path(data_dir)),
+            broker=broker_config(cfg, data_dir, broker_url), timeout_s=timeout_s,
+            progress=progress, options=_options(cfg),
+        )  # fmt: skip
         return stats, outbox.counts_by_state()
+    finally:
+        outbox.close()
+
+
+def _options(cfg: AgentConfig) -> dict[str, Any]:
+    return {
+        "window": cfg.sync_window,
+        "max_bytes_per_s": cfg.max_bytes_per_s,
+        "ack_timeout_s": cfg.ack_timeout_s,
+    }
+
+
+def outbox_device_id(outbox: Outbox, source: str) -> str:
+    """The device id the outbox's records are signed for (one per outbox)."""
+    ids: set[str] = set()
+    for kid in outbox.kids():
+        first = next(outbox.iter_chain(kid), None)
+        if first is None:
+            continue
+        try:
+            payload = cbor.decode(cose.decode_sign1(first.envelope).payload)
+        except CustodyError as exc:
+            raise ConfigError(source, "-", f"undecodable record in the outbox: {exc}") from exc
+        ids.add(str(payload.get("dev")))
+    if len(ids) != 1:
+        raise ConfigError(source, "-", f"expected records of one device, found {sorted(ids)}")
+    return ids.pop()
+
+
+def sync_from_db(
+    data_dir: Path,
+    db_file: Path,
+    *,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    broker_url: str | None = None,
+    timeout_s: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[str, UplinkStats, dict[str, int]]:
+    """Send the unacked records of another gateway's outbox file (see the module docstring).
+
+    ``data_dir`` is the gateway doing the sending: its broker URL, CA and pinned ledger keys
+    are used. ``cert_file``/``key_file`` are a client certificate for the OLD device id (the
+    one recovered from its card, or one the CA issues for the recovery); without them the
+    configured certificate is used, which the broker only accepts when its CN is that id.
+    The file's records are marked acked in place, so the same file can be resumed.
+    Returns the old device id, the counters and the file's counts by state.
+    """
+    paths = DataDir(data_dir)
+    if db_file.resolve() == paths.outbox.resolve():
+        raise ConfigError(str(db_file), "-", "this is the gateway's own outbox; use `sync --once`")
+    if not db_file.is_file():
+        raise ConfigError(str(db_file), "-", "no such outbox file")
+    cfg = load_config(paths.config)
+    outbox = Outbox.open(db_file, check=None, create=False)
+    try:
+        device_id = outbox_device_id(outbox, str(db_file))
+        base = broker_config(cfg, data_dir, broker_url)
+        broker = BrokerConfig(
+            url=base.url,
+            # The old gateway's own client id: its persistent session (and any acks the broker
+            # queued for it) is taken over; the old gateway is gone.
+            client_id=f"custody-{device_id}",
+            ca_file=base.ca_file,
+            cert_file=cert_file or base.cert_file,
+            key_file=key_file or base.key_file,
+        )
+        kids = drain_order(outbox)
+        if not kids:
+            return device_id, UplinkStats(), outbox.counts_by_state()
+        stats = _drain_keys(
+            outbox, kids, device_id=device_id,
+            ledger=load_ledger_keys(cfg.ledger_keys_path(data_dir)), broker=broker,
+            timeout_s=timeout_s, progress=progress, options=_options(cfg),
+        )  # fmt: skip
+        if stats.refused_publishes:
+            raise SyncError(f"the broker refused the records of {device_id}")
+        return device_id, stats, outbox.counts_by_state()
     finally:
         outbox.close()

@@ -96,14 +96,83 @@ def _iso(ms: int | None) -> str | None:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke the device's keys in the registry and its certificates in the broker's CRL."""
+    from ledger.pki import Pki
+
     store = _store(args)
     try:
         n = store.revoke(args.device)
     finally:
         store.close()
-    if n == 0:
+    pki = Pki(_pki_dir(args))
+    certs = pki.revoke(args.device) if pki.ca_file.exists() else []
+    if n == 0 and not certs:
         raise ConfigError("registry", args.device, "no enrolled, unrevoked key for this device")
     print(f"revoked {n} key(s) of {args.device}; its later records will be rejected")
+    if certs:
+        print(
+            f"revoked {len(certs)} certificate(s) in {pki.crl_file}: reload the broker "
+            "(systemctl reload mosquitto) to refuse its TLS connections"
+        )
+    return 0
+
+
+def _pki_dir(args: argparse.Namespace) -> Path:
+    return Path(args.pki_dir) if args.pki_dir else args.data_dir / "pki"
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    from ledger.pki import Pki
+
+    print(Pki(_pki_dir(args)).init(args.name))
+    return 0
+
+
+def cmd_pki_issue(args: argparse.Namespace) -> int:
+    """A gateway's client certificate from the CSR `custody-agent init` wrote (tls.csr)."""
+    from ledger.pki import Pki
+
+    csr = None
+    if args.csr is not None:
+        try:
+            csr = Path(args.csr).read_bytes()
+        except OSError as exc:
+            raise ConfigError(args.csr, "-", f"cannot read: {exc.strerror}") from exc
+    print(Pki(_pki_dir(args)).issue_device(args.device, csr, source=args.csr or "-"))
+    return 0
+
+
+def cmd_pki_issue_broker(args: argparse.Namespace) -> int:
+    from ledger.pki import Pki
+
+    print(Pki(_pki_dir(args)).issue_broker(args.host))
+    return 0
+
+
+def cmd_pki_issue_ledger(args: argparse.Namespace) -> int:
+    from ledger.pki import Pki
+
+    print(Pki(_pki_dir(args)).issue_ledger())
+    return 0
+
+
+def cmd_pki_crl(args: argparse.Namespace) -> int:
+    from ledger.pki import Pki
+
+    print(Pki(_pki_dir(args)).write_crl(args.days))
+    return 0
+
+
+def cmd_pki_list(args: argparse.Namespace) -> int:
+    from ledger.pki import Pki
+
+    issued = Pki(_pki_dir(args)).issued()
+    if args.json:
+        print(json.dumps([i.to_json() for i in issued], indent=2))
+        return 0
+    for i in issued:
+        state = f"REVOKED {_iso(i.revoked_ms)}" if i.revoked_ms else f"until {_iso(i.not_after_ms)}"
+        print(f"{i.role:<7} {i.common_name:<24} {i.serial:032x} {state}")
     return 0
 
 
@@ -383,8 +452,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept the key's records only from this time on (default: now; UTC without an "
         "offset); earlier arrivals are rejected as 'key not yet valid' and kept by the device",
     )  # fmt: skip
-    p = add("revoke", cmd_revoke, "revoke every key of a device; later records are rejected")
+    p = add(
+        "revoke", cmd_revoke,
+        "revoke every key of a device (later records are rejected) and its certificates (CRL)",
+    )  # fmt: skip
     p.add_argument("device", help="device id")
+    p.add_argument("--pki-dir", metavar="DIR", help="the CA's directory (default DATA_DIR/pki)")
+    pki = add("pki", _needs_action, "the MQTT link's CA: certificates for gateways, broker, ledger")
+    pki.add_argument("--pki-dir", metavar="DIR", help="the CA's directory (default DATA_DIR/pki)")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+
+    def pki_add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        q = pki_sub.add_parser(name, help=help_, description=help_)
+        q.add_argument("--pki-dir", metavar="DIR", default=argparse.SUPPRESS,
+                       help="the CA's directory (default DATA_DIR/pki)")  # fmt: skip
+        q.set_defaults(func=func)
+        return q
+
+    p = pki_add("init", cmd_pki_init, "create the CA: ca.key (0600), ca.crt and an empty crl.pem")
+    p.add_argument("--name", default="custody MQTT CA", help="the CA's common name")
+    p = pki_add(
+        "issue", cmd_pki_issue,
+        "issue a gateway's client certificate (CN = device id) from its CSR; prints its path",
+    )  # fmt: skip
+    p.add_argument("device", help="device id (must be the CSR's CN)")
+    p.add_argument(
+        "--csr", metavar="FILE",
+        help="the gateway's tls.csr; without it the CA makes the key too (labs, recovery only)",
+    )  # fmt: skip
+    p = pki_add("issue-broker", cmd_pki_issue_broker, "issue the broker's server certificate")
+    p.add_argument("--host", action="append", required=True,
+                   help="a DNS name or IP address gateways dial (repeatable)")  # fmt: skip
+    pki_add("issue-ledger", cmd_pki_issue_ledger, "issue the ledger's client certificate")
+    p = pki_add("crl", cmd_pki_crl, "re-sign the CRL (before it expires; then reload the broker)")
+    p.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
+    p = pki_add("list", cmd_pki_list, "list issued certificates and their revocation")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = add("run", cmd_run, "run the MQTT intake: verify, log exactly once, ack")
     p.add_argument("--broker", required=True, metavar="URL", help="mqtts://host:8883 or mqtt://")
     p.add_argument("--client-id", default="custody-ledger", help="MQTT client id (persistent)")

@@ -21,6 +21,17 @@ transaction, each envelope goes through, in order:
 6. append to the transparency log (RFC 9162 leaf = the event id) and advance
    the device's head; waiting successors are then taken in order.
 
+Key rotation. A device key is enrolled by an operator (``custody-ledger
+enroll``) or by one route only: a ``key_rotation`` event (body ``{new_key}``)
+signed by an enrolled, unrevoked key of the same device and logged in its
+chain. In the same transaction as that append the new key is enrolled for the
+device and site (valid from the event's device time, or now if that is later)
+and the old key is retired (revoked just after the event's device time: the
+rotation is its last record). A rotation naming a key enrolled for another
+device is rejected. Records signed by a key nobody enrolled stay rejected as
+``unknown device key``. A resend of a record already logged under a key
+revoked since is a harmless duplicate, not a rejection.
+
 Stages 1, 2 and 5 need no lock: they run before the transaction, for a large
 batch split over ``workers`` processes (this one and a ``ProcessPoolExecutor``
 of spawned workers, which hold the sealing key from their start). The
@@ -51,9 +62,16 @@ import cbor2
 from custody import cose
 from custody.commitment import Opening, open_sealed, verify_openings
 from custody.envelope import event_id_of, verify_envelope
-from custody.errors import CommitmentError, CustodyError, DecodeError, VerificationError
+from custody.errors import (
+    CommitmentError,
+    CustodyError,
+    DecodeError,
+    KeyError_,
+    VerificationError,
+)
+from custody.event import EventType
 from custody.group import ED25519, Point
-from custody.keys import LedgerKeyPair
+from custody.keys import LedgerKeyPair, check_ed25519_public, kid_for
 from custody.merkle import CompactRange, leaf_hash
 from ledger.store import DeviceKeyRecord, NewEvent, Store
 from sync.ack import MAX_REASON_CHARS, Ack, Rejection, sign_ack
@@ -99,6 +117,8 @@ class _Checked:
     masses: dict[str, int] | None = None
     reason: str = ""
     ackable: bool = True  # False: the key is not this device's, so no ack speaks for it
+    new_key: bytes = b""  # a key_rotation's announced key
+    site_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -214,8 +234,10 @@ def _verify(task: _Task) -> tuple[_Checked, dict[str, bytes], bytes]:
     p = env.payload
     item = _Checked(
         kid=env.kid, seq=p.seq, event_id=env.event_id, prev=p.prev, type_=str(p.type),
-        time_ms=p.time.ms, envelope=env.cose, masses={},
+        time_ms=p.time.ms, envelope=env.cose, masses={}, site_id=p.site_id,
     )  # fmt: skip
+    if p.type == EventType.KEY_ROTATION:
+        item.new_key = p.body["new_key"]  # 32 bytes (the body schema)
     if p.device_id != task.device_id:
         _fail(item, "payload device id is not the topic's")
         return item, {}, b""
@@ -513,6 +535,14 @@ class Intake:
         key = tx.key(item.kid)
         if key is None or key.revoked:
             reason = "device key revoked"
+            seq = item.seq
+            if (
+                seq is not None
+                and seq <= tx.head(item.kid)[0]
+                and (tx.event_id_at(item.kid, seq) == item.event_id)
+            ):
+                result.duplicates += 1  # logged before the revocation: a resend
+                return
         elif not key.valid_yet(now_ms):
             reason = "key not yet valid"
         else:
@@ -562,11 +592,19 @@ class Intake:
                 f"chain: prev does not match the event logged at seq {head_seq}", result, prog,
             )  # fmt: skip
             return None
+        enrol_new = False
+        if item.new_key:
+            problem, enrol_new = self._rotation_problem(device_id, item.new_key, tx)
+            if problem:
+                self._reject(device_id, kid, seq, event_id, problem, result, prog)
+                return None
         tx.append(
             NewEvent(event_id, kid, seq, device_id, item.type_, item.time_ms, item.envelope,
                      item.masses, leaf_hash(event_id))
         )  # fmt: skip
         result.logged += 1
+        if item.new_key:
+            self._rotate(device_id, item, enrol_new, tx)
         # Successors that arrived early can follow now, in order.
         if not tx.has_waiting(kid):
             return None
@@ -586,6 +624,38 @@ class Intake:
             self._reject(device_id, kid, nxt.seq, nxt.event_id, nxt.reason, result, prog)
             return None
         return nxt
+
+    def _rotation_problem(self, device_id: str, new_key: bytes, tx: _Tx) -> tuple[str, bool]:
+        """Why a key_rotation cannot be logged (empty when it can), and whether its key is new."""
+        try:
+            check_ed25519_public(new_key, "new_key")
+        except KeyError_ as exc:
+            return f"rotation: {exc}", False
+        existing = tx.key(kid_for(new_key))
+        if existing is None:
+            return "", True
+        if existing.device_id != device_id:
+            return "rotation: the new key is enrolled for another device", False
+        if existing.revoked:
+            return "rotation: the new key is revoked", False
+        return "", False  # already enrolled for this device (by an operator): just retire
+
+    def _rotate(self, device_id: str, item: _Checked, enrol_new: bool, tx: _Tx) -> None:
+        assert item.kid is not None
+        new_kid = kid_for(item.new_key)
+        now_ms = self._clock_ms()
+        self.store.rotate_key(
+            device_id, item.site_id, item.kid, new_kid, item.new_key,
+            valid_from_ms=min(item.time_ms, now_ms), retired_ms=item.time_ms + 1,
+            enrol_new=enrol_new,
+        )  # fmt: skip
+        tx.keys.pop(item.kid, None)  # re-read: now retired
+        tx.keys.pop(new_kid, None)
+        log.info(
+            "key rotation: device %s key %s -> %s at seq %d", device_id, item.kid.hex(),
+            new_kid.hex(), item.seq,
+            extra={"device_id": device_id, "old_kid": item.kid.hex(), "new_kid": new_kid.hex()},
+        )  # fmt: skip
 
     # --- outcomes ------------------------------------------------------------------------
     def _fork(

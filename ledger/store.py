@@ -228,6 +228,10 @@ class Store(Protocol):
         valid_from_ms: int | None = None,
     ) -> None: ...  # fmt: skip
     def revoke(self, device_id: str) -> int: ...
+    def rotate_key(
+        self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
+        *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+    ) -> None: ...  # fmt: skip
     def key(self, kid: bytes) -> DeviceKeyRecord | None: ...
     def device_keys(self) -> list[DeviceKeyRecord]: ...
     def head(self, kid: bytes) -> tuple[int, bytes]: ...
@@ -360,6 +364,24 @@ class LedgerStore:
                 "UPDATE device_keys SET revoked_ms = ? WHERE device_id = ? AND revoked_ms IS NULL",
                 (_now_ms(), device_id),
             ).rowcount
+
+    def rotate_key(
+        self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
+        *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+    ) -> None:  # fmt: skip
+        """Inside ``transaction()``, with the ``key_rotation`` event's append: enrol the key it
+        announced (from ``valid_from_ms``) and retire the old one (revoked at ``retired_ms``,
+        just after the rotation event, its last record). ledger/intake.py checks beforehand."""
+        if enrol_new:
+            self.conn.execute(
+                "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
+                " valid_from_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (new_kid, device_id, site_id, new_public_key, _now_ms(), valid_from_ms),
+            )
+        self.conn.execute(
+            "UPDATE device_keys SET revoked_ms = ? WHERE kid = ? AND revoked_ms IS NULL",
+            (retired_ms, old_kid),
+        )
 
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         row = self.conn.execute(

@@ -276,6 +276,23 @@ class PostgresLedgerStore:
                 (_now_ms(), device_id),
             ).rowcount
 
+    def rotate_key(
+        self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
+        *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+    ) -> None:  # fmt: skip
+        """Inside ``transaction()``: as ``LedgerStore.rotate_key``."""
+        with self._op("rotating a device key") as c:
+            if enrol_new:
+                c.execute(
+                    "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
+                    " valid_from_ms) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (new_kid, device_id, site_id, new_public_key, _now_ms(), valid_from_ms),
+                )
+            c.execute(
+                "UPDATE device_keys SET revoked_ms = %s WHERE kid = %s AND revoked_ms IS NULL",
+                (retired_ms, old_kid),
+            )
+
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         with self._op("reading a device key") as c:
             row = c.execute(

@@ -39,7 +39,7 @@ from agent.outbox import Outbox
 from agent.paths import DataDir
 from agent.recorder import Recorder
 from agent.settings import AgentConfig
-from agent.uplink import OutboxDelivery, broker_config
+from agent.uplink import OutboxDelivery, broker_config, drain_order
 from custody.errors import ConfigError
 from custody.keys import DeviceKey
 from firmware_bridge.errors import PortConfigError
@@ -305,23 +305,34 @@ class SyncWorker:
     def run(self, stop: threading.Event) -> None:
         outbox = Outbox.open(self.paths.outbox, check=None, create=False)
         try:
-            self.uplink = Uplink(
-                OutboxDelivery(outbox, self.key.kid),
-                device_id=self.cfg.device_id,
-                device_kid=self.key.kid,
-                boot=self.boot,
-                ledger=self.ledger,
-                broker=self.broker,
-                window=self.cfg.sync_window,
-                max_bytes_per_s=self.cfg.max_bytes_per_s,
-                ack_timeout_s=self.cfg.ack_timeout_s,
-            )
-            self._running = True
-            # The uplink calls ``progress`` once per turn of its loop: our heartbeat.
-            self.uplink.run(stop, until_drained=False, progress=lambda _acked: self._beat())
+            # Retired keys' tails first (agent/uplink.py drain_order): the ledger enrols the
+            # current key only when it logs the old chain's key_rotation event.
+            for kid in drain_order(outbox, self.key.kid):
+                if kid != self.key.kid and not stop.is_set():
+                    self._run_key(outbox, kid, stop, until_drained=True)
+            if not stop.is_set():
+                self._run_key(outbox, self.key.kid, stop, until_drained=False)
         finally:
             self._running = False
             outbox.close()
+
+    def _run_key(
+        self, outbox: Outbox, kid: bytes, stop: threading.Event, *, until_drained: bool
+    ) -> None:
+        self.uplink = Uplink(
+            OutboxDelivery(outbox, kid),
+            device_id=self.cfg.device_id,
+            device_kid=kid,
+            boot=self.boot,
+            ledger=self.ledger,
+            broker=self.broker,
+            window=self.cfg.sync_window,
+            max_bytes_per_s=self.cfg.max_bytes_per_s,
+            ack_timeout_s=self.cfg.ack_timeout_s,
+        )
+        self._running = True
+        # The uplink calls ``progress`` once per turn of its loop: our heartbeat.
+        self.uplink.run(stop, until_drained=until_drained, progress=lambda _: self._beat())
 
     def _beat(self) -> None:
         self.heartbeat.beat()
