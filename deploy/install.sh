@@ -74,6 +74,9 @@ if [ -n "$offline" ]; then
   if [ ! -f "$offline/requirements.txt" ] || [ ! -f "$offline/SHA256SUMS" ]; then
     die "--offline: $offline has no requirements.txt/SHA256SUMS (make it with build-offline-bundle.sh)"
   fi
+  # Before anything is installed: a damaged or altered bundle changes nothing.
+  say "checking the bundle's hashes"
+  (cd "$offline" && sha256sum --check --quiet --strict SHA256SUMS) || die "bundle hash mismatch in $offline"
 else
   [ -f "$source_dir/pyproject.toml" ] || die "--from-source: no pyproject.toml in $source_dir"
 fi
@@ -143,8 +146,6 @@ if ! "$opt/bin/python" -c 'import sys' >/dev/null 2>&1; then
 fi
 pip=("$opt/bin/python" -m pip --disable-pip-version-check --no-input --quiet)
 if [ -n "$offline" ]; then
-  say "checking the bundle's hashes"
-  (cd "$offline" && sha256sum --check --quiet --strict SHA256SUMS) || die "bundle hash mismatch in $offline"
   say "installing from $offline (no network)"
   # No pip.conf either: its find-links or constraints must not mix into a pinned bundle.
   # --force-reinstall: a newer bundle may carry the project under the same version number.
