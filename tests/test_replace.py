@@ -64,7 +64,9 @@ def test_replacement_sends_the_broken_gateways_outbox(tmp_path: Path, central: C
     # 2 weighings (4 records) + rotate (boot + key_rotation) under the old key; 2 under the new.
     assert summary["acked"] == 8
     assert summary["outbox"]["acked"] == 8
-    heads = {r["kid"]: r["head_seq"] for r in central.devices() if r["device_id"] == "gw-old"}
+    heads = {
+        r["kid"]: int(str(r["head_seq"])) for r in central.devices() if r["device_id"] == "gw-old"
+    }
     assert sorted(heads.values()) == [2, 6]
     # The replacement's own outbox is untouched: it recorded nothing and sent nothing.
     status = json.loads(ok(run_cli("--data-dir", str(new), "status", "--json")))
