@@ -20,7 +20,9 @@
 # user: a Mosquitto that drops privileges to user mosquitto cannot read them, so tests/brokers.py
 # runs it with `user root` when we are root.
 #
-# NOT for production: production device keys are generated on the device and never leave it.
+# NOT for production: production device keys are generated on the device and never leave it
+# (`custody-agent init` makes the key and CSR, `custody-ledger pki` the CA, certificates and CRL;
+# docs/operations.md "Enrol a gateway"). ledger/pki.py issues the same extensions.
 set -euo pipefail
 
 usage() {
