@@ -1,19 +1,28 @@
-"""``make demo``: a site's morning, from the weighbridge to the ledger's signed log.
+"""``make demo``: a site's morning, from the weighbridge to a buyer's verified lot.
 
 Embedded defaults, no hardware: everything lives in a temporary directory (or ``--data-dir``).
-The demo runs the same commands an operator would, and prints them as it goes:
+The demo runs the same programs an operator would, and prints the commands as it goes:
 
-1. ``custody-ledger init`` makes the ledger's keys; ``custody-agent init`` makes a gateway's
-   identity, and ``custody-ledger enroll`` registers it.
-2. Offline, the gateway weighs a truck in and out, seals and weighs bags for a lot, voids a
-   mistaken scan; every record is signed and durable in the outbox, which is verified.
-3. The link returns: a private Mosquitto (the production config template, TLS with client
-   certificates from a throwaway PKI, per-device ACL) on free loopback ports, unless ``--broker``
-   names a plain ``mqtt://`` broker; ``custody-ledger run`` takes the records in and
-   ``custody-agent sync --once`` drains the outbox until the ledger has signed an ack for each.
-4. The ledger signs a checkpoint of its transparency log and proves that the gateway's last
-   record is in it; the proof is checked here against the checkpoint with the ledger's public key.
-5. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
+1. ``custody-ledger init`` makes the ledger's keys; ``custody-agent init`` makes the identities
+   of two gateways (a mine and a refiner), and ``custody-ledger enroll`` registers them.
+2. A private Mosquitto (the production config template, TLS with client certificates from a
+   throwaway PKI, per-device ACL) on free loopback ports, unless ``--broker`` names a plain
+   ``mqtt://`` broker, and ``custody-ledger run`` taking records in.
+3. The mine's gateway service, ``custody-agent run``, configured like a site engineer would:
+   a weighbridge indicator, an RFID reader and a barcode scanner on serial ports (here simulated
+   devices on pseudo-terminals), and sync to the broker.
+4. The yard: trucks drive on, the indicator settles, the RFID reader reads the tag on the
+   windscreen; the service captures each stable weight as a signed weighing, pairs the two
+   passes of a visit and prints the driver's ticket. Ore comes in; at the bagging station (a
+   second process on the same outbox, as the handheld console would be) sealed bags of the lot
+   are weighed, tagged and the lot is closed; the dispatch truck leaves with the bags, their
+   seals scanned at the bridge. Meanwhile the site's uplink drops (the private broker is
+   stopped) and comes back: the outbox holds the records and then drains. A live view shows
+   the captures, the outbox and the ledger's acks, from the service's ``/metrics`` and the
+   ledger's log (redrawn in place on a terminal, plain lines when piped).
+5. ``SIGTERM`` drains the service; every gateway record is checked to be a leaf of the
+   ledger's signed log, and the last one gets an inclusion proof checked here.
+6. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
    total, the receipt within tolerance and the mine's mass balance in one zero-knowledge bundle
    (``custody-ledger summary``), and ``custody-verify`` checks it offline as a buyer would.
 """
@@ -23,27 +32,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from agent import audit
+from prometheus_client.parser import text_string_to_metric_families
+
 from agent.identity import load_ledger_keys
 from agent.recorder import Recorder, kg_to_units
 from custody.event import EventType
-from custody.merkle import leaf_hash, verify_inclusion
-from ledger.log import verify_checkpoint
+from custody.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
+from firmware_bridge.sim import encoders
+from firmware_bridge.sim.runner import PtySink
+from ledger.log import Checkpoint, verify_checkpoint
+
+if TYPE_CHECKING:
+    from lab.mosquitto import MosquittoBroker
+    from ledger.store import LedgerStore
 
 DEVICE_ID, SITE_ID = "gw-kol-01", "KOL-01"
 REFINER_DEVICE, REFINER_SITE = "gw-ref-01", "REF-01"
 LOT = "LOT-2026-0042"
-# How long the drain may take before the demo gives up (it takes about a second).
+# Waits are deadlines, not expectations: the whole demo takes about half a minute.
+WAIT_S = 60.0
 SYNC_TIMEOUT_S = 60
 COMMANDS = {
     "custody-agent": "agent.cli",
@@ -51,9 +75,73 @@ COMMANDS = {
     "custody-verify": "ledger.verify.cli",
 }
 
+# The simulated devices. The XK3190-A12 sends a weight frame continuously and has no motion
+# flag (device-protocols.md §1.6), so stability is the gateway's window alone: a short one
+# (weighbridge.window_s) keeps the demo brisk; sites use seconds.
+SCALE_DIALECT = "xk3190-a12"
+FRAME_S = 0.05  # 20 frames/s, like a real indicator's continuous output
+WINDOW_S = 0.3
+DIVISION_KG = 20  # the bridge's verification scale interval (OIML R76 "e")
+BAG_KG = "1502.5"
+SEALS = tuple(f"SEAL-{n:06d}" for n in (104201, 104202, 104203))
+
+
+@dataclass(frozen=True, slots=True)
+class Truck:
+    plate: str
+    tag: str  # the EM4100 tag on its windscreen (10 hex digits): what the gateway sees
+
+
+ORE_1 = Truck("CD-LSH-1187", "3C00A1B2C4")
+ORE_2 = Truck("CD-LSH-2231", "3C00A1C90E")
+DISPATCH = Truck("CD-KLZ-4471", "4A0017F3D2")
+PLATES = {t.tag: t.plate for t in (ORE_1, ORE_2, DISPATCH)}
+
 
 class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and why."""
+
+
+# --- output ----------------------------------------------------------------------------------
+class Console:
+    """Transcript lines plus one status line: redrawn in place on a terminal; elsewhere
+    (a pipe, a test) printed only when its content changed, so a log stays short."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._status = ""
+        self._printed = ""
+        self._lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            if self.tty and self._status:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(text + "\n")
+            if self.tty and self._status:
+                self.stream.write(self._status)
+            self.stream.flush()
+
+    def status(self, line: str, *, key: str) -> None:
+        """Show ``line``; ``key`` is its content without the clock (what counts as a change)."""
+        with self._lock:
+            if self.tty:
+                # One terminal row, or "\r" would not return to its start (wrapped lines).
+                width = shutil.get_terminal_size().columns - 1
+                self._status = line if len(line) <= width else line[: width - 1] + "…"
+                self.stream.write("\r\x1b[K" + self._status)
+            elif key != self._printed:
+                self.stream.write(line + "\n")
+            self._printed = key
+            self.stream.flush()
+
+    def end_status(self) -> None:
+        with self._lock:
+            if self.tty and self._status:
+                self.stream.write("\n")
+                self.stream.flush()
+            self._status = ""
 
 
 def step(title: str) -> None:
@@ -75,42 +163,34 @@ def run_cmd(*argv: str, quiet: bool = False) -> str:
     return done.stdout
 
 
-def record_morning(gw_dir: Path) -> bytes:
-    """The offline part at the mine: returns the event id of the last record."""
-    with Recorder(gw_dir, boot_reason="demo") as rec:
-        lot = LOT
-        # An ore truck: in heavy, out empty; the net is an input of the site.
-        ore = rec.weighing(gross=kg_to_units("38420"), vehicle="CD-LSH-1187", stage="in")
-        rec.weighing(
-            gross=kg_to_units("38420"), tare=kg_to_units("14310"), vehicle="CD-LSH-1187",
-            stage="out", direction="in", inbound=ore.event_id,
-        )  # fmt: skip
-        # Hydroxide bags of the lot: outputs (each followed by a signed checkpoint of the sums).
-        rec.weighing(gross=kg_to_units("14150"), vehicle="CD-KLZ-4471", stage="in")
-        seals = [f"SEAL-{n:06d}" for n in (104201, 104202, 104203)]
-        for seal in seals:
-            rec.weighing(bag=kg_to_units("1502.5"), lot=lot, seals=[seal], direction="out")
-            rec.seal_scan(seal, lot=lot, symbology="QR")
-        mistaken = rec.seal_scan("SEAL-104299", lot=lot)
-        rec.void(mistaken.event_id, "scanned a bag of another lot")
-        rec.record(EventType.AGGREGATION, {"lot": lot, "children": seals, "action": "ADD"})
-        # The site's share of the lot: one commitment to the sum of its bags, then a checkpoint.
-        rec.lot_close(lot)
-        # The truck leaves with the lot (a dispatch cross-check, not counted twice).
-        last = rec.weighing(
-            gross=kg_to_units("18657.5"), tare=kg_to_units("14150"), vehicle="CD-KLZ-4471",
-            lot=lot, stage="out",
-        )  # fmt: skip
-        report = audit.verify_outbox(rec.outbox, rec.key)
-    if not report.ok:
-        raise DemoError(f"outbox verification failed: {report.error}")
-    print(f"verified {report.checked} signed events: signatures, hash chain, mass commitments")
-    return last.event_id
+def wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+# --- keys, broker, ledger ------------------------------------------------------------------------
+def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, device: str) -> Path:
+    gw_dir = root / device
+    record = run_cmd(
+        "custody-agent", "--data-dir", str(gw_dir), "init", "--site", site,
+        "--device", device, "--ledger-key", ledger_pub, quiet=True,
+    )  # fmt: skip
+    record_file = root / f"enrolment-{device}.json"
+    record_file.write_text(record)
+    print(f"enrolment record written to {record_file}")
+    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", str(record_file))
+    return gw_dir
 
 
 @contextlib.contextmanager
-def private_broker(root: Path) -> Iterator[tuple[str, dict[str, list[str]], list[str]]]:
-    """A TLS Mosquitto with a throwaway PKI: (url, TLS settings per gateway, ledger TLS flags)."""
+def private_broker(
+    root: Path,
+) -> Iterator[tuple[MosquittoBroker, str, dict[str, list[str]], list[str]]]:
+    """A TLS Mosquitto with a throwaway PKI: (it, url, TLS settings per gateway, ledger TLS
+    flags)."""
     from lab.mosquitto import MosquittoBroker, TestPKI
 
     pki = TestPKI.create(root / "pki", [DEVICE_ID, REFINER_DEVICE])
@@ -128,17 +208,31 @@ def private_broker(root: Path) -> Iterator[tuple[str, dict[str, list[str]], list
             "--ca-file", str(pki.ca_file), "--cert-file", str(pki.ledger.cert),
             "--key-file", str(pki.ledger.key),
         ]  # fmt: skip
-        yield url, gateway_tls, ledger_tls
+        yield broker, url, gateway_tls, ledger_tls
+
+
+def set_config(gw_dir: Path, key: str, value: str) -> None:
+    """What a site engineer edits in config.toml: ``name = value`` in ``[section]``."""
+    section, name = key.split(".", 1)
+    path = gw_dir / "config.toml"
+    lines = path.read_text().splitlines()
+    current, done = "", False
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.startswith(f"{name} = "):
+            lines[i] = f"{name} = {value}"
+            done = True
+    if not done:
+        raise DemoError(f"{path} has no {key} to set")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def configure_sync(gw_dir: Path, url: str, tls_lines: list[str]) -> None:
-    """What a site engineer writes into config.toml's [sync] table."""
-    cfg = gw_dir / "config.toml"
-    text = cfg.read_text().replace('broker = ""', f'broker = "{url}"')
+    set_config(gw_dir, "sync.broker", json.dumps(url))
     for line in tls_lines:
-        name = line.split(" = ", 1)[0]
-        text = text.replace(f'{name} = ""', line)
-    cfg.write_text(text)
+        name, value = line.split(" = ", 1)
+        set_config(gw_dir, f"sync.{name}", value)
 
 
 @contextlib.contextmanager
@@ -150,7 +244,6 @@ def ledger_running(ledger_dir: Path, url: str, tls_flags: list[str]) -> Iterator
         [sys.executable, "-m", "ledger.cli", *argv[1:]], stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        time.sleep(0.5)  # the gateway resends after its ack timeout anyway; this avoids the wait
         if proc.poll() is not None:
             raise DemoError(f"custody-ledger run exited {proc.returncode}: see {log.name}")
         yield
@@ -161,20 +254,384 @@ def ledger_running(ledger_dir: Path, url: str, tls_flags: list[str]) -> Iterator
         log.close()
 
 
-def check_inclusion(ledger_dir: Path, event_id: bytes) -> None:
-    """Checkpoint + inclusion proof from the ledger's CLI, verified here independently."""
-    args = ("--data-dir", str(ledger_dir))
+# --- the simulated yard ------------------------------------------------------------------------
+class Yard:
+    """The mine's weighbridge as the gateway sees it: an indicator, an RFID reader and a seal
+    scanner on three pseudo-terminals (``firmware_bridge.sim``), driven by one script so the
+    reader sees a truck's tag, and the scanner its seals, while the indicator shows it on the
+    bridge. Like the traffic light of an unattended bridge, a truck stays until the gateway
+    has weighed it (``weighed`` turns true), then drives off."""
+
+    def __init__(self, root: Path, console: Console) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.scale = PtySink(root / "ttyWB")
+        self.rfid = PtySink(root / "ttyRFID")
+        self.scanner = PtySink(root / "ttySCAN")
+        self.console = console
+
+    def close(self) -> None:
+        for sink in (self.scale, self.rfid, self.scanner):
+            sink.close()
+
+    def _frame(self, kg: int, *, extra: Callable[[], None] | None = None) -> None:
+        self.scale.write(encoders.xk3190_a12(f"{kg:07d}"))
+        if extra is not None:
+            extra()
+        time.sleep(FRAME_S)
+
+    def idle(self, frames: int) -> None:
+        for _ in range(frames):
+            self._frame(0)
+
+    def visit(
+        self,
+        truck: Truck,
+        kg: int,
+        why: str,
+        weighed: Callable[[], bool],
+        *,
+        seals: Sequence[str] = (),
+    ) -> None:
+        """One pass over the bridge: drive on, rock, settle, wait for the capture, drive off."""
+        self.console.say(
+            f"yard: {truck.plate} (tag {truck.tag}) drives on, {why}: the bridge reads {kg:,} kg"
+        )
+        to_scan = list(seals)
+
+        def reads() -> None:
+            # The reader repeats the tag while it is in the field (about every 50 ms), and
+            # the gatekeeper scans the load's seals as the truck rolls on.
+            self.rfid.write(encoders.rdm6300(truck.tag))
+            if to_scan:
+                self.scanner.write(encoders.scanner_line(to_scan.pop(0)))
+
+        ramp = 8
+        for i in range(1, ramp + 1):
+            self._frame(_division(kg * i / ramp), extra=reads)
+        for swing in (260, -180, 120, -60):  # the truck rocks on its suspension
+            self._frame(kg + swing, extra=reads)
+        deadline = time.monotonic() + WAIT_S
+        held = 0
+        while held < 2 * WINDOW_S / FRAME_S or not weighed():
+            if time.monotonic() >= deadline:
+                raise DemoError(f"the gateway did not capture {truck.plate} within {WAIT_S:g} s")
+            self._frame(kg, extra=reads if held < 4 else None)
+            held += 1
+        for i in range(ramp - 1, -1, -1):
+            self._frame(_division(kg * i / ramp))
+        self.idle(4)
+
+
+def _division(kg: float) -> int:
+    return round(kg / DIVISION_KG) * DIVISION_KG
+
+
+# --- watching the service -------------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """What the live view shows, from the service's /metrics and the ledger's log."""
+
+    outcomes: dict[str, float] = field(default_factory=dict)  # captures by outcome
+    passes: dict[str, float] = field(default_factory=dict)
+    outbox: dict[str, float] = field(default_factory=dict)  # events by state
+    acked_since_start: float = 0.0
+    last_ack: float | None = None  # unix time
+    connected: bool = False
+    ledger_log: int = 0
+
+    @property
+    def drained(self) -> bool:
+        total = sum(self.outbox.values())
+        return total > 0 and self.outbox.get("acked", 0) == total
+
+    def line(self) -> str:
+        others = {k: v for k, v in self.outcomes.items() if k != "captured"}
+        passes = ", ".join(f"{k} {int(v)}" for k, v in sorted(self.passes.items()))
+        ob = self.outbox
+        parts = [
+            f"captured {int(self.outcomes.get('captured', 0))}"
+            + (f" ({passes})" if passes else ""),
+            *(f"{k} {int(v)}" for k, v in sorted(others.items())),
+            f"outbox pending {int(ob.get('pending', 0))} sent {int(ob.get('sent', 0))} "
+            f"acked {int(ob.get('acked', 0))}",
+            f"ledger log {self.ledger_log}",
+        ]
+        if not self.connected:
+            parts.append("broker: connecting")
+        return " | ".join(parts)
+
+
+class Monitor:
+    """Scrapes the service's /metrics and reads the ledger's log size; the live view."""
+
+    def __init__(self, service_url: str, ledger_dir: Path, service_log: Path, console: Console):
+        self.url = service_url
+        self.ledger_dir = ledger_dir
+        self.service_log = service_log
+        self.console = console
+        self.latest = Snapshot()
+        self.tickets: list[str] = []
+        self._log_offset = 0
+        self._log_lock = threading.Lock()
+        self._store: LedgerStore | None = None
+        self._store_lock = threading.Lock()
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
+
+    def scrape(self) -> Snapshot:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:  # noqa: S310
+            text = resp.read().decode()
+        snap = Snapshot(ledger_log=self._ledger_log())
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "custody_captures_total":
+                    snap.outcomes[s.labels["outcome"]] = s.value
+                elif s.name == "custody_weighbridge_passes_total":
+                    snap.passes[s.labels["pass"]] = s.value
+                elif s.name == "custody_outbox_events":
+                    snap.outbox[s.labels["state"]] = s.value
+                elif s.name == "custody_sync_acked_total":
+                    snap.acked_since_start = s.value
+                elif s.name == "custody_sync_last_ack_timestamp_seconds":
+                    snap.last_ack = s.value
+                elif s.name == "custody_sync_connected":
+                    snap.connected = s.value == 1
+        self.latest = snap
+        return snap
+
+    def _ledger_log(self) -> int:
+        """The ledger's log size, read from its store (SQLite in WAL mode: readers never block
+        the running ledger)."""
+        from ledger.cli import STORE_FILE
+        from ledger.store import LedgerStore
+
+        with self._store_lock:
+            if self._store is None:
+                path = self.ledger_dir / STORE_FILE
+                if not path.exists():
+                    return 0
+                self._store = LedgerStore(path)
+            return self._store.log_size()
+
+    def close(self) -> None:
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> Snapshot:
+        """Stop the view after one last refresh; returns what it showed."""
+        self._stop.set()
+        self._thread.join(10)
+        try:
+            snap = self.refresh()
+        except OSError:  # the service is gone: the caller reports why
+            snap = self.latest
+        self.console.end_status()
+        return snap
+
+    def refresh(self) -> Snapshot:
+        """Update the view now (from the caller's thread)."""
+        self._read_log()
+        snap = self.scrape()
+        self._render(snap)
+        return snap
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):  # about once a second, like `watch`
+            with contextlib.suppress(OSError):  # URLError included; the main thread notices
+                self.refresh()  # a dead service, the view just waits
+
+    def _render(self, snap: Snapshot) -> None:
+        line = snap.line()
+        shown = f"[{time.monotonic() - self._started:5.1f}s] {line}"
+        if snap.last_ack is not None:
+            shown += f" | last ack {max(0.0, time.time() - snap.last_ack):.1f} s ago"
+        self.console.status(shown, key=line)
+
+    def _read_log(self) -> None:
+        """New driver's tickets from the service's log (one JSON event per line)."""
+        with self._log_lock:
+            self._read_log_locked()
+
+    def _read_log_locked(self) -> None:
+        try:
+            with self.service_log.open("rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._log_offset += end
+        for raw in data[:end].splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(raw)
+                if event.get("event") == "weighbridge.ticket":
+                    self.tickets.append(event["text"])
+                    self.console.say("gateway: " + _ticket_line(event["text"]))
+                elif event.get("level") in ("warning", "error"):
+                    self.console.say(f"gateway {event['level']}: {event.get('event')} {raw!r}")
+
+
+def _ticket_line(text: str) -> str:
+    fields = {}
+    for line in text.splitlines():
+        m = re.match(r"(Vehicle|Ticket \(seq\)|NET|Material)\s+(\S.*)$", line)
+        if m:
+            fields[m.group(1)] = m.group(2)
+    seals = re.search(r"Seals \((\d+)\)", text)
+    vehicle = fields.get("Vehicle", "?")
+    return (
+        f"ticket seq {fields.get('Ticket (seq)', '?')}: {PLATES.get(vehicle, vehicle)} "
+        f"NET {fields.get('NET', '?')} {fields.get('Material', '')}"
+        + (f", {seals.group(1)} seal(s)" if seals else "")
+    ).rstrip()
+
+
+@contextlib.contextmanager
+def gateway_service(gw_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """``custody-agent run`` in the background: (process, its HTTP URL, its log file)."""
+    argv = ["custody-agent", "--data-dir", str(gw_dir), "run", "--log-format", "json"]
+    log_path = gw_dir / "service.log"
+    print("$ " + " ".join(shlex.quote(a) for a in argv) + f" > {log_path} &")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", *argv[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each log line reaches the file at once
+        )
+    try:
+        info = gw_dir / "service.json"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise DemoError(f"custody-agent run exited {proc.returncode}: {_tail(log_path)}")
+            return info.exists()
+
+        wait_for(up, "the service's HTTP endpoint (service.json)")
+        url = str(json.loads(info.read_text())["url"])
+        yield proc, url, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def health(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:  # noqa: S310
+            body: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503 while failing: the body still says why
+        body = json.loads(exc.read())
+    return body
+
+
+# --- the morning ---------------------------------------------------------------------------------
+def bagging_station(gw_dir: Path, console: Console) -> None:
+    """Sealed bags of the lot, weighed on the bagging platform and tagged: a second process on
+    the gateway's outbox (as ``custody-agent scan`` would be), beside the running service."""
+    with Recorder(gw_dir, boot_reason="bagging station") as rec:
+        for seal in SEALS:
+            rec.weighing(bag=kg_to_units(BAG_KG), lot=LOT, seals=[seal], direction="out")
+            rec.seal_scan(seal, lot=LOT, symbology="QR")
+            console.say(f"bagging: bag {seal} {BAG_KG} kg into {LOT} (weighed, sealed, tagged)")
+        mistaken = rec.seal_scan("SEAL-104299", lot=LOT)
+        rec.void(mistaken.event_id, "scanned a bag of another lot")
+        console.say("bagging: SEAL-104299 scanned by mistake, voided (a signed void, not a delete)")
+        rec.record(EventType.AGGREGATION, {"lot": LOT, "children": list(SEALS), "action": "ADD"})
+        # The site's share of the lot: one commitment to the sum of its bags, then a checkpoint.
+        rec.lot_close(LOT)
+        console.say(f"bagging: {LOT} closed: {len(SEALS)} bags, a commitment to their sum")
+
+
+def morning(
+    yard: Yard, monitor: Monitor, gw_dir: Path, console: Console, broker: MosquittoBroker | None
+) -> None:
+    def passes() -> int:
+        return int(sum(monitor.scrape().passes.values()))
+
+    def one_more() -> Callable[[], bool]:
+        before = passes()
+        return lambda: passes() > before
+
+    yard.idle(10)  # the indicator's empty-bridge stream: zero tracking
+    # Ore in: each truck weighed full on arrival and empty on leaving (two passes, one ticket).
+    yard.visit(ORE_1, 38_420, "ore, full", one_more())
+    yard.visit(ORE_2, 41_260, "ore, full", one_more())
+    yard.visit(ORE_1, 14_300, "tipped at the pad, empty", one_more())
+    yard.visit(ORE_2, 15_020, "tipped at the pad, empty", one_more())
+    if broker is not None:  # a real outage: the broker stops (SIGTERM, persisting its sessions)
+        broker.stop()
+        console.say("link: the site's uplink is down; the gateway keeps capturing to its outbox")
+    bagging_station(gw_dir, console)
+    # The lot leaves: the dispatch truck's tare on arrival, then loaded, its bags' seals scanned.
+    yard.visit(DISPATCH, 14_140, "dispatch, empty", one_more())
+    if broker is not None:
+        monitor.refresh()  # the backlog, as it stands at the end of the outage
+        broker.restart()
+        console.say("link: the uplink is back; the outbox drains to the ledger")
+    yard.visit(DISPATCH, 18_660, f"dispatch, loaded with {LOT}", one_more(), seals=SEALS)
+
+
+# --- the ledger's side ----------------------------------------------------------------------------
+def signed_checkpoint(ledger_dir: Path) -> Checkpoint:
     cp_json: dict[str, Any] = json.loads(
-        run_cmd("custody-ledger", *args, "log", "checkpoint", quiet=True)
+        run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "log", "checkpoint", quiet=True)
     )
-    checkpoint = verify_checkpoint(
+    return verify_checkpoint(
         bytes.fromhex(cp_json["checkpoint"]), load_ledger_keys(ledger_dir / "ledger-public.json")
     )
-    print(f"signed checkpoint: size {checkpoint.size}, root {checkpoint.root.hex()[:16]}…")
+
+
+def audit_ledger(ledger_dir: Path, gw_dir: Path) -> tuple[int, int, bytes, Checkpoint]:
+    """(gateway events, how many are acked and in the signed log, the last event id, the
+    ledger's signed checkpoint): every leaf
+    of the ledger's log recomputed into the root the ledger signed (RFC 9162 §2.1.1)."""
+    from ledger.cli import STORE_FILE
+    from ledger.store import LedgerStore
+
+    listed = json.loads(run_cmd("custody-agent", "--data-dir", str(gw_dir), "events", "list",
+                                "--json", quiet=True))  # fmt: skip
+    checkpoint = signed_checkpoint(ledger_dir)
+    store = LedgerStore(ledger_dir / STORE_FILE)
+    try:
+        leaves = store.leaf_hashes(0, checkpoint.size)
+    finally:
+        store.close()
+    if root_from_leaf_hashes(leaves) != checkpoint.root:
+        raise DemoError("the ledger's log does not hash to the root it signed")
+    in_log = set(leaves)
+    verified = sum(
+        1 for e in listed
+        if e["state"] == "acked" and leaf_hash(bytes.fromhex(e["event_id"])) in in_log
+    )  # fmt: skip
+    print(
+        f"signed checkpoint: size {checkpoint.size}, root {checkpoint.root.hex()[:16]}…; "
+        f"{verified} of the gateway's {len(listed)} records are leaves of it"
+    )
+    return len(listed), verified, bytes.fromhex(listed[-1]["event_id"]), checkpoint
+
+
+def check_inclusion(ledger_dir: Path, event_id: bytes, checkpoint: Checkpoint) -> None:
+    """An inclusion proof from the ledger's CLI, verified here against its signed checkpoint."""
     index = checkpoint.size - 1
     proof_json: dict[str, Any] = json.loads(
-        run_cmd("custody-ledger", *args, "log", "prove-inclusion", str(index), quiet=True)
-    )
+        run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "log", "prove-inclusion",
+                str(index), quiet=True)
+    )  # fmt: skip
     leaf = bytes.fromhex(proof_json["leaf_hash"])
     if leaf != leaf_hash(event_id):
         raise DemoError(f"log entry {index} is not the gateway's last record")
@@ -186,61 +643,91 @@ def check_inclusion(ledger_dir: Path, event_id: bytes) -> None:
     )
 
 
-def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, device: str) -> Path:
-    gw_dir = root / device
-    record = run_cmd(
-        "custody-agent", "--data-dir", str(gw_dir), "init", "--site", site,
-        "--device", device, "--ledger-key", ledger_pub, quiet=True,
-    )  # fmt: skip
-    record_file = root / f"enrolment-{device}.json"
-    record_file.write_text(record)
-    print(f"enrolment record written to {record_file}")
-    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", str(record_file))
-    return gw_dir
-
-
 def receive_at_refiner(ref_dir: Path) -> None:
     """The refiner's weighbridge weighs the lot in: 4,507.5 kg of bags, read as 4,505 kg."""
     with Recorder(ref_dir, boot_reason="demo") as rec:
-        truck = rec.weighing(gross=kg_to_units("18655"), vehicle="CD-KLZ-4471", stage="in")
+        truck = rec.weighing(gross=kg_to_units("18655"), vehicle=DISPATCH.plate, stage="in")
         rec.weighing(
-            gross=kg_to_units("18655"), tare=kg_to_units("14150"), vehicle="CD-KLZ-4471",
+            gross=kg_to_units("18655"), tare=kg_to_units("14150"), vehicle=DISPATCH.plate,
             lot=LOT, stage="out", direction="in", inbound=truck.event_id,
         )  # fmt: skip
     print("refiner REF-01 weighed the lot in: net 4505.0 kg")
 
 
+# --- the whole path ------------------------------------------------------------------------------
 def run(root: Path, broker_url: str | None = None) -> int:
     ledger_dir = root / "ledger"
+    console = Console()
     step("1. keys: the ledger, two gateways (a mine and a refiner), their enrolment")
     ledger_pub = run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "init").strip()
     gw_dir = enrol_gateway(root, ledger_dir, ledger_pub, SITE_ID, DEVICE_ID)
     ref_dir = enrol_gateway(root, ledger_dir, ledger_pub, REFINER_SITE, REFINER_DEVICE)
     run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "site", "stock", SITE_ID, "--kg", "0")
 
-    step("2. a morning at the weighbridge, offline")
-    last_event = record_morning(gw_dir)
-    run_cmd("custody-agent", "--data-dir", str(gw_dir), "events", "list")
-
-    step("3. the link returns: gateway -> broker -> ledger, acks back")
     with contextlib.ExitStack() as stack:
+        step("2. a broker and the ledger")
+        broker: MosquittoBroker | None = None  # ours to stop and restart (an outage)
         if broker_url is None:
-            url, gateway_tls, ledger_tls = stack.enter_context(private_broker(root))
+            broker, url, gateway_tls, ledger_tls = stack.enter_context(private_broker(root))
         else:
             url, gateway_tls, ledger_tls = broker_url, {}, []
         for device, directory in ((DEVICE_ID, gw_dir), (REFINER_DEVICE, ref_dir)):
             configure_sync(directory, url, gateway_tls.get(device, []))
         stack.enter_context(ledger_running(ledger_dir, url, ledger_tls))
-        run_cmd(
-            "custody-agent", "--data-dir", str(gw_dir), "sync", "--once",
-            "--timeout", str(SYNC_TIMEOUT_S),
-        )  # fmt: skip
+
+        step("3. the mine's gateway service, its devices simulated on serial ports")
+        yard = Yard(root / "devices", console)
+        stack.callback(yard.close)
+        settings = {
+            "weighbridge.port": json.dumps(str(yard.scale.path)),
+            "weighbridge.dialect": json.dumps(SCALE_DIALECT),
+            "weighbridge.rfid": json.dumps(f"rdm6300@{yard.rfid.path}"),
+            "weighbridge.scanner": json.dumps(f"scanner-line@{yard.scanner.path}"),
+            "weighbridge.window_s": str(WINDOW_S),
+            "service.http_port": "0",  # any free port; the service names it in service.json
+            # After the outage, a batch the gateway sends as it reconnects was sometimes never
+            # delivered to the ledger (it reconnects at about the same time) and waited for the
+            # default minute without an ack before the resend; the shortest allowed keeps the
+            # demo short. Sites keep the default.
+            "sync.ack_timeout_s": "5",
+        }
+        for key, value in settings.items():
+            set_config(gw_dir, key, value)
+            print(f"config.toml: {key} = {value}")
+        proc, service_url, service_log = stack.enter_context(gateway_service(gw_dir))
+        wait_for(lambda: health(service_url)["status"] == "ok", "the service's /healthz to be ok")
+        workers = health(service_url)["workers"]
+        print(f"service up at {service_url}: workers {', '.join(sorted(workers))} ok")
+
+        step("4. a morning at the mine (live view from /metrics and the ledger's log)")
+        monitor = Monitor(service_url, ledger_dir, service_log, console)
+        monitor.start()
+        try:
+            morning(yard, monitor, gw_dir, console, broker)
+
+            def drained() -> bool:
+                snap = monitor.scrape()
+                return snap.drained and snap.ledger_log == int(sum(snap.outbox.values()))
+
+            wait_for(drained, "the ledger to ack every record")
+        finally:
+            final = monitor.stop()
+            monitor.close()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        if code != 0:
+            raise DemoError(f"custody-agent run exited {code} on SIGTERM: {_tail(service_log)}")
+        print(f"custody-agent run drained on SIGTERM and exited {code}")
+        if monitor.tickets:
+            print("the last driver's ticket (also on the ticket printer, when one is set):")
+            print(monitor.tickets[-1], end="")
+
+        step("5. the ledger's signed log")
         run_cmd("custody-agent", "--data-dir", str(gw_dir), "status")
+        total, verified, last_event, checkpoint = audit_ledger(ledger_dir, gw_dir)
+        check_inclusion(ledger_dir, last_event, checkpoint)
 
-        step("4. the ledger's signed log")
-        check_inclusion(ledger_dir, last_event)
-
-        step("5. the refiner receives the lot; a zero-knowledge summary for a buyer")
+        step("6. the refiner receives the lot; a zero-knowledge summary for a buyer")
         receive_at_refiner(ref_dir)
         run_cmd(
             "custody-agent", "--data-dir", str(ref_dir), "sync", "--once",
@@ -255,7 +742,17 @@ def run(root: Path, broker_url: str | None = None) -> int:
     )  # fmt: skip
     # What the buyer holds: the bundle and the ledger's public keys, nothing else.
     (bundle.parent / "ledger-public.json").write_bytes(Path(ledger_pub).read_bytes())
-    run_cmd("custody-verify", str(bundle))
+    verdict = run_cmd("custody-verify", str(bundle))
+
+    step("summary")
+    outcomes = ", ".join(f"{k} {int(v)}" for k, v in sorted(final.outcomes.items()))
+    passes = ", ".join(f"{k} {int(v)}" for k, v in sorted(final.passes.items()))
+    print(f"weighbridge captures: {outcomes} (passes: {passes}); tickets {len(monitor.tickets)}")
+    print(f"gateway records: {total} signed, {int(final.outbox.get('acked', 0))} acked, "
+          f"{verified} verified in the ledger's signed log")  # fmt: skip
+    print(f"buyer: {verdict.splitlines()[0].split(':', 1)[0]} ({LOT})")
+    if verified != total or not verdict.startswith("ACCEPTED"):
+        raise DemoError("not every record reached the ledger, or the lot was not accepted")
     print(f"\ndemo OK; files in {root}")
     return 0
 
@@ -263,7 +760,8 @@ def run(root: Path, broker_url: str | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lab.demo",
-        description="Record a demo site's custody events, sync them to a ledger, prove them.",
+        description="A demo site: simulated weighbridge devices, the gateway service, a "
+        "broker and a ledger; ends with a lot summary a buyer verifies.",
     )
     parser.add_argument("--data-dir", type=Path, help="keep the demo's files here (must be new)")
     parser.add_argument(
