@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, drain, intake, link, parsers, qr, service, zk
+from bench import capture, drain, intake, link, parsers, peers, qr, service, zk
 
 
 class Benchmark(Protocol):
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "link": link,
     "intake": intake,
     "parsers": parsers,
+    "peers": peers,
     "qr": qr,
     "service": service,
     "zk": zk,
