@@ -221,3 +221,28 @@ def test_rotation_mid_stream_over_the_broker(tmp_path: Path, central: Central) -
     assert rotated["new_kid"] in listing
     verified = ok(run_cli("--data-dir", str(gw), "events", "verify", "--json"))
     assert json.loads(verified)["ok"]
+
+
+def test_rotation_on_postgresql(gateway: Gateway, pg_dsn: str) -> None:
+    from ledger.store_pg import PostgresLedgerStore
+
+    store = PostgresLedgerStore(pg_dsn)
+    try:
+        with gateway.recorder() as rec:
+            old = rec.key
+            store.enroll(DEVICE, "KOL-01", old.public_key, old.kid)
+            rotated = rec.rotate_key()
+            new = rec.key
+            rec.seal_scan("SEAL-9")
+            old_chain = _envelopes(rec.outbox, old.kid)
+            new_chain = _envelopes(rec.outbox, new.kid)
+        intake = Intake(store, gateway.ledger)
+        assert _ingest(intake, old_chain) == (len(old_chain), 0, [])
+        retired, enrolled = store.key(old.kid), store.key(new.kid)
+        assert retired is not None
+        assert retired.revoked_ms == rotated.device_time_ms + 1
+        assert enrolled is not None
+        assert enrolled.device_id == DEVICE
+        assert _ingest(intake, new_chain) == (1, 0, [])
+    finally:
+        store.close()
