@@ -312,7 +312,8 @@ class Yard:
             self._frame(kg + swing, extra=reads)
         deadline = time.monotonic() + WAIT_S
         held = 0
-        while held < 2 * WINDOW_S / FRAME_S or not weighed():
+        # Ask the gateway every fifth frame (a /metrics scrape), after at least twice its window.
+        while held < 2 * WINDOW_S / FRAME_S or held % 5 or not weighed():
             if time.monotonic() >= deadline:
                 raise DemoError(f"the gateway did not capture {truck.plate} within {WAIT_S:g} s")
             self._frame(kg, extra=reads if held < 4 else None)
@@ -380,8 +381,14 @@ class Monitor:
         self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
 
     def scrape(self) -> Snapshot:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:  # noqa: S310
-            text = resp.read().decode()
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:  # noqa: S310
+                text = resp.read().decode()
+        except OSError as exc:  # URLError included
+            raise DemoError(
+                f"the service's /metrics did not answer ({exc}); its log ends:\n"
+                + _tail(self.service_log)
+            ) from exc
         snap = Snapshot(ledger_log=self._ledger_log())
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -429,7 +436,7 @@ class Monitor:
         self._thread.join(10)
         try:
             snap = self.refresh()
-        except OSError:  # the service is gone: the caller reports why
+        except DemoError:  # the service is gone: the caller reports why
             snap = self.latest
         self.console.end_status()
         return snap
@@ -443,8 +450,8 @@ class Monitor:
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):  # about once a second, like `watch`
-            with contextlib.suppress(OSError):  # URLError included; the main thread notices
-                self.refresh()  # a dead service, the view just waits
+            with contextlib.suppress(DemoError):  # the main thread reports a dead service
+                self.refresh()
 
     def _render(self, snap: Snapshot) -> None:
         line = snap.line()
@@ -655,7 +662,7 @@ def receive_at_refiner(ref_dir: Path) -> None:
 
 
 # --- the whole path ------------------------------------------------------------------------------
-def run(root: Path, broker_url: str | None = None) -> int:
+def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
     ledger_dir = root / "ledger"
     console = Console()
     step("1. keys: the ledger, two gateways (a mine and a refiner), their enrolment")
@@ -753,7 +760,10 @@ def run(root: Path, broker_url: str | None = None) -> int:
     print(f"buyer: {verdict.splitlines()[0].split(':', 1)[0]} ({LOT})")
     if verified != total or not verdict.startswith("ACCEPTED"):
         raise DemoError("not every record reached the ledger, or the lot was not accepted")
-    print(f"\ndemo OK; files in {root}")
+    print(
+        f"\ndemo OK; files in {root}"
+        + ("" if keep else " (removed on exit; --data-dir keeps them)")
+    )
     return 0
 
 
@@ -775,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data_dir is not None:
             return run(args.data_dir, args.broker)
         with tempfile.TemporaryDirectory(prefix="custody-demo-") as tmp:
-            return run(Path(tmp), args.broker)
+            return run(Path(tmp), args.broker, keep=False)
     except DemoError as exc:
         print(f"demo FAILED: {exc}", file=sys.stderr)
         return 1
