@@ -120,12 +120,14 @@ class SiteSimulator:
     gap_s: float = 5.0  # empty bridge between trucks, on top of the scenario's own lead-in
     frames_per_phase: int = 12
     seed: int = 1
+    hold_s: float = 0.0  # extra seconds the truck stands still after the scenario's hold starts
     fleet: int = 3  # trucks that come back: pass in, then pass out on their next visit
     seals_per_truck: int = 2
     settle_s: float = SETTLE_S
     hook: Callable[[str, Truck], None] | None = None
     trucks: list[Truck] = field(default_factory=list)
     frames: int = 0
+    phase: str = "idle"  # the last mark: "arrive" and "stable" mean a truck is on the bridge
 
     def __post_init__(self) -> None:
         self.scale = PtySink(self.directory / "ttyWB")
@@ -168,9 +170,13 @@ class SiteSimulator:
         truck: Truck | None = None
         idle_due: float | None = None
         samples = scenarios.truck_visits(rng, frames_per_phase=self.frames_per_phase)
-        gap_frames = 0
+        gap_frames = hold_frames = 0
+        held = scenarios.Sample(0, True)
         while not self._stop.is_set():
-            if gap_frames:
+            if hold_frames:
+                hold_frames -= 1
+                sample = held
+            elif gap_frames:
                 gap_frames -= 1
                 sample = scenarios.Sample(0, True)
             else:
@@ -180,6 +186,7 @@ class SiteSimulator:
                 idle_due = None
                 self._mark("idle", truck)
             if sample.event == "arrive":
+                idle_due = None  # a gap shorter than settle_s: no idle window this time
                 n = len(self.trucks) + 1
                 codes = tuple(next(seals) for _ in range(self.seals_per_truck))
                 truck = Truck(n, fleet[(n - 1) % len(fleet)], 0, codes, now)
@@ -193,6 +200,8 @@ class SiteSimulator:
             elif sample.event == "stable" and truck is not None:
                 truck.gross_kg, truck.stable_at = sample.kg, now
                 self._mark("stable", truck)
+                hold_frames = round(self.hold_s * self.rate)
+                held = scenarios.Sample(sample.kg, True, sample.overload)
             elif sample.event == "leave" and truck is not None:
                 truck.left_at = now
                 self._mark("leave", truck)
@@ -208,6 +217,7 @@ class SiteSimulator:
                 next_at = time.monotonic()  # we fell behind (a loaded machine): no burst
 
     def _mark(self, mark: str, truck: Truck) -> None:
+        self.phase = mark
         if self.hook is not None:
             self.hook(mark, truck)
 
