@@ -21,7 +21,7 @@ from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
 from agent.recorder import Recorder, kg_to_units, units_to_kg
 from agent.settings import SETTINGS, check_config, load_config
-from custody import cbor, cose
+from custody import cbor, cose, epcis
 from custody.envelope import verify_envelope
 from custody.errors import (
     CaptureError,
@@ -387,8 +387,6 @@ def cmd_events_export(args: argparse.Namespace) -> int:
 
 def _export_epcis(args: argparse.Namespace) -> int:
     """One EPCIS 2.0 document; masses as commitments only (the clear values stay here)."""
-    from custody import epcis
-
     try:
         locations = epcis.locations_from_options(args.site_location, args.read_point, args.tz)
     except ValueError as exc:
@@ -640,22 +638,6 @@ def cmd_camera_decode(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------
-def _epcis_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--site-location", action="append", default=[], metavar="SITE=URI",
-        help="epcis: bizLocation of a site, an SGLN (urn:epc:id:sgln:... or "
-        "https://id.gs1.org/414/...); default urn:cobalt-custody:site:SITE (repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--read-point", action="append", default=[], metavar="DEVICE=URI",
-        help="epcis: readPoint of a device (default: its site's location; repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--tz", default="+02:00", metavar="±HH:MM",
-        help="epcis: eventTimeZoneOffset (default +02:00, Katanga)",
-    )  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -765,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
         "commitments (docs/protocol.md §3.3)",
     )  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory or file")
-    _epcis_options(p)
+    epcis.add_location_options(p)
     p = add(events, "verify", cmd_events_verify, "verify signatures, chain and commitments")
     p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from custody import epcis
 from custody.errors import (
     ConfigError,
     CustodyError,
@@ -382,8 +383,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     """The logged captures as one EPCIS 2.0 document, with the clear masses the ledger verified."""
     import time
 
-    from custody import epcis
-
     try:
         locations = epcis.locations_from_options(args.site_location, args.read_point, args.tz)
     except ValueError as exc:
@@ -559,19 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
     p.add_argument("--device", help="only this device's events (default: all, in log order)")
-    p.add_argument(
-        "--site-location", action="append", default=[], metavar="SITE=URI",
-        help="bizLocation of a site, an SGLN (urn:epc:id:sgln:... or https://id.gs1.org/414/...); "
-        "default urn:cobalt-custody:site:SITE (repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--read-point", action="append", default=[], metavar="DEVICE=URI",
-        help="readPoint of a device (default: its site's location; repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--tz", default="+02:00", metavar="±HH:MM",
-        help="eventTimeZoneOffset (default +02:00, Katanga)",
-    )  # fmt: skip
+    epcis.add_location_options(p)
     p = add("devices", cmd_devices, "list enrolled device keys, their chain heads and forks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("alarms", cmd_alarms, "list durable alarms: forks of a device key's chain")

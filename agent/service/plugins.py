@@ -19,7 +19,7 @@ from dataclasses import fields
 from typing import Any
 
 from agent.service.supervisor import ServiceContext, WorkflowFactory
-from agent.service.workers import Sample, Worker, WorkerHealth
+from agent.service.workers import Sample, Worker, WorkerHealth, port_samples
 
 __all__ = ["WeighbridgeAdapter", "default_workflows", "weighbridge"]
 
@@ -71,18 +71,8 @@ class WeighbridgeAdapter:
             yield Sample("custody_weighbridge_capture_latency_seconds", {}, m["capture_latency_s"])
         drops = 0
         for r in list(self.worker.readers):
-            labels = {"port": r.url, "dialect": self.dialects.get(r.name, "")}
-            c = r.counters
-            drops += c.queue_drops
-            yield Sample("custody_port_up", labels, 1.0 if r.state == "open" else 0.0)
-            yield Sample("custody_port_bytes", labels, c.bytes_in)
-            yield Sample("custody_port_frames", labels, c.frames)
-            yield Sample("custody_port_frame_errors", labels, c.frame_errors)
-            yield Sample("custody_port_checksum_errors", labels, c.checksum_errors)
-            yield Sample("custody_port_dropped_bytes", labels, c.dropped_bytes)
-            yield Sample("custody_port_reconnects", labels, c.reconnects)
-            yield Sample("custody_port_open_failures", labels, c.open_failures)
-            yield Sample("custody_port_queue_drops", labels, c.queue_drops)
+            drops += r.counters.queue_drops
+            yield from port_samples(r.url, self.dialects.get(r.name, ""), r)
         q = {"queue": "weighbridge"}
         yield Sample("custody_queue_depth", q, self.worker.queue.qsize())
         yield Sample("custody_queue_capacity", q, self.worker.queue.maxsize)

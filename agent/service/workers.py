@@ -29,7 +29,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar, runtime_checkable
@@ -172,6 +172,21 @@ def parse_port_spec(spec: str) -> tuple[str, str]:
 Log = Callable[..., None]  # EventLog.event(level, event, **fields)
 
 
+def port_samples(url: str, dialect: str, reader: PortReader) -> Iterator[Sample]:
+    """One serial port's state and counters (shared by port workers and workflow workers)."""
+    labels = {"port": url, "dialect": dialect}
+    c = reader.counters
+    yield Sample("custody_port_up", labels, 1.0 if reader.state == "open" else 0.0)
+    yield Sample("custody_port_bytes", labels, c.bytes_in)
+    yield Sample("custody_port_frames", labels, c.frames)
+    yield Sample("custody_port_frame_errors", labels, c.frame_errors)
+    yield Sample("custody_port_checksum_errors", labels, c.checksum_errors)
+    yield Sample("custody_port_dropped_bytes", labels, c.dropped_bytes)
+    yield Sample("custody_port_reconnects", labels, c.reconnects)
+    yield Sample("custody_port_open_failures", labels, c.open_failures)
+    yield Sample("custody_port_queue_drops", labels, c.queue_drops)
+
+
 class PortWorker:
     """Reads one serial port; reconnects by itself; fans frames out to subscribers."""
 
@@ -243,17 +258,8 @@ class PortWorker:
         return WorkerHealth("ok" if state == "open" else "degraded", detail)
 
     def metrics(self) -> Iterable[Sample]:
-        labels = {"port": self.url, "dialect": self.dialect}
         c = self.reader.counters
-        yield Sample("custody_port_up", labels, 1.0 if self.reader.state == "open" else 0.0)
-        yield Sample("custody_port_bytes", labels, c.bytes_in)
-        yield Sample("custody_port_frames", labels, c.frames)
-        yield Sample("custody_port_frame_errors", labels, c.frame_errors)
-        yield Sample("custody_port_checksum_errors", labels, c.checksum_errors)
-        yield Sample("custody_port_dropped_bytes", labels, c.dropped_bytes)
-        yield Sample("custody_port_reconnects", labels, c.reconnects)
-        yield Sample("custody_port_open_failures", labels, c.open_failures)
-        yield Sample("custody_port_queue_drops", labels, c.queue_drops)
+        yield from port_samples(self.url, self.dialect, self.reader)
         reader_q = {"queue": f"port<-{self.url}"}
         yield Sample("custody_queue_depth", reader_q, self.reader.out.qsize())
         yield Sample("custody_queue_capacity", reader_q, self.reader.out.maxsize)
