@@ -85,6 +85,8 @@ class Recorder:
             raise NotInitialisedError(f"{data_dir}: not initialised (run `custody-agent init`)")
         self.config: AgentConfig = load_config(self.paths.config)
         ED25519.self_test()
+        # Build the small-value table of H now (~25 ms), not inside the first capture.
+        ED25519.mul_h_small(1)
         self.key: DeviceKey = load_device_key(self.paths.device_key)
         self.ledger_keys: LedgerPublicKeys | None = _optional_ledger_keys(
             self.config.ledger_keys_path(data_dir)
