@@ -72,10 +72,10 @@ def ledger(
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while service.counters["connects"] == 0:  # subscribed before the gateway publishes
-        assert time.monotonic() < deadline, "the ledger did not connect"
+    # Subscribed (the broker sent its SUBACK) before the gateway publishes.
+    while "Sending SUBACK to custody-ledger" not in broker.log_text():
+        assert time.monotonic() < deadline, "the ledger did not subscribe"
         time.sleep(0.02)
-    time.sleep(0.2)
     yield store, intake
     stop.set()
     thread.join(10)

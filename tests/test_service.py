@@ -460,7 +460,12 @@ def test_the_service_signs_checkpoints_at_its_interval(gw: Path) -> None:
             return svc.metric("custody_checkpoints_signed_total") or 0
 
         wait_until(lambda: signed() >= 1, "the first checkpoint")
-        time.sleep(2.5)  # idle: more than two intervals with nothing new to sum
+
+        def due() -> int:
+            return int(svc.health()["workers"]["checkpoint"]["due"])
+
+        # Idle: two more intervals come due with nothing new to sum, and nothing is signed.
+        wait_until(lambda: due() >= 3, "two idle intervals")
         assert signed() == 1
         recorded = run_cli("--data-dir", str(gw), "record", "weighing", "--gross-kg", "1200")
         assert recorded.returncode == 0, recorded.stderr

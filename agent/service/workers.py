@@ -401,6 +401,7 @@ class CheckpointWorker:
         self.interval_s = interval_s
         self.heartbeat = Heartbeat(heartbeat_timeout_s)
         self.signed = 0
+        self.due_count = 0  # intervals that came due (signed or, when idle, skipped)
         self.last_seq: int | None = None
         self._running = False
 
@@ -412,6 +413,7 @@ class CheckpointWorker:
                 self.heartbeat.beat()
                 now = time.monotonic()
                 if now >= due:
+                    self.due_count += 1
                     # An idle gateway signs nothing new: only records since the last one count.
                     if self.recorder.checkpoint_due():
                         event = self.recorder.checkpoint()  # CustodyError: unexpected
@@ -428,7 +430,9 @@ class CheckpointWorker:
         return self._running and self.heartbeat.fresh
 
     def health(self) -> WorkerHealth:
-        detail: dict[str, object] = {"interval_s": self.interval_s, "signed": self.signed}
+        detail: dict[str, object] = {
+            "interval_s": self.interval_s, "signed": self.signed, "due": self.due_count,
+        }  # fmt: skip
         if self.last_seq is not None:
             detail["last_seq"] = self.last_seq
         return WorkerHealth("ok" if self._running else "stopped", detail)
