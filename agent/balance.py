@@ -61,7 +61,7 @@ def counted(body: Mapping[str, Any], openings: Mapping[str, tuple[int, bytes]]) 
 
 
 def last_checkpoint(outbox: Outbox, kid: bytes) -> CheckpointState:
-    found = outbox.of_type(kid, EventType.CHECKPOINT.value, newest_first=True)
+    found = outbox.of_type(kid, EventType.CHECKPOINT.value, newest_first=True, limit=1)
     if not found:
         return CheckpointState(0, None, 0, 0, 0)
     latest = found[0]

@@ -9,7 +9,9 @@ then prove the lot with ``ledger.summary.build_summary``.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,23 +112,17 @@ def build_lot(
     return scenario
 
 
-class _gateway:
-    """Initialise and enrol a gateway for ``site``, open its Recorder."""
-
-    def __init__(self, root: Path, site: str, store: Store, ledger_dir: Path) -> None:
-        data_dir = root / f"gw-{site.lower()}"
-        record = enrol.initialise(
-            data_dir, site_id=site, device_id=f"gw-{site.lower()}",
-            ledger_key_file=ledger_dir / PUBLIC_FILE,
-        )  # fmt: skip
-        store.enroll(record.device_id, site, record.public_key, record.kid)
-        self.recorder = Recorder(data_dir, boot_reason="lab")
-
-    def __enter__(self) -> Recorder:
-        return self.recorder
-
-    def __exit__(self, *exc: object) -> None:
-        self.recorder.close()
+@contextlib.contextmanager
+def _gateway(root: Path, site: str, store: Store, ledger_dir: Path) -> Iterator[Recorder]:
+    """Initialise and enrol a gateway for ``site``; its open Recorder."""
+    data_dir = root / f"gw-{site.lower()}"
+    record = enrol.initialise(
+        data_dir, site_id=site, device_id=f"gw-{site.lower()}",
+        ledger_key_file=ledger_dir / PUBLIC_FILE,
+    )  # fmt: skip
+    store.enroll(record.device_id, site, record.public_key, record.kid)
+    with Recorder(data_dir, boot_reason="lab") as recorder:
+        yield recorder
 
 
 def _feed(intake: Intake, rec: Recorder) -> None:

@@ -237,20 +237,6 @@ class Store(Protocol):
     def head(self, kid: bytes) -> tuple[int, bytes]: ...
     def event_id_at(self, kid: bytes, seq: int) -> bytes | None: ...
     def log_range(self) -> CompactRange: ...
-    def append_event(
-        self,
-        log: CompactRange,
-        *,
-        event_id: bytes,
-        kid: bytes,
-        seq: int,
-        device_id: str,
-        type_: str,
-        device_time_ms: int,
-        envelope: bytes,
-        masses: dict[str, int],
-        leaf_hash: bytes,
-    ) -> int: ...
     def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None: ...
     def save_log(self, log: CompactRange) -> None: ...
     def waiting_envelope(self, kid: bytes, seq: int) -> bytes | None: ...
@@ -268,13 +254,30 @@ class Store(Protocol):
     ) -> bool: ...  # fmt: skip
     def forks(self) -> list[ForkAlarm]: ...
     def log_size(self) -> int: ...
-    def events(self, device_id: str | None = None) -> list[LoggedEvent]: ...
+    def events(
+        self, device_id: str | None = None, types: Sequence[str] | None = None
+    ) -> list[LoggedEvent]: ...
     def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
     def masses(self, event_id: bytes) -> dict[str, int]: ...
     def rejections(self) -> list[tuple[str, int | None, str]]: ...
     def integrity_ok(self) -> bool: ...
     def add_checkpoint(self, size: int, time_ms: int, root: bytes, signed: bytes) -> None: ...
     def latest_checkpoint(self) -> bytes | None: ...
+
+
+def events_where(
+    device_id: str | None, types: Sequence[str] | None, mark: str
+) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause of ``events()`` for either store (``mark``: ``?`` or ``%s``)."""
+    clauses: list[str] = []
+    args: list[str] = []
+    if device_id is not None:
+        clauses.append(f"device_id = {mark}")
+        args.append(device_id)
+    if types is not None:
+        clauses.append(f"type IN ({', '.join([mark] * len(types))})" if types else "FALSE")
+        args.extend(str(t) for t in types)  # plain text, also for StrEnum members
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
 def _now_ms() -> int:
@@ -413,28 +416,6 @@ class LedgerStore:
         row = self.conn.execute("SELECT range_ FROM log_state WHERE id = 1").fetchone()
         return CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
 
-    def append_event(
-        self,
-        log: CompactRange,
-        *,
-        event_id: bytes,
-        kid: bytes,
-        seq: int,
-        device_id: str,
-        type_: str,
-        device_time_ms: int,
-        envelope: bytes,
-        masses: dict[str, int],
-        leaf_hash: bytes,
-    ) -> int:
-        """Append one verified event; returns its log index (call inside a transaction)."""
-        index = log.size
-        self.append_events(
-            log, [NewEvent(event_id, kid, seq, device_id, type_, device_time_ms, envelope,
-                           masses, leaf_hash)],
-        )  # fmt: skip
-        return index
-
     def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None:
         """Append verified events in order at the log's end (inside a transaction).
 
@@ -540,13 +521,13 @@ class LedgerStore:
         row = self.conn.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
         return 0 if row is None else int(row[0])
 
-    def events(self, device_id: str | None = None) -> list[LoggedEvent]:
+    def events(
+        self, device_id: str | None = None, types: Sequence[str] | None = None
+    ) -> list[LoggedEvent]:
+        """Logged events in log order, optionally of one device and of some types only."""
+        where, args = events_where(device_id, types, "?")
         sql = "SELECT log_index, event_id, kid, seq, device_id, type, envelope FROM events"
-        args: tuple[str, ...] = ()
-        if device_id is not None:
-            sql += " WHERE device_id = ?"
-            args = (device_id,)
-        rows = self.conn.execute(sql + " ORDER BY log_index", args)
+        rows = self.conn.execute(sql + where + " ORDER BY log_index", args)
         return [
             LoggedEvent(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], bytes(r[6])) for r in rows
         ]

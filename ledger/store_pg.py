@@ -40,7 +40,7 @@ from psycopg.rows import TupleRow
 
 from custody.errors import DecodeError, StorageError
 from custody.merkle import CompactRange, leaf_hash
-from ledger.store import DeviceKeyRecord, ForkAlarm, LoggedEvent, NewEvent
+from ledger.store import DeviceKeyRecord, ForkAlarm, LoggedEvent, NewEvent, events_where
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedgerStore"]
 
@@ -328,28 +328,6 @@ class PostgresLedgerStore:
             row = c.execute("SELECT range_ FROM log_state WHERE id = 1").fetchone()
         return CompactRange() if row is None else CompactRange.from_bytes(bytes(row[0]))
 
-    def append_event(
-        self,
-        log: CompactRange,
-        *,
-        event_id: bytes,
-        kid: bytes,
-        seq: int,
-        device_id: str,
-        type_: str,
-        device_time_ms: int,
-        envelope: bytes,
-        masses: dict[str, int],
-        leaf_hash: bytes,
-    ) -> int:
-        """Append one verified event; returns its log index (call inside a transaction)."""
-        index = log.size
-        self.append_events(
-            log, [NewEvent(event_id, kid, seq, device_id, type_, device_time_ms, envelope,
-                           masses, leaf_hash)],
-        )  # fmt: skip
-        return index
-
     def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None:
         """Append verified events in order at the log's end (inside a transaction);
         each key's head moves to its last event. ``executemany`` pipelines the rows."""
@@ -486,14 +464,13 @@ class PostgresLedgerStore:
             row = c.execute("SELECT size FROM log_state WHERE id = 1").fetchone()
         return 0 if row is None else int(row[0])
 
-    def events(self, device_id: str | None = None) -> list[LoggedEvent]:
+    def events(
+        self, device_id: str | None = None, types: Sequence[str] | None = None
+    ) -> list[LoggedEvent]:
+        where, args = events_where(device_id, types, "%s")
         sql = "SELECT log_index, event_id, kid, seq, device_id, type, envelope FROM events"
-        args: tuple[str, ...] = ()
-        if device_id is not None:
-            sql += " WHERE device_id = %s"
-            args = (device_id,)
         with self._op("reading events") as c:
-            rows = c.execute(sql + " ORDER BY log_index", args).fetchall()
+            rows = c.execute(sql + where + " ORDER BY log_index", args).fetchall()
         return [
             LoggedEvent(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]), r[4], r[5], bytes(r[6]))
             for r in rows

@@ -85,11 +85,9 @@ def build_summary(
 ) -> SummaryResult:
     """Assemble, check against the disclosure policy, prove, record; return the bundle bytes."""
     site_of = {k.kid: k.site_id for k in store.device_keys()}
-    relevant = [
-        _Event(e, _payload(e.envelope))
-        for e in store.events()
-        if e.type in (EventType.LOT_CONTRIBUTION, EventType.WEIGHING, EventType.CHECKPOINT)
-    ]
+    # Only the record kinds a summary uses are read and decoded, not the whole log.
+    kinds = (EventType.LOT_CONTRIBUTION, EventType.WEIGHING, EventType.CHECKPOINT)
+    relevant = [_Event(e, _payload(e.envelope)) for e in store.events(types=kinds)]
     contributions = [
         e for e in relevant
         if e.payload.type is EventType.LOT_CONTRIBUTION and e.body["lot"] == lot
@@ -118,7 +116,7 @@ def build_summary(
         windows[site] = start
         chosen.extend(picked)
 
-    openings = {c.logged.event_id: _open(keys, c) for c in contributions}
+    openings = {c.logged.event_id: _open(keys, c.body) for c in contributions}
     total = sum(o["total"].value for o in openings.values())
     statement = Statement(
         lot, refiner, total, tolerance_for(total, policy), sites, policy, os.urandom(16),
@@ -214,7 +212,7 @@ def _provers(
         rho = g.scalar_add(rho, o["total"].blinding)
     provers: list[SubProver] = [SchnorrProver("total", rho, g)]
 
-    recv = _open_logged(keys, derived.receipt)[counted_field(derived.receipt)]
+    recv = _open(keys, derived.receipt.body)[counted_field(derived.receipt)]
     w, tau = statement.total, statement.tolerance
     low, high = w + tau - recv.value, recv.value - w + tau
     if not (0 <= low < 2**pol.tolerance_bits and 0 <= high < 2**pol.tolerance_bits):
@@ -233,7 +231,7 @@ def _provers(
         v_in = v_out = 0
         r_in = r_out = _zero(g)
         for cp in check.checkpoints:
-            o = cache.get(cp.env.event_id) or _open_logged(keys, cp)
+            o = cache.get(cp.env.event_id) or _open(keys, cp.body)
             cache[cp.env.event_id] = o
             v_in += o["in"].value
             v_out += o["out"].value
@@ -266,13 +264,9 @@ def _payload(envelope: bytes) -> Payload:
     return Payload.from_map(cbor.decode(cose.decode_sign1(envelope).payload))
 
 
-def _open(keys: LedgerKeyPair, event: _Event) -> dict[str, Opening]:
-    sealed = event.payload.body["sealed"]
-    return open_sealed(sealed, keys.public.sealing_key, keys.sealing_secret)
-
-
-def _open_logged(keys: LedgerKeyPair, rec: Logged) -> dict[str, Opening]:
-    return open_sealed(rec.body["sealed"], keys.public.sealing_key, keys.sealing_secret)
+def _open(keys: LedgerKeyPair, body: Mapping[str, Any]) -> dict[str, Opening]:
+    """The sealed openings of a logged record (checked against its commitments at intake)."""
+    return open_sealed(body["sealed"], keys.public.sealing_key, keys.sealing_secret)
 
 
 def _entry(registry: Registry, kid: bytes) -> RegistryEntry:

@@ -43,7 +43,7 @@ from custody.merkle import leaf_hash, root
 from ledger.intake import Intake, IntakeResult
 from ledger.keys import PUBLIC_FILE, load_ledger_keypair
 from ledger.service import LedgerService
-from ledger.store import LedgerStore, Store
+from ledger.store import LedgerStore, NewEvent, Store
 from ledger.store_pg import SCHEMA_VERSION, PostgresLedgerStore
 from ledger.stores import open_store
 from sync.ack import verify_ack
@@ -116,6 +116,11 @@ def test_a_batch_is_logged_exactly_once_under_the_rfc9162_root(
     assert (ack.seq, ack.event_id, ack.log_size, ack.root) == (21, ids[-1], 21, root(ids))
     assert ledger.store.leaf_hashes(0, 100) == [leaf_hash(i) for i in ids]
     weighing = next(e for e in ledger.store.events() if e.type == "weighing")
+    # Filtered in the store's query: the same records, in log order, of those types only.
+    everything = ledger.store.events()
+    wanted = ("weighing", "boot")
+    assert ledger.store.events(types=wanted) == [e for e in everything if e.type in wanted]
+    assert ledger.store.events(DEVICE, types=[]) == []
     kept = recorder.outbox.openings(weighing.event_id)
     assert ledger.store.masses(weighing.event_id) == {k: v for k, (v, _) in kept.items()}
 
@@ -324,11 +329,10 @@ def test_the_sequencer_lock_admits_one_writer_and_the_next_sees_its_log(
             )
             assert not entered.is_set()
             env = verify_envelope(envelopes(recorder)[0], key.public_key)
-            a.append_event(
-                log, event_id=env.event_id, kid=env.kid, seq=1, device_id=DEVICE,
-                type_="boot", device_time_ms=env.payload.time.ms, envelope=env.cose,
-                masses={}, leaf_hash=leaf_hash(env.event_id),
-            )  # fmt: skip
+            a.append_events(log, [NewEvent(
+                env.event_id, env.kid, 1, DEVICE, "boot", env.payload.time.ms, env.cose, {},
+                leaf_hash(env.event_id),
+            )])  # fmt: skip
             a.save_log(log)
         thread.join(DEADLINE_S)
         assert entered.is_set() and seen_by_b == [1]  # the range read after the lock is current

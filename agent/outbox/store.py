@@ -235,15 +235,20 @@ class Outbox:
             )
             return [StoredEvent.from_row(r) for r in rows]
 
-    def of_type(self, kid: bytes, type_: str, *, newest_first: bool = False) -> list[StoredEvent]:
-        """A key's events of one type, in seq order (or newest first)."""
+    def of_type(
+        self, kid: bytes, type_: str, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """A key's events of one type, in seq order (or newest first), at most ``limit``.
+
+        Newest first with a limit walks the (kid, seq) index back from the head, so finding
+        the latest checkpoint costs the records since it, not the whole chain.
+        """
         order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND type = ? ORDER BY seq {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         with translate_sqlite_errors("reading events by type"):
-            rows = self.conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE kid = ? AND type = ? "
-                f"ORDER BY seq {order}",
-                (kid, type_),
-            )
+            rows = self.conn.execute(sql, (kid, type_))
             return [StoredEvent.from_row(r) for r in rows]
 
     def kids(self) -> list[bytes]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from custody import cbor
+from custody import cbor, cose
 from custody.envelope import Envelope, verify_envelope
 from custody.errors import CommitmentError, CustodyError, ProofError, SchemaError
 from custody.event import EventType, validate_identifier
@@ -538,8 +538,6 @@ def g_sub_total(group: Group, contrib_sum: Point | None, total: int) -> Point | 
 
 
 def _verify_record(rec: LoggedRecord, registry: Registry, log: Checkpoint) -> Logged:
-    from custody import cose
-
     where = f"record at log index {rec.index}"
     try:
         msg = cose.decode_sign1(rec.envelope)
