@@ -55,6 +55,7 @@ import argparse
 import copy
 import datetime as dt
 import hashlib
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -454,6 +455,16 @@ class ExportResult:
     error_declarations: int  # voids exported as error declarations
     skipped: int  # system events (no EPCIS form)
     voids_unmatched: int  # voids whose target is not in this export or has no EPCIS form
+
+    def text(self) -> str:
+        """The document as the file both CLIs write."""
+        return json.dumps(self.document, indent=2) + "\n"
+
+    def describe(self, where: object) -> str:
+        return (
+            f"exported {self.exported} EPCIS event(s) and {self.error_declarations} error "
+            f"declaration(s) to {where}; {self.skipped} system event(s) skipped"
+        )
 
 
 def epcis_document(

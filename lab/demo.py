@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent import enrol
 from agent.identity import load_ledger_keys
 from agent.recorder import Recorder, kg_to_units
 from custody.event import EventType
@@ -188,7 +189,7 @@ def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, devi
 @contextlib.contextmanager
 def private_broker(
     root: Path,
-) -> Iterator[tuple[MosquittoBroker, str, dict[str, list[str]], list[str]]]:
+) -> Iterator[tuple[MosquittoBroker, str, dict[str, dict[str, str]], list[str]]]:
     """A TLS Mosquitto with a throwaway PKI: (it, url, TLS settings per gateway, ledger TLS
     flags)."""
     from lab.mosquitto import MosquittoBroker, TestPKI
@@ -200,10 +201,10 @@ def private_broker(
         gateway_tls = {}
         for device_id in (DEVICE_ID, REFINER_DEVICE):
             device = pki.device(device_id)
-            gateway_tls[device_id] = [
-                f'ca_file = "{pki.ca_file}"', f'cert_file = "{device.cert}"',
-                f'key_file = "{device.key}"',
-            ]  # fmt: skip
+            gateway_tls[device_id] = {
+                "sync.ca_file": str(pki.ca_file), "sync.cert_file": str(device.cert),
+                "sync.key_file": str(device.key),
+            }  # fmt: skip
         ledger_tls = [
             "--ca-file", str(pki.ca_file), "--cert-file", str(pki.ledger.cert),
             "--key-file", str(pki.ledger.key),
@@ -211,28 +212,13 @@ def private_broker(
         yield broker, url, gateway_tls, ledger_tls
 
 
-def set_config(gw_dir: Path, key: str, value: str) -> None:
-    """What a site engineer edits in config.toml: ``name = value`` in ``[section]``."""
-    section, name = key.split(".", 1)
-    path = gw_dir / "config.toml"
-    lines = path.read_text().splitlines()
-    current, done = "", False
-    for i, line in enumerate(lines):
-        if line.startswith("["):
-            current = line.strip("[] ")
-        elif current == section and line.startswith(f"{name} = "):
-            lines[i] = f"{name} = {value}"
-            done = True
-    if not done:
-        raise DemoError(f"{path} has no {key} to set")
-    path.write_text("\n".join(lines) + "\n")
+def set_config(gw_dir: Path, settings: dict[str, str]) -> None:
+    """What a site engineer does with ``custody-agent config set``: checked, comments kept."""
+    enrol.set_settings(gw_dir / "config.toml", list(settings.items()))
 
 
-def configure_sync(gw_dir: Path, url: str, tls_lines: list[str]) -> None:
-    set_config(gw_dir, "sync.broker", json.dumps(url))
-    for line in tls_lines:
-        name, value = line.split(" = ", 1)
-        set_config(gw_dir, f"sync.{name}", value)
+def configure_sync(gw_dir: Path, url: str, tls: dict[str, str]) -> None:
+    set_config(gw_dir, {"sync.broker": url, **tls})
 
 
 @contextlib.contextmanager
@@ -679,17 +665,17 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
         else:
             url, gateway_tls, ledger_tls = broker_url, {}, []
         for device, directory in ((DEVICE_ID, gw_dir), (REFINER_DEVICE, ref_dir)):
-            configure_sync(directory, url, gateway_tls.get(device, []))
+            configure_sync(directory, url, gateway_tls.get(device, {}))
         stack.enter_context(ledger_running(ledger_dir, url, ledger_tls))
 
         step("3. the mine's gateway service, its devices simulated on serial ports")
         yard = Yard(root / "devices", console)
         stack.callback(yard.close)
         settings = {
-            "weighbridge.port": json.dumps(str(yard.scale.path)),
-            "weighbridge.dialect": json.dumps(SCALE_DIALECT),
-            "weighbridge.rfid": json.dumps(f"rdm6300@{yard.rfid.path}"),
-            "weighbridge.scanner": json.dumps(f"scanner-line@{yard.scanner.path}"),
+            "weighbridge.port": str(yard.scale.path),
+            "weighbridge.dialect": SCALE_DIALECT,
+            "weighbridge.rfid": f"rdm6300@{yard.rfid.path}",
+            "weighbridge.scanner": f"scanner-line@{yard.scanner.path}",
             "weighbridge.window_s": str(WINDOW_S),
             "service.http_port": "0",  # any free port; the service names it in service.json
             # After the outage, a batch the gateway sends as it reconnects was sometimes never
@@ -698,8 +684,8 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
             # demo short. Sites keep the default.
             "sync.ack_timeout_s": "5",
         }
+        set_config(gw_dir, settings)
         for key, value in settings.items():
-            set_config(gw_dir, key, value)
             print(f"config.toml: {key} = {value}")
         proc, service_url, service_log = stack.enter_context(gateway_service(gw_dir))
         wait_for(lambda: health(service_url)["status"] == "ok", "the service's /healthz to be ok")

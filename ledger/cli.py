@@ -401,13 +401,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result.document, indent=2) + "\n", encoding="utf-8")
+    tmp = out.with_name(out.name + ".tmp")  # a reader never sees half a document
+    tmp.write_text(result.text(), encoding="utf-8")
     tmp.replace(out)
-    print(
-        f"exported {result.exported} EPCIS event(s) and {result.error_declarations} error "
-        f"declaration(s) to {out}; {result.skipped} system event(s) skipped"
-    )
+    print(result.describe(out))
     return 0
 
 
