@@ -16,13 +16,13 @@ claims, never a per-site figure), and keeps a register of every summary it issue
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError, CustodyError
+from ledger.files import replace_file
 from ledger.verify.policy import Policy
 
 __all__ = ["DISCLOSURES_FILE", "DisclosureRefused", "Register"]
@@ -87,9 +87,8 @@ class Register:
             "lot": lot, "audience": audience, "summary_id": summary_id.hex(),
             "time_ms": time.time_ns() // 1_000_000,
         })  # fmt: skip
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        text = json.dumps(self._raw, indent=2, sort_keys=True) + "\n"
+        replace_file(self.path, text.encode())
 
     def issued(self) -> list[dict[str, Any]]:
         return list(self._raw["issued"])

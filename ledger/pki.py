@@ -47,6 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from custody.errors import ConfigError, KeyError_, SchemaError
 from custody.event import validate_identifier
+from ledger.files import replace_file
 
 __all__ = [
     "CA_DAYS",
@@ -371,10 +372,8 @@ class Pki:
                     .build()
                 )
         crl = builder.sign(ca_key, hashes.SHA256())
-        tmp = self.crl_file.with_name("crl.pem.new")
-        tmp.unlink(missing_ok=True)
-        _write(tmp, crl.public_bytes(serialization.Encoding.PEM), 0o644)
-        os.replace(tmp, self.crl_file)  # the broker never reads a half-written CRL
+        # The broker never reads a half-written CRL.
+        replace_file(self.crl_file, crl.public_bytes(serialization.Encoding.PEM))
         return self.crl_file
 
     def verify(self, cert_file: Path) -> x509.Certificate:
@@ -389,10 +388,7 @@ class Pki:
 
     def _save_index(self, entries: list[Issued]) -> None:
         data = json.dumps([e.to_json() for e in entries], indent=1).encode() + b"\n"
-        tmp = self.index_file.with_name("issued.json.new")
-        tmp.unlink(missing_ok=True)
-        _write(tmp, data, 0o644)
-        os.replace(tmp, self.index_file)
+        replace_file(self.index_file, data)
 
 
 # --- helpers ------------------------------------------------------------------------------

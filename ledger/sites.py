@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from custody.commitment import MAX_SUM_UNITS, Opening, commit
@@ -22,6 +21,7 @@ from custody.errors import ConfigError
 from custody.event import validate_identifier
 from custody.group import ED25519, Group
 from custody.keys import LedgerKeyPair
+from ledger.files import replace_file
 
 __all__ = ["SITES_FILE", "declare_stock", "declared_stocks", "stock_commitments", "stock_opening"]
 
@@ -57,11 +57,8 @@ def declare_stock(data_dir: Path, site: str, units: int) -> None:
             f"opening stock already declared as {stocks[site]} units; it cannot change",
         )  # fmt: skip
     stocks[site] = units
-    path = data_dir / SITES_FILE
-    tmp = path.with_suffix(".tmp")
     data = {s: {"opening_stock_units": v} for s, v in sorted(stocks.items())}
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(data_dir / SITES_FILE, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def stock_opening(keys: LedgerKeyPair, site: str, units: int, group: Group = ED25519) -> Opening:
