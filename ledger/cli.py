@@ -25,6 +25,7 @@ from custody.errors import (
     VerificationError,
 )
 from custody.event import validate_identifier
+from custody.files import replace_file
 from custody.keys import check_ed25519_public, kid_for
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
@@ -280,7 +281,7 @@ def cmd_log_checkpoint(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.out:
-        Path(args.out).write_bytes(data)
+        replace_file(Path(args.out), data, mode=None)
     print(json.dumps({"size": cp.size, "root": cp.root.hex(), "time_ms": cp.time_ms,
                       "checkpoint": data.hex()}))  # fmt: skip
     return 0
@@ -327,7 +328,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         result = build_summary(store, keys, args.data_dir, args.lot, audience=args.audience)
     finally:
         store.close()
-    args.out.write_bytes(result.bundle)
+    replace_file(args.out, result.bundle, mode=None)
     st = result.statement
     info = {
         "lot": st.lot, "refiner": st.refiner, "total_kg": st.total / 10,
@@ -374,7 +375,7 @@ def cmd_registry_export(args: argparse.Namespace) -> int:
         registry = snapshot(store, keys.ledger_id, stock_commitments(keys, args.data_dir, sites))
     finally:
         store.close()
-    Path(args.out).write_bytes(sign_registry(keys, registry))
+    replace_file(Path(args.out), sign_registry(keys, registry), mode=None)
     print(f"signed registry of {len(registry.entries)} key(s) written to {args.out}")
     return 0
 
@@ -401,9 +402,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")  # a reader never sees half a document
-    tmp.write_text(result.text(), encoding="utf-8")
-    tmp.replace(out)
+    replace_file(out, result.text().encode("utf-8"), mode=None)
     print(result.describe(out))
     return 0
 

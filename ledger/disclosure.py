@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError, CustodyError
-from ledger.files import replace_file
+from custody.files import replace_file
 from ledger.verify.policy import Policy
 
 __all__ = ["DISCLOSURES_FILE", "DisclosureRefused", "Register"]

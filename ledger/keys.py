@@ -8,11 +8,11 @@ mass openings are sealed to.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
 from custody.errors import KeyError_, KeyPermissionError
+from custody.files import create_file, fsync_directory, replace_file
 from custody.keys import LedgerKeyPair
 
 __all__ = ["create_ledger_keys", "load_ledger_keypair"]
@@ -23,6 +23,7 @@ PUBLIC_FILE = "ledger-public.json"
 
 def create_ledger_keys(data_dir: Path, ledger_id: str) -> LedgerKeyPair:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fsync_directory(data_dir.parent)  # a new data dir's own name, or the keys vanish with it
     secret, public = data_dir / SECRET_FILE, data_dir / PUBLIC_FILE
     if secret.exists():
         raise KeyError_(f"{secret} already exists; refusing to replace the ledger's keys")
@@ -34,14 +35,13 @@ def create_ledger_keys(data_dir: Path, ledger_id: str) -> LedgerKeyPair:
             "sealing_secret": pair.sealing_secret.hex(),
         }
     ).encode()
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # The secret first, exclusively: the public file written next always matches the key
+    # that is on disk, never one a concurrent `init` lost the race with.
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    public.write_text(pair.public.to_json() + "\n", encoding="utf-8")
+        create_file(secret, body, 0o600)
+    except FileExistsError as exc:
+        raise KeyError_(f"{secret} already exists; refusing to replace the ledger's keys") from exc
+    replace_file(public, (pair.public.to_json() + "\n").encode())
     return pair
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from custody.errors import ConfigError, KeyError_, SchemaError
 from custody.event import validate_identifier
-from ledger.files import replace_file
+from custody.files import create_file, replace_file
 
 __all__ = [
     "CA_DAYS",
@@ -78,13 +77,19 @@ def new_private_key() -> ec.EllipticCurvePrivateKey:
 
 
 def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """PKCS#8 PEM, created 0600 (exclusive: never overwrites a key)."""
-    pem = key.private_bytes(
+    """PKCS#8 PEM, created 0600 (exclusive: never overwrites a key), durably."""
+    try:
+        create_file(path, _private_pem(key), 0o600)
+    except FileExistsError as exc:
+        raise KeyError_(f"{path} already exists; refusing to overwrite it") from exc
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write(path, pem, 0o600, exclusive=True)
 
 
 def make_csr(key: ec.EllipticCurvePrivateKey, common_name: str) -> bytes:
@@ -197,7 +202,7 @@ class Pki:
             .sign(key, hashes.SHA256())
         )
         write_private_key(self.ca_key_file, key)
-        _write(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        replace_file(self.ca_file, cert.public_bytes(serialization.Encoding.PEM))
         self._save_index([])
         self.write_crl()
         return self.ca_file
@@ -274,10 +279,7 @@ class Pki:
         return self._issue(target, "ledger", "ledger", key.public_key(), _client_extensions())
 
     def _replace_key(self, path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-        tmp = path.with_name(path.name + ".new")
-        tmp.unlink(missing_ok=True)
-        write_private_key(tmp, key)
-        os.replace(tmp, path)
+        replace_file(path, _private_pem(key), 0o600)
 
     def _issue(
         self,
@@ -310,10 +312,7 @@ class Pki:
             builder = builder.add_extension(ext, critical=critical)
         cert = builder.sign(ca_key, hashes.SHA256())
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".new")
-        tmp.unlink(missing_ok=True)
-        _write(tmp, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        os.replace(tmp, target)
+        replace_file(target, cert.public_bytes(serialization.Encoding.PEM))
         index = self.issued()
         index.append(
             Issued(serial, cn, role, _ms(not_after), str(target.relative_to(self.directory)))
@@ -439,18 +438,3 @@ def _now() -> dt.datetime:
 def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
-
-def _write(path: Path, data: bytes, mode: int, *, exclusive: bool = False) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, mode)
-    except FileExistsError as exc:
-        raise KeyError_(f"{path} already exists; refusing to overwrite it") from exc
-    except OSError as exc:
-        raise KeyError_(f"cannot create {path}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,9 +19,9 @@ from pathlib import Path
 from custody.commitment import MAX_SUM_UNITS, Opening, commit
 from custody.errors import ConfigError
 from custody.event import validate_identifier
+from custody.files import replace_file
 from custody.group import ED25519, Group
 from custody.keys import LedgerKeyPair
-from ledger.files import replace_file
 
 __all__ = ["SITES_FILE", "declare_stock", "declared_stocks", "stock_commitments", "stock_opening"]
 
