@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import subprocess
 import sys
@@ -372,10 +373,10 @@ def test_a_wrong_ledger_key_is_refused(typical: tuple[LotScenario, SummaryResult
 # --- the command line --------------------------------------------------------------------
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-        check=False,
+        check=False, env=env,
     )  # fmt: skip
 
 
@@ -398,8 +399,13 @@ def test_ledger_summary_and_custody_verify_commands(tmp_path: Path) -> None:
     (tmp_path / "bad.cbor").write_bytes(bytes(bad))
     rejected = run("-m", "ledger.verify.cli", str(tmp_path / "bad.cbor"), "--ledger-key", str(key))
     assert rejected.returncode == 1 and rejected.stdout.startswith("REJECTED: ")
-    missing = run("-m", "ledger.verify.cli", str(out))  # no key beside it, none given
-    assert missing.returncode == 2
+    # Nothing pinned (an empty home, no trust file named): a usage error, not a verdict.
+    (tmp_path / "home").mkdir()
+    unset = {"XDG_CONFIG_HOME", "CUSTODY_TRUST_FILE"}
+    bare = {k: v for k, v in os.environ.items() if k not in unset}
+    bare["HOME"] = str(tmp_path / "home")
+    missing = run("-m", "ledger.verify.cli", str(out), env=bare)
+    assert missing.returncode == 2 and "no ledger key is pinned" in missing.stderr
 
 
 def test_the_verifier_runs_with_only_custody_and_ledger_verify(tmp_path: Path) -> None:
@@ -407,16 +413,16 @@ def test_the_verifier_runs_with_only_custody_and_ledger_verify(tmp_path: Path) -
     scenario = build_lot(tmp_path, sites=1, checkpoints_per_site=2, bags_per_site=1)
     out = tmp_path / "b.cbor"
     out.write_bytes(summarise(scenario).bundle)
-    (tmp_path / "ledger-public.json").write_text(scenario.keys.public.to_json())
+    key = scenario.ledger_dir / "ledger-public.json"
     code = (
         "import sys\n"
         "from ledger.verify.cli import main\n"
-        "rc = main([sys.argv[1]])\n"
+        "rc = main([sys.argv[1], '--ledger-key', sys.argv[2]])\n"
         "ours = {m.split('.')[0] for m in sys.modules} & {'agent', 'sync', 'lab', 'bench'}\n"
         "extra = {m for m in sys.modules\n"
         "         if m.startswith('ledger.') and not m.startswith('ledger.verify')}\n"
         "assert not ours and not extra, (ours, extra)\n"
         "sys.exit(rc)\n"
     )
-    done = run("-c", code, str(out))
+    done = run("-c", code, str(out), str(key))
     assert done.returncode == 0, done.stdout + done.stderr

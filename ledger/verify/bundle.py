@@ -496,6 +496,13 @@ def verify_bundle(
     log: Checkpoint = _step(
         "log checkpoint signature", lambda: verify_checkpoint(bundle.log, ledger)
     )
+    # The claim is stated as this ledger's: the signed checkpoint must say so too, or a key
+    # pinned under one name would vouch for a log that calls itself another.
+    if log.ledger_id != ledger.ledger_id:
+        raise ProofError(
+            f"log checkpoint: signed as ledger {log.ledger_id!r}, "
+            f"but the pinned key is ledger {ledger.ledger_id!r}"
+        )
     records = [_verify_record(rec, registry, log) for rec in bundle.records]
     derived = _step("record roles", lambda: derive(st, records))
     stocks = _step("opening stocks", lambda: _stocks(registry, st.sites, group))

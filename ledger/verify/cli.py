@@ -1,42 +1,90 @@
 """``custody-verify``: check a lot summary bundle offline, with one command.
 
 Runs with only ``custody`` and ``ledger.verify`` importable (tests/test_layout.py). The ledger's
-public keys come from ``--ledger-key`` (the JSON that ``custody-ledger init`` writes) or, when
-that is not given, from ``ledger-public.json`` next to the bundle; the registry is checked with
-``--registry-key`` when the registry authority is not the ledger. Prints the accepted claim or
-exactly which check failed; exit 0 (accepted), 1 (rejected), 2 (usage: missing or unreadable
-files).
+public keys come only from what the buyer pinned (``ledger.verify.trust``): ``--ledger-key
+FILE``, or a trust file (``--trust FILE``, ``$CUSTODY_TRUST_FILE``, or the per-user
+``~/.config/custody/trusted-ledgers.json``); never from a file beside the bundle, which whoever
+hands over the bundle chooses. The bundle's ledger must be one of those pinned, matched by key.
+Prints the accepted claim with the ledger id, its key fingerprint and the file the key came
+from, or exactly which check failed. ``custody-verify trust add|list|remove`` keeps the trust
+file. Exit 0 (accepted), 1 (rejected, a bundle from a ledger not pinned included), 2 (usage: no
+pinned key, missing, unreadable or malformed files).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from custody.errors import CustodyError, ProofError
 from custody.keys import LedgerPublicKeys
-from ledger.verify.bundle import verify_bundle
+from ledger.verify.bundle import MAX_BUNDLE_BYTES, verify_bundle
+from ledger.verify.trust import (
+    TRUST_ENV,
+    BundleLedger,
+    Pin,
+    TrustFile,
+    bundle_ledger,
+    choose,
+    configured_trust_file,
+    key_fingerprint,
+    read_key_file,
+    user_trust_file,
+)
 
-DEFAULT_KEY_FILE = "ledger-public.json"
+PROG = "custody-verify"
+# ``custody-verify trust ...`` manages pins; anything else is a bundle. A bundle file that is
+# itself named "trust" is given with a directory: ``custody-verify ./trust``.
+TRUST_COMMAND = "trust"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Formatter(argparse.HelpFormatter):
+    """Wraps help like argparse does, but never inside a file path (at its hyphens)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+            break_on_hyphens=False,
+        )  # fmt: skip
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    user_file = user_trust_file(os.environ if env is None else env)
     parser = argparse.ArgumentParser(
-        prog="custody-verify",
+        prog=PROG,
+        formatter_class=_Formatter,
         description=(
             "Verify a cobalt-custody lot summary bundle offline: signatures, registry, log "
             "inclusion, checkpoint chains and the zero-knowledge proofs of the lot total, the "
-            "receipt tolerance and every site's mass balance."
+            "receipt tolerance and every site's mass balance. Only a ledger key you pinned is "
+            "trusted: --ledger-key FILE, or a trust file (--trust FILE, else "
+            f"${TRUST_ENV}, else {user_file} when it exists). A ledger-public.json next to the "
+            "bundle is never used."
         ),
-        epilog="Exit status: 0 accepted, 1 rejected, 2 usage or unreadable input.",
+        epilog=(
+            f"Pin a ledger once with `{PROG} trust add ledger-public.json` (see `{PROG} trust "
+            "--help`). Exit status: 0 accepted, 1 rejected (also a bundle from a ledger that is "
+            "not pinned), 2 usage: no pinned key, missing, unreadable or malformed files."
+        ),
     )
     parser.add_argument("bundle", type=Path, help="the bundle (custody-ledger summary --out)")
-    parser.add_argument(
+    pinned = parser.add_mutually_exclusive_group()
+    pinned.add_argument(
         "--ledger-key", type=Path, metavar="FILE",
-        help=f"the ledger's public keys (default: {DEFAULT_KEY_FILE} next to the bundle)",
+        help="trust only this ledger: its public keys (ledger-public.json from its operator)",
+    )  # fmt: skip
+    pinned.add_argument(
+        "--trust", type=Path, metavar="FILE",
+        help=f"the trust file of pinned ledgers to use (default: ${TRUST_ENV}, else {user_file})",
     )  # fmt: skip
     parser.add_argument(
         "--registry-key", type=Path, metavar="FILE",
@@ -46,40 +94,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _keys(path: Path, what: str) -> LedgerPublicKeys:
-    try:
-        return LedgerPublicKeys.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, CustodyError) as exc:
-        raise SystemExit(f"custody-verify: cannot read the {what} from {path}: {exc}") from exc
+def build_trust_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    user_file = user_trust_file(os.environ if env is None else env)
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} {TRUST_COMMAND}",
+        formatter_class=_Formatter,
+        description=(
+            "Keep the ledgers whose bundles you accept: a trust file mapping each ledger id to "
+            "its public keys. Pin a ledger only with a key file you got from its operator, and "
+            "compare the fingerprint printed here with theirs."
+        ),
+        epilog=f"The trust file: --trust FILE, else ${TRUST_ENV}, else {user_file}.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = sub.add_parser(
+        "add", formatter_class=_Formatter, help="pin a ledger's public keys",
+        description="Pin a ledger: add its ledger-public.json to the trust file (created if "
+        "needed) and print its signing key fingerprint to compare with its operator's.",
+    )  # fmt: skip
+    add.add_argument("key_file", type=Path, metavar="FILE", help="the ledger's ledger-public.json")
+    add.add_argument(
+        "--replace", action="store_true",
+        help="replace the key pinned for this ledger id (only when its operator says it changed)",
+    )  # fmt: skip
+    listed = sub.add_parser(
+        "list", formatter_class=_Formatter, help="list the pinned ledgers",
+        description="List the pinned ledgers: id and signing key fingerprint (SHA-256).",
+    )  # fmt: skip
+    listed.add_argument("--json", action="store_true", help="print the list as JSON")
+    remove = sub.add_parser(
+        "remove", formatter_class=_Formatter, help="stop trusting a ledger",
+        description="Remove a ledger's pin from the trust file.",
+    )  # fmt: skip
+    remove.add_argument("ledger_id", metavar="LEDGER_ID", help="the ledger id to unpin")
+    for command in (add, listed, remove):
+        command.add_argument(
+            "--trust", type=Path, metavar="FILE",
+            help=f"the trust file (default: ${TRUST_ENV}, else {user_file})",
+        )  # fmt: skip
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    key_file = args.ledger_key or args.bundle.parent / DEFAULT_KEY_FILE
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if env is None else env
+    if args_list[:1] == [TRUST_COMMAND]:
+        return trust_main(args_list[1:], environ)
+    args = build_parser(environ).parse_args(args_list)
     try:
-        if args.ledger_key is None and not key_file.exists():
-            print(
-                f"custody-verify: no --ledger-key and no {DEFAULT_KEY_FILE} beside the bundle",
-                file=sys.stderr,
-            )
+        found = _pins(args, environ)
+        if found is None:
+            print(_how_to_pin(environ), file=sys.stderr)
             return 2
-        ledger = _keys(key_file, "ledger key")
-        registry = _keys(args.registry_key, "registry key") if args.registry_key else None
+        pins, source = found
+        registry = read_key_file(args.registry_key) if args.registry_key else None
         data = args.bundle.read_bytes()
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
+    except CustodyError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"custody-verify: cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
+        print(f"{PROG}: cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
         return 2
+    named: BundleLedger | None = None
+    pin: Pin | None = None
     started = time.perf_counter()
     try:
-        claim = verify_bundle(data, ledger, registry_key=registry)
+        named = bundle_ledger(data, MAX_BUNDLE_BYTES)
+        pin = choose(pins, named, source)
+        claim = verify_bundle(data, pin.keys, registry_key=registry)
     except ProofError as exc:
         if args.json:
-            print(json.dumps({"accepted": False, "failed": str(exc)}))
+            print(json.dumps({
+                "accepted": False, "failed": str(exc),
+                "ledger": pin.to_map() if pin else None,
+                "bundle_ledger": named.to_map() if named else None,
+            }))  # fmt: skip
         else:
             print(f"REJECTED: {exc}")
+            if pin is not None:
+                print(f"  checked against {pin.describe()}")
         return 1
     seconds = time.perf_counter() - started
     if args.json:
@@ -88,11 +181,123 @@ def main(argv: list[str] | None = None) -> int:
             "total_kg": claim.total / 10, "tolerance_kg": claim.tolerance / 10,
             "sites": list(claim.sites), "balance_checks": claim.balance_checks,
             "log_size": claim.log_size, "policy": claim.policy_version,
-            "verify_s": round(seconds, 3),
+            "ledger": pin.to_map(), "verify_s": round(seconds, 3),
         }))  # fmt: skip
     else:
         print(f"ACCEPTED: {claim.describe()}")
+        print(f"  signed by {pin.describe()}")
     return 0
+
+
+def _pins(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[Pin], Path] | None:
+    """The keys the buyer pinned and the file they are in; None when nothing is pinned."""
+    if args.ledger_key is not None:
+        return [Pin(read_key_file(args.ledger_key), args.ledger_key, "--ledger-key")], (
+            args.ledger_key
+        )
+    if args.trust is not None:
+        return TrustFile.load(args.trust).pins("--trust"), args.trust
+    configured = configured_trust_file(env)
+    if configured is None:
+        return None
+    path, how = configured
+    return TrustFile.load(path).pins(how), path
+
+
+def _how_to_pin(env: Mapping[str, str]) -> str:
+    return (
+        f"{PROG}: no ledger key is pinned, so there is no key to check the bundle against.\n"
+        "A ledger-public.json next to the bundle is not used: whoever handed you the bundle "
+        "chose it.\n"
+        "Get the ledger's ledger-public.json from the ledger's operator, then either name it:\n"
+        f"  {PROG} BUNDLE --ledger-key ledger-public.json\n"
+        "or pin it once, for every bundle from that ledger (compare the fingerprint it prints "
+        "with the operator's):\n"
+        f"  {PROG} trust add ledger-public.json\n"
+        f"which keeps it in {user_trust_file(env)}; --trust FILE or ${TRUST_ENV} name another "
+        "trust file."
+    )
+
+
+# --- custody-verify trust -------------------------------------------------------------------
+
+
+def trust_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    args = build_trust_parser(env).parse_args(list(argv))
+    if args.trust is not None:
+        path: Path = args.trust
+    elif env.get(TRUST_ENV):
+        path = Path(env[TRUST_ENV])
+    else:
+        path = user_trust_file(env)
+    try:
+        if args.command == "add":
+            return _trust_add(path, args.key_file, replace=args.replace)
+        if args.command == "list":
+            return _trust_list(path, as_json=args.json)
+        return _trust_remove(path, args.ledger_id)
+    except CustodyError as exc:
+        print(f"{PROG} {TRUST_COMMAND}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
+    keys = read_key_file(key_file)
+    trust = TrustFile.load(path, missing_ok=True)
+    fingerprint = key_fingerprint(keys)
+    for lid, pinned in trust.ledgers.items():
+        if lid != keys.ledger_id and pinned.signing_key == keys.signing_key:
+            return _refuse(f"{path}: this signing key is already pinned as ledger {lid!r}")
+    old: LedgerPublicKeys | None = trust.ledgers.get(keys.ledger_id)
+    if old == keys:
+        print(f"ledger {keys.ledger_id!r} is already pinned in {path} with this key")
+        print(f"  signing key fingerprint (SHA-256) {fingerprint}")
+        return 0
+    if old is not None and not replace:
+        return _refuse(
+            f"{path}: ledger {keys.ledger_id!r} is already pinned with another key "
+            f"(fingerprint {key_fingerprint(old)}; {key_file} has {fingerprint}). A ledger's key "
+            "changes only when its operator says so: check with them, then add it with --replace"
+        )
+    trust.ledgers[keys.ledger_id] = keys
+    trust.save()
+    print(f"{'replaced' if old else 'pinned'} ledger {keys.ledger_id!r} in {path}")
+    print(f"  signing key fingerprint (SHA-256) {fingerprint}")
+    print("  compare it with the fingerprint the ledger's operator gave you")
+    return 0
+
+
+def _trust_list(path: Path, *, as_json: bool) -> int:
+    trust = TrustFile.load(path, missing_ok=True)
+    pins = trust.pins(TRUST_COMMAND)
+    if as_json:
+        ledgers = [
+            {"id": p.keys.ledger_id, "key_fingerprint": p.fingerprint, "kid": p.kid.hex()}
+            for p in pins
+        ]
+        print(json.dumps({"trust_file": str(path), "ledgers": ledgers}))
+        return 0
+    if not pins:
+        print(f"no ledgers pinned in {path}")
+        return 0
+    print(f"pinned in {path}:")
+    for p in pins:
+        print(f"  {p.keys.ledger_id}  signing key fingerprint (SHA-256) {p.fingerprint}")
+    return 0
+
+
+def _trust_remove(path: Path, ledger_id: str) -> int:
+    trust = TrustFile.load(path)
+    if trust.ledgers.pop(ledger_id, None) is None:
+        return _refuse(f"{path}: ledger {ledger_id!r} is not pinned there")
+    trust.save()
+    print(f"removed ledger {ledger_id!r} from {path}")
+    return 0
+
+
+def _refuse(message: str) -> int:
+    print(f"{PROG} {TRUST_COMMAND}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
