@@ -24,7 +24,9 @@ The demo runs the same programs an operator would, and prints the commands as it
    ledger's signed log, and the last one gets an inclusion proof checked here.
 6. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
    total, the receipt within tolerance and the mine's mass balance in one zero-knowledge bundle
-   (``custody-ledger summary``), and ``custody-verify`` checks it offline as a buyer would.
+   (``custody-ledger summary``). The buyer pins the ledger's public keys in a trust file of
+   their own (``custody-verify trust add``) and ``custody-verify`` checks the bundle offline
+   against that pin: nothing in the folder the seller hands over is trusted.
 """
 
 from __future__ import annotations
@@ -727,15 +729,19 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
             "--timeout", str(SYNC_TIMEOUT_S),
         )  # fmt: skip
     run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "devices")
-    bundle = root / "buyer" / f"{LOT}.cbor"
+    # What the seller hands the buyer: the bundle, in a folder of the seller's making.
+    bundle = root / "from-seller" / f"{LOT}.cbor"
     bundle.parent.mkdir()
     run_cmd(
         "custody-ledger", "--data-dir", str(ledger_dir), "summary", "--lot", LOT,
         "--out", str(bundle),
     )  # fmt: skip
-    # What the buyer holds: the bundle and the ledger's public keys, nothing else.
-    (bundle.parent / "ledger-public.json").write_bytes(Path(ledger_pub).read_bytes())
-    verdict = run_cmd("custody-verify", str(bundle))
+    # The buyer's own step: pin the ledger's public keys, got from the ledger's operator, in the
+    # buyer's trust file (a real buyer's is ~/.config/custody/trusted-ledgers.json; the demo
+    # keeps its own). A key file in the seller's folder would be the seller's choice of ledger.
+    trust = root / "buyer" / "trusted-ledgers.json"
+    run_cmd("custody-verify", "trust", "add", ledger_pub, "--trust", str(trust))
+    verdict = run_cmd("custody-verify", str(bundle), "--trust", str(trust))
 
     step("summary")
     outcomes = ", ".join(f"{k} {int(v)}" for k, v in sorted(final.outcomes.items()))

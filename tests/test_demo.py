@@ -48,6 +48,13 @@ def test_demo_runs_the_gateway_service_on_simulated_devices_to_a_verified_lot(
     n = MINE_RECORDS
     assert f"gateway records: {n} signed, {n} acked, {n} verified in the ledger's signed log" in out
     assert "ACCEPTED: lot LOT-2026-0042: 4507.5 kg from 1 registered site(s) (KOL-01)" in out
+    # ... against the key the buyer pinned in their own trust file, which the claim names.
+    trust = root / "buyer" / "trusted-ledgers.json"
+    assert re.search(
+        rf"  signed by ledger 'ledger', signing key fingerprint \(SHA-256\) [0-9a-f]{{64}}, "
+        rf"pinned in {re.escape(str(trust))} \(--trust\)",
+        out,
+    )
     assert "acked 3, rejected 0, still unacked 0" in out  # the refiner's
 
     # The live view: plain lines (not a terminal), printed only on change, ending drained.
@@ -76,7 +83,9 @@ def test_demo_runs_the_gateway_service_on_simulated_devices_to_a_verified_lot(
         assert len(store.events(DEVICE_ID)) == n
     finally:
         store.close()
-    assert (root / "buyer" / "LOT-2026-0042.cbor").is_file()
+    # The seller's folder holds the bundle only; the pin is the buyer's, outside it.
+    assert [p.name for p in (root / "from-seller").iterdir()] == ["LOT-2026-0042.cbor"]
+    assert json.loads(trust.read_text())["ledgers"].keys() == {"ledger"}
 
 
 def test_demo_refuses_a_tls_broker_url_without_the_private_pki(tmp_path: Path) -> None:
