@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml deploy/ensure-debian-packages.sh
 	./deploy/ensure-debian-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,fuzz]'
 	touch $(STAMP)
 
 demo: $(STAMP)
