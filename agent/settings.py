@@ -44,10 +44,25 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
 def _relative_path(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty path")
+    return _usable_path(value)
+
+
+def _usable_path(value: str) -> str:
+    # Both would only fail where the path is used, far from the file and key that set it:
+    # open() refuses a NUL, and Path.expanduser raises RuntimeError for "~user" of no user.
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    try:
+        Path(value).expanduser()
+    except RuntimeError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
     return value
 
 
 def _date(value: Any) -> str:
+    # TOML's offset and local date-times are datetime objects, a subclass of date.
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"must be a date like 2026-01-01, not a date and time ({value})")
     if isinstance(value, dt.date):
         return value.isoformat()
     if not isinstance(value, str):
@@ -97,7 +112,7 @@ def _port_specs(value: Any) -> tuple[str, ...]:
 def _optional_path(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a path string")
-    return value
+    return _usable_path(value)
 
 
 def _seconds(lo: float, hi: float) -> Callable[[Any], float]:

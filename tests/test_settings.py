@@ -52,6 +52,14 @@ def _flat(raw: dict[str, dict[str, object]]) -> list[str]:
          "clock.earliest_valid", "date"),
         ('[device]\nid = "gw"\nsite = "K"\n[outbox]\nstartup_check = "none"\n',
          "outbox.startup_check", "one of"),
+        # A TOML date-time is a datetime, a subclass of date: refused here, not where it is used.
+        ('[device]\nid = "gw"\nsite = "K"\n[clock]\nearliest_valid = 2026-01-01T00:00:00\n',
+         "clock.earliest_valid", "not a date and time"),
+        # Paths that would only fail where they are used: "~user" of no user, a NUL.
+        ('[device]\nid = "gw"\nsite = "K"\n[ledger]\npublic_keys = "~no-such-user-x/l.json"\n',
+         "ledger.public_keys", "home directory"),
+        ('[device]\nid = "gw"\nsite = "K"\n[sync]\nca_file = "ca\\u0000.pem"\n', "sync.ca_file",
+         "NUL"),
         ("[device\nid=", "-", "not valid TOML"),
     ],
 )  # fmt: skip
