@@ -332,8 +332,9 @@ class Payload:
     def __post_init__(self) -> None:
         validate_identifier(self.device_id, "device id")
         validate_identifier(self.site_id, "site id")
-        if self.version != SCHEMA_VERSION:
-            raise SchemaError(f"schema version {self.version} is not supported")
+        # isinstance: CBOR true equals 1 in Python, but it is another encoding of "v".
+        if self.version != SCHEMA_VERSION or isinstance(self.version, bool):
+            raise SchemaError(f"schema version {self.version!r} is not supported")
         if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 1:
             raise SchemaError("seq starts at 1")
         if not isinstance(self.prev, bytes) or len(self.prev) != EVENT_ID_BYTES:
