@@ -157,6 +157,8 @@ class Stack:
     broker: MosquittoBroker | None = None
     pki: TestPKI | None = None
     ledger_proc: subprocess.Popen[bytes] | None = None
+    # Extra options of ``custody-ledger run`` (e.g. a throughput bench raising the budgets).
+    ledger_args: tuple[str, ...] = ()
 
     def start(self) -> Stack:
         if self.tls:
@@ -205,7 +207,7 @@ class Stack:
         self.ledger_proc = subprocess.Popen(
             [sys.executable, "-m", "ledger.cli", "--data-dir", str(self.site.ledger_dir),
              "run", "--broker", self.url(), *self._tls_args("ledger"),
-             "--checkpoint-interval", "300"],
+             "--checkpoint-interval", "300", "--http", "127.0.0.1:0", *self.ledger_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
         log.close()

@@ -26,6 +26,8 @@ __all__ = [
     "CONTENT_TYPE",
     "EPCIS_MAPPING",
     "GENESIS_PREV",
+    "MAX_SEQ",
+    "MAX_TIME_MS",
     "SCHEMA_VERSION",
     "DeviceTime",
     "EventType",
@@ -38,6 +40,11 @@ __all__ = [
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/vnd.cobalt-custody.event+cbor;v=1"
 GENESIS_PREV = bytes(32)  # prev of seq 1 (ARCHITECTURE.md "Event envelope")
+# Every integer of the record fits a signed 64-bit column (SQLite INTEGER, PostgreSQL
+# bigint) and the ack's unsigned fields: a larger one is refused at decoding, before any
+# store or arithmetic sees it.
+MAX_SEQ = 2**63 - 1
+MAX_TIME_MS = 2**63 - 1
 EVENT_ID_BYTES = 32
 MAX_TEXT = 256  # free text (notes, reasons): bounded so a record stays small
 MAX_LIST = 1000
@@ -109,7 +116,11 @@ class DeviceTime:
     quality: TimeQuality
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ms, int) or isinstance(self.ms, bool) or not 0 <= self.ms < 2**63:
+        if (
+            not isinstance(self.ms, int)
+            or isinstance(self.ms, bool)
+            or not 0 <= self.ms <= MAX_TIME_MS
+        ):
             raise SchemaError(f"device time must be non-negative UTC milliseconds, got {self.ms!r}")
 
 
@@ -337,6 +348,8 @@ class Payload:
             raise SchemaError(f"schema version {self.version!r} is not supported")
         if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 1:
             raise SchemaError("seq starts at 1")
+        if self.seq > MAX_SEQ:
+            raise SchemaError(f"seq must be at most 2^63-1, got {self.seq}")
         if not isinstance(self.prev, bytes) or len(self.prev) != EVENT_ID_BYTES:
             raise SchemaError("prev must be a 32-byte event id")
         if self.seq == 1 and self.prev != GENESIS_PREV:

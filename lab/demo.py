@@ -225,7 +225,8 @@ def configure_sync(gw_dir: Path, url: str, tls: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def ledger_running(ledger_dir: Path, url: str, tls_flags: list[str]) -> Iterator[None]:
-    argv = ["custody-ledger", "--data-dir", str(ledger_dir), "run", "--broker", url, *tls_flags]
+    argv = ["custody-ledger", "--data-dir", str(ledger_dir), "run", "--broker", url, *tls_flags,
+            "--http", "127.0.0.1:0"]  # fmt: skip
     print("$ " + " ".join(shlex.quote(a) for a in argv) + " &")
     log = (ledger_dir / "run.log").open("wb")
     proc = subprocess.Popen(

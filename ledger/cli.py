@@ -220,16 +220,21 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_alarms(args: argparse.Namespace) -> int:
-    """Durable alarms: forks (two different signed events of one key at one seq)."""
+    """Durable alarms: forks (two different signed events of one key at one seq) and dead
+    letters (messages the intake could not handle at all)."""
     store = _store(args)
     try:
         alarms = store.forks()
+        dead = store.dead_letters()
     finally:
         store.close()
     if args.json:
-        print(json.dumps([dict(a.to_json(), alarm="fork") for a in alarms], indent=2))
+        print(json.dumps(
+            [dict(a.to_json(), alarm="fork") for a in alarms]
+            + [dict(d.to_json(), alarm="dead_letter") for d in dead], indent=2,
+        ))  # fmt: skip
         return 0
-    if not alarms:
+    if not alarms and not dead:
         print("no alarms")
         return 0
     for a in alarms:
@@ -237,6 +242,12 @@ def cmd_alarms(args: argparse.Namespace) -> int:
             f"FORK {a.device_id} kid {a.kid.hex()} seq {a.seq}: kept {a.kept_event_id.hex()}, "
             f"rejected {a.forked_event_id.hex()} (first seen {_iso(a.first_seen_ms)}, "
             f"{a.count}x)"
+        )
+    for d in dead:
+        print(
+            f"DEAD LETTER {d.device_id} {d.digest.hex()[:16]}: {len(d.payload)} bytes on "
+            f"{d.topic}, {d.error} (first seen {_iso(d.first_seen_ms)}, last "
+            f"{_iso(d.last_seen_ms)}, {d.count}x)"
         )
     return 0
 
@@ -246,11 +257,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from ledger.fairness import DeviceLimits
     from ledger.intake import Intake
     from ledger.keys import load_ledger_keypair
-    from ledger.service import LedgerService
+    from ledger.service import IntakeSettings, LedgerService
     from sync.mqtt import BrokerConfig
 
+    try:
+        settings = IntakeSettings(
+            limits=DeviceLimits(
+                messages_per_s=args.device_messages_per_s,
+                message_burst=2 * args.device_messages_per_s,
+                records_per_s=args.device_records_per_s,
+                record_burst=max(2 * args.device_records_per_s, 1_000),
+                bytes_per_s=args.device_bytes_per_s,
+                byte_burst=4 * args.device_bytes_per_s,
+                queued_per_device=args.device_queue,
+            ),
+            rejection_retention=args.rejection_retention,
+            dead_letter_keep=args.dead_letters,
+            checkpoint_interval_s=args.checkpoint_interval,
+            http=None if args.http == "off" else _host_port(args.http),
+        )
+    except ValueError as exc:
+        raise ConfigError("custody-ledger run", "options", str(exc)) from exc
     store = _store(args)
     intake = Intake(store, load_ledger_keypair(args.data_dir), workers=args.check_workers)
     broker = BrokerConfig(
@@ -260,8 +290,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    service = LedgerService(intake, broker, checkpoint_interval_s=args.checkpoint_interval)
-    print(f"ledger intake on {args.broker}", file=sys.stderr, flush=True)
+    try:
+        service = LedgerService(intake, broker, settings=settings)
+    except OSError as exc:
+        intake.close()
+        store.close()
+        raise ConfigError("custody-ledger run", "--http", f"cannot listen on {args.http}: "
+                          f"{exc.strerror}") from exc  # fmt: skip
+    where = ""
+    if service.http is not None:
+        host, port = service.http.address
+        where = f" (/metrics and /healthz on {host}:{port})"
+    print(f"ledger intake on {args.broker}{where}", file=sys.stderr, flush=True)
     try:
         service.run(stop)
     finally:
@@ -269,6 +309,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.close()
     print(json.dumps(dict(service.counters)), file=sys.stderr)
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--http must be HOST:PORT (e.g. 127.0.0.1:9310) or off, got {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def cmd_log_checkpoint(args: argparse.Namespace) -> int:
@@ -496,6 +543,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-workers", type=int, default=1, metavar="N",
         help="processes sharing the signature and mass checks of large batches (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--http", default="127.0.0.1:9310", metavar="HOST:PORT",
+        help="serve /metrics and /healthz there, or 'off' (default 127.0.0.1:9310; port 0 "
+        "picks a free one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device-messages-per-s", type=float, default=50.0, metavar="N",
+        help="messages per second one device may send before the excess is dropped (default 50)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device-records-per-s", type=float, default=1000.0, metavar="N",
+        help="records per second one device may have checked (default 1000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device-bytes-per-s", type=float, default=1024 * 1024, metavar="N",
+        help="bytes per second one device may send (default 1 MiB)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device-queue", type=int, default=4, metavar="N",
+        help="messages of one device waiting for the intake at most (default 4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rejection-retention", type=int, default=100_000, metavar="ROWS",
+        help="rejection rows kept, the newest (default 100000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dead-letters", type=int, default=100, metavar="N",
+        help="messages the intake could not handle kept at most (default 100)",
     )  # fmt: skip
     p = add("summary", cmd_summary, "prove a lot's total, receipt and mass balance in one bundle")
     p.add_argument("--lot", required=True, help="the lot id")

@@ -69,12 +69,13 @@ from custody.errors import (
     KeyError_,
     VerificationError,
 )
-from custody.event import EventType
+from custody.event import MAX_SEQ, MAX_TIME_MS, EventType
 from custody.group import ED25519, Point
 from custody.keys import LedgerKeyPair, check_ed25519_public, kid_for
 from custody.merkle import CompactRange, leaf_hash
+from custody.reasons import Reason, Refusal
 from ledger.store import DeviceKeyRecord, NewEvent, Store
-from sync.ack import MAX_REASON_CHARS, Ack, Rejection, sign_ack
+from sync.ack import MAX_REASON_CHARS, MAX_REJECTIONS, Ack, Rejection, sign_ack
 from sync.batch import decode_batch
 
 __all__ = ["MAX_WAITING_PER_KEY", "PARALLEL_MIN_ENVELOPES", "Intake", "IntakeResult"]
@@ -99,13 +100,14 @@ class IntakeResult:
     waiting: int = 0
     rejected: int = 0
     forks: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
+    envelopes: int = 0  # in the batch (1 for a message that is not a batch)
+    reasons: Counter[Reason] = field(default_factory=Counter)
 
 
 @dataclass
 class _Checked:
     """One envelope after the lock-free checks: ready to place (``masses`` set), or a
-    rejection (``reason`` set). Plain values only: it crosses process boundaries."""
+    rejection (``refusal`` set). Plain values only: it crosses process boundaries."""
 
     kid: bytes | None = None
     seq: int | None = None
@@ -115,8 +117,7 @@ class _Checked:
     time_ms: int = 0
     envelope: bytes = b""
     masses: dict[str, int] | None = None
-    reason: str = ""
-    ackable: bool = True  # False: the key is not this device's, so no ack speaks for it
+    refusal: Refusal | None = None
     new_key: bytes = b""  # a key_rotation's announced key
     site_id: str = ""
 
@@ -126,28 +127,43 @@ class _Task:
     data: bytes
     public_key: bytes
     device_id: str
+    kid: bytes  # the enrolled key the lenient read picked: the one verified against
 
 
 @dataclass
 class _KeyProgress:
     kid: bytes
-    rejections: list[Rejection] = field(default_factory=list)
+    rejections: dict[tuple[int, bytes], Rejection] = field(default_factory=dict)
     gap: bool = False
 
 
-def _ack_reason(reason: str) -> str:
+@dataclass
+class _Summary:
+    """Unackable rejections of one reason in one batch: the first, and how many."""
+
+    first: Refusal
+    kid: bytes | None
+    count: int = 0
+
+
+def _ack_reason(refusal: Refusal) -> str:
     """Acks carry short printable-ASCII reasons (``sync.ack``); keep the gist."""
-    text = "".join(c if " " <= c <= "~" else "?" for c in reason)
+    text = "".join(c if " " <= c <= "~" else "?" for c in refusal.text)
     return text[:MAX_REASON_CHARS] or "rejected"
 
 
 def _claimed_seq(payload: bytes) -> int | None:
-    """The seq a record that failed verification claims (lenient read, for the report only)."""
+    """The seq a record that failed verification claims (lenient read, for the report only).
+
+    Only a seq the schema could hold (1..2^63-1, ``custody.event.MAX_SEQ``) is used: it
+    goes into the store's 64-bit integer column and into the ack's unsigned field."""
     try:
         seq = cbor2.loads(payload).get("seq")
     except (cbor2.CBORDecodeError, AttributeError, ValueError, TypeError, RecursionError):
         return None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1 else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ:
+        return seq
+    return None
 
 
 def _lenient_kid(data: bytes) -> bytes | None:
@@ -181,17 +197,21 @@ def check_envelopes(
         t1 = clock()
         times["verify"] += t1 - t0
         out.append(item)
-        if item.reason or not committed:
+        if item.refusal or not committed:
             continue
         try:
             openings = open_sealed(sealed, seal_public, seal_secret)
         except CommitmentError as exc:
-            _fail(item, f"mass: {exc}")
+            _fail(item, Reason.MASS, str(exc))
             continue
         finally:
             times["unseal"] += clock() - t1
         if set(openings) != set(committed):
-            _fail(item, f"mass: sealed openings for {sorted(openings)}, signed {sorted(committed)}")
+            _fail(
+                item,
+                Reason.MASS,
+                f"sealed openings for {sorted(openings)}, signed {sorted(committed)}",
+            )
             continue
         index = len(out) - 1
         for name, opening in openings.items():
@@ -204,13 +224,13 @@ def check_envelopes(
     failed = verify_openings([(c, o) for _, _, c, o in pairs])
     for k in failed:
         index, name, _, _ = pairs[k]
-        if not out[index].reason:
-            _fail(out[index], f"mass: {name} commitment does not open to the sealed value")
+        if not out[index].refusal:
+            _fail(out[index], Reason.MASS, f"{name} commitment does not open to the sealed value")
     for index, committed, openings in nets:
-        if not out[index].reason:
+        if not out[index].refusal:
             problem = _net_problem(committed, openings)
             if problem:
-                _fail(out[index], f"mass: {problem}")
+                _fail(out[index], Reason.MASS, problem)
     times["opening"] += clock() - t2
     return out, dict(times)
 
@@ -223,12 +243,12 @@ def _verify(task: _Task) -> tuple[_Checked, dict[str, bytes], bytes]:
         try:
             msg = cose.decode_sign1(task.data)
         except DecodeError as undecodable:
-            return _Checked(reason=f"undecodable envelope: {undecodable}"), {}, b""
+            return _Checked(refusal=Refusal(Reason.UNDECODABLE, str(undecodable))), {}, b""
         # Only this device can publish on its topic (broker ACL), so name the
         # seq it claims: the device then marks that record rejected, not resent.
         failed = _Checked(
-            kid=msg.protected.get(cose.HDR_KID), seq=_claimed_seq(msg.payload),
-            event_id=event_id_of(task.data), reason=f"does not verify: {exc}",
+            kid=task.kid, seq=_claimed_seq(msg.payload),
+            event_id=event_id_of(task.data), refusal=Refusal(Reason.SIGNATURE, str(exc)),
         )  # fmt: skip
         return failed, {}, b""
     p = env.payload
@@ -239,15 +259,15 @@ def _verify(task: _Task) -> tuple[_Checked, dict[str, bytes], bytes]:
     if p.type == EventType.KEY_ROTATION:
         item.new_key = p.body["new_key"]  # 32 bytes (the body schema)
     if p.device_id != task.device_id:
-        _fail(item, "payload device id is not the topic's")
+        _fail(item, Reason.DEVICE_MISMATCH)
         return item, {}, b""
     # The schema (custody.event) guarantees 32-byte commitments, a sealed box with
     # them, and net only beside gross and tare.
     return item, p.body.get("mass") or {}, p.body.get("sealed", b"")
 
 
-def _fail(item: _Checked, reason: str) -> None:
-    item.reason = reason
+def _fail(item: _Checked, reason: Reason, detail: str = "") -> None:
+    item.refusal = Refusal(reason, detail)
     item.masses = None
 
 
@@ -403,11 +423,14 @@ class Intake:
         try:
             batch = decode_batch(payload, device_id=device_id)
         except CustodyError as exc:
-            self._count(result, "batch: " + str(exc))
+            result.envelopes = 1
+            refusal = Refusal(Reason.BATCH, str(exc))
+            self._count(result, refusal.reason)
             with self.store.transaction():
-                self.store.record_rejection(device_id, None, None, None, f"batch: {exc}")
+                self.store.record_rejection(device_id, None, None, None, refusal.text)
             self._update_counters(result)
             return result
+        result.envelopes = len(batch.envelopes)
         # Keys are read here only to pick the public key; revocation and the validity
         # start are re-read inside the transaction.
         keys: dict[bytes, DeviceKeyRecord | None] = {}
@@ -419,12 +442,12 @@ class Intake:
             if kid is not None and kid not in keys:
                 keys[kid] = self.store.key(kid)
             key = None if kid is None else keys[kid]
-            if key is None or key.device_id != device_id:
+            if kid is None or key is None or key.device_id != device_id:
                 checked.append(self._unkeyed(device_id, data))
                 continue
             slots.append(len(checked))
             checked.append(None)
-            tasks.append(_Task(data, key.public_key, device_id))
+            tasks.append(_Task(data, key.public_key, device_id, kid))
         self.stage_seconds["decode"] += clock() - t0
         # The expensive part (signatures, opening sealed masses) runs before the
         # transaction, so the log's sequencer lock is held only for the cheap
@@ -433,12 +456,20 @@ class Intake:
             checked[slot] = item
         t1 = clock()
         progress: dict[bytes, _KeyProgress] = {}
+        unackable: dict[Reason, _Summary] = {}
         with self.store.transaction():
             tx = _Tx(self.store, self.store.log_range())
             now_ms = self._clock_ms()
             for one in checked:
                 assert one is not None
-                self._apply(device_id, one, tx, progress, result, now_ms)
+                self._apply(device_id, one, tx, progress, result, now_ms, unackable)
+            for reason, summary in unackable.items():
+                # Anyone holding a broker certificate can make these up by the thousand:
+                # one row per batch and reason, with the count, keeps the store bounded.
+                self.store.record_rejection(
+                    device_id, summary.kid, None, None, summary.first.text, count=summary.count
+                )
+                self._count(result, reason, summary.count)
             tx.flush()
             self.store.save_log(tx.log)
             acks = [self._ack(device_id, p, tx, correlation) for p in progress.values()]
@@ -452,7 +483,7 @@ class Intake:
             logged=result.logged, duplicates=result.duplicates, rejected=result.rejected,
             forks=result.forks,
         )  # fmt: skip
-        self.counters.update({f"rejected: {r}": n for r, n in result.reasons.items()})
+        self.counters.update({f"rejected: {r.value}": n for r, n in result.reasons.items()})
 
     def _check(self, tasks: list[_Task]) -> list[_Checked]:
         pool = self._pool_or_none() if len(tasks) >= self.parallel_min else None
@@ -498,21 +529,21 @@ class Intake:
         try:
             msg = cose.decode_sign1(data)
         except DecodeError as exc:
-            return _Checked(reason=f"undecodable envelope: {exc}")
+            return _Checked(refusal=Refusal(Reason.UNDECODABLE, str(exc)))
         kid = msg.protected.get(cose.HDR_KID)
         if not isinstance(kid, bytes):
-            return _Checked(reason="envelope has no key id")
+            return _Checked(refusal=Refusal(Reason.NO_KEY_ID))
         key = self.store.key(kid)
         if (
             key is not None and key.device_id == device_id
         ):  # pragma: no cover - lenient kid differed
             return check_envelopes(
-                [_Task(data, key.public_key, device_id)], self._seal_public,
+                [_Task(data, key.public_key, device_id, kid)], self._seal_public,
                 self.keys.sealing_secret,
             )[0][0]  # fmt: skip
         # No ack: we cannot speak for a key that is not this device's.
-        reason = "unknown device key" if key is None else "key belongs to another device"
-        return _Checked(kid=kid, reason=reason, ackable=False)
+        reason = Reason.UNKNOWN_KEY if key is None else Reason.FOREIGN_KEY
+        return _Checked(kid=kid, refusal=Refusal(reason))
 
     # --- inside the transaction -------------------------------------------------------------
     def _apply(
@@ -523,42 +554,48 @@ class Intake:
         progress: dict[bytes, _KeyProgress],
         result: IntakeResult,
         now_ms: int,
+        unackable: dict[Reason, _Summary],
     ) -> None:
-        """Revocation and validity start (read now), dedupe, chain, append."""
-        if not item.ackable or item.kid is None:
-            self._reject(device_id, item.kid, None, None, item.reason, result)
+        """Revocation, validity start and site (read now), dedupe, chain, append."""
+        refusal = item.refusal
+        if item.kid is None or (refusal is not None and not refusal.reason.ackable):
+            assert refusal is not None
+            summary = unackable.setdefault(refusal.reason, _Summary(refusal, item.kid))
+            summary.count += 1
             return
         prog = progress.setdefault(item.kid, _KeyProgress(item.kid))
-        if item.reason or item.masses is None:
-            self._reject(device_id, item.kid, item.seq, item.event_id, item.reason, result, prog)
+        if refusal is not None:
+            self._reject(device_id, item.kid, item.seq, item.event_id, refusal, result, prog)
             return
         key = tx.key(item.kid)
-        if key is None or key.revoked:
-            reason = "device key revoked"
-            seq = item.seq
-            if (
-                seq is not None
-                and seq <= tx.head(item.kid)[0]
-                and (tx.event_id_at(item.kid, seq) == item.event_id)
-            ):
-                result.duplicates += 1  # logged before the revocation: a resend
-                return
-        elif not key.valid_yet(now_ms):
-            reason = "key not yet valid"
-        else:
-            reason = ""
-        if reason:
-            self._reject(device_id, item.kid, item.seq, item.event_id, reason, result, prog)
+        seq = item.seq
+        assert seq is not None
+        if (
+            (key is None or key.revoked)
+            and seq <= tx.head(item.kid)[0]
+            and tx.event_id_at(item.kid, seq) == item.event_id
+        ):
+            result.duplicates += 1  # logged before the revocation: a resend
+            return
+        refusal = _key_refusal(key, item, now_ms)
+        if refusal is not None:
+            self._reject(device_id, item.kid, seq, item.event_id, refusal, result, prog)
             return
         # A loop, not recursion: one append can release up to MAX_WAITING_PER_KEY parked
         # successors (batches that overtook their predecessor, e.g. on another intake
         # worker), far more than Python's recursion limit.
         due: _Checked | None = item
         while due is not None:
-            due = self._place_one(device_id, due, tx, prog, result)
+            due = self._place_one(device_id, due, tx, prog, result, now_ms)
 
     def _place_one(
-        self, device_id: str, item: _Checked, tx: _Tx, prog: _KeyProgress, result: IntakeResult
+        self,
+        device_id: str,
+        item: _Checked,
+        tx: _Tx,
+        prog: _KeyProgress,
+        result: IntakeResult,
+        now_ms: int,
     ) -> _Checked | None:
         """Place one checked record; returns its parked successor when that is now due."""
         kid, seq, event_id = item.kid, item.seq, item.event_id
@@ -587,16 +624,17 @@ class Intake:
                 result.waiting += 1
             return None
         if item.prev != head_id:
-            self._reject(
-                device_id, kid, seq, event_id,
-                f"chain: prev does not match the event logged at seq {head_seq}", result, prog,
-            )  # fmt: skip
+            refusal = Refusal(
+                Reason.CHAIN, f"prev does not match the event logged at seq {head_seq}"
+            )
+            self._reject(device_id, kid, seq, event_id, refusal, result, prog)
             return None
         enrol_new = False
         if item.new_key:
             problem, enrol_new = self._rotation_problem(device_id, item.new_key, tx)
             if problem:
-                self._reject(device_id, kid, seq, event_id, problem, result, prog)
+                self._reject(device_id, kid, seq, event_id, Refusal(Reason.ROTATION, problem),
+                             result, prog)  # fmt: skip
                 return None
         tx.append(
             NewEvent(event_id, kid, seq, device_id, item.type_, item.time_ms, item.envelope,
@@ -604,7 +642,8 @@ class Intake:
         )  # fmt: skip
         result.logged += 1
         if item.new_key:
-            self._rotate(device_id, item, enrol_new, tx)
+            self._rotate(device_id, item, enrol_new, tx, result, prog)
+            return None  # the rotation is the old key's last record: nothing follows it
         # Successors that arrived early can follow now, in order.
         if not tx.has_waiting(kid):
             return None
@@ -615,13 +654,16 @@ class Intake:
         key = tx.key(kid)
         assert key is not None
         (nxt,), times = check_envelopes(
-            [_Task(successor, key.public_key, device_id)], self._seal_public,
+            [_Task(successor, key.public_key, device_id, kid)], self._seal_public,
             self.keys.sealing_secret,
         )  # fmt: skip
         for stage, seconds in times.items():
             self.stage_seconds[stage] += seconds
-        if nxt.reason:  # parked records passed every check but the mass ones, which ran too
-            self._reject(device_id, kid, nxt.seq, nxt.event_id, nxt.reason, result, prog)
+        # A parked record was checked against its key when it arrived; the key may have
+        # been revoked or retired since, so its validity is judged again now, at release.
+        late = nxt.refusal or _key_refusal(tx.key(kid), nxt, now_ms)
+        if late is not None:
+            self._reject(device_id, kid, nxt.seq, nxt.event_id, late, result, prog)
             return None
         return nxt
 
@@ -630,27 +672,47 @@ class Intake:
         try:
             check_ed25519_public(new_key, "new_key")
         except KeyError_ as exc:
-            return f"rotation: {exc}", False
+            return str(exc), False
         existing = tx.key(kid_for(new_key))
         if existing is None:
             return "", True
         if existing.device_id != device_id:
-            return "rotation: the new key is enrolled for another device", False
+            return "the new key is enrolled for another device", False
         if existing.revoked:
-            return "rotation: the new key is revoked", False
+            return "the new key is revoked", False
         return "", False  # already enrolled for this device (by an operator): just retire
 
-    def _rotate(self, device_id: str, item: _Checked, enrol_new: bool, tx: _Tx) -> None:
+    def _rotate(
+        self,
+        device_id: str,
+        item: _Checked,
+        enrol_new: bool,
+        tx: _Tx,
+        result: IntakeResult,
+        prog: _KeyProgress,
+    ) -> None:
         assert item.kid is not None
+        assert item.seq is not None
+        old = tx.key(item.kid)
+        assert old is not None  # checked valid in _apply
         new_kid = kid_for(item.new_key)
         now_ms = self._clock_ms()
+        # The new key stays at the old key's enrolled site whatever the payload says
+        # (equal anyway: _key_refusal checked the site); moving a device between
+        # sites is a registry action, never something the device can declare.
         self.store.rotate_key(
-            device_id, item.site_id, item.kid, new_kid, item.new_key,
-            valid_from_ms=min(item.time_ms, now_ms), retired_ms=item.time_ms + 1,
-            enrol_new=enrol_new,
+            device_id, old.site_id, item.kid, new_kid, item.new_key,
+            valid_from_ms=min(item.time_ms, now_ms),
+            retired_ms=min(item.time_ms + 1, MAX_TIME_MS), enrol_new=enrol_new,
         )  # fmt: skip
         tx.keys.pop(item.kid, None)  # re-read: now retired
         tx.keys.pop(new_kid, None)
+        # Records of the old key parked beyond the rotation can never be logged: the
+        # rotation is that key's last record. Refuse them now, with the reason.
+        for seq, envelope in self.store.take_all_waiting(item.kid):
+            refusal = Refusal(Reason.REVOKED, f"retired by its key_rotation at seq {item.seq}")
+            self._reject(device_id, item.kid, seq, event_id_of(envelope), refusal, result, prog)
+        tx.waiting[item.kid] = False
         log.info(
             "key rotation: device %s key %s -> %s at seq %d", device_id, item.kid.hex(),
             new_kid.hex(), item.seq,
@@ -682,10 +744,8 @@ class Intake:
                    "kept_event_id": kept.hex(), "forked_event_id": event_id.hex(),
                    "new_alarm": new},
         )  # fmt: skip
-        self._reject(
-            device_id, kid, seq, event_id,
-            f"fork: a different event is already {where} at seq {seq}", result, prog,
-        )  # fmt: skip
+        refusal = Refusal(Reason.FORK, f"a different event is already {where} at seq {seq}")
+        self._reject(device_id, kid, seq, event_id, refusal, result, prog)
 
     def _reject(
         self,
@@ -693,21 +753,28 @@ class Intake:
         kid: bytes | None,
         seq: int | None,
         event_id: bytes | None,
-        reason: str,
+        refusal: Refusal,
         result: IntakeResult,
-        prog: _KeyProgress | None = None,
+        prog: _KeyProgress,
     ) -> None:
-        self.store.record_rejection(device_id, kid, seq, event_id, reason)
-        self._count(result, reason)
-        if prog is not None and seq is not None and event_id is not None:
-            prog.rejections.append(Rejection(seq, event_id, _ack_reason(reason)))
+        self.store.record_rejection(device_id, kid, seq, event_id, refusal.text)
+        self._count(result, refusal.reason)
+        if seq is not None and event_id is not None:
+            # Keyed by (seq, id): the same envelope twice in a batch is one rejection.
+            prog.rejections.setdefault(
+                (seq, event_id), Rejection(seq, event_id, _ack_reason(refusal))
+            )
 
-    def _count(self, result: IntakeResult, reason: str) -> None:
-        result.rejected += 1
-        result.reasons[reason.split(":")[0]] += 1
+    def _count(self, result: IntakeResult, reason: Reason, n: int = 1) -> None:
+        result.rejected += n
+        result.reasons[reason] += n
 
     def _ack(self, device_id: str, prog: _KeyProgress, tx: _Tx, correlation: bytes | None) -> bytes:
         seq, event_id = tx.head(prog.kid)
+        # One encoding per ack (sync.ack): sorted by (seq, id), each once, and at most
+        # MAX_REJECTIONS of them. Those left out stay unacked on the device, which sends
+        # them again and hears the reason then.
+        rejected = tuple(prog.rejections[k] for k in sorted(prog.rejections)[:MAX_REJECTIONS])
         ack = Ack(
             device_id=device_id,
             device_kid=prog.kid,
@@ -716,8 +783,24 @@ class Intake:
             log_size=tx.log.size,
             root=tx.log.root(),
             time_ms=time.time_ns() // 1_000_000,
-            rejected=tuple(prog.rejections),
-            resend_from=seq + 1 if prog.gap else None,
+            rejected=rejected,
+            resend_from=seq + 1 if prog.gap and seq < MAX_SEQ else None,
             correlation=correlation,
         )
         return sign_ack(self.keys, ack)
+
+
+def _key_refusal(key: DeviceKeyRecord | None, item: _Checked, now_ms: int) -> Refusal | None:
+    """Whether ``key`` may log ``item`` now: unrevoked, valid from before now, and the
+    record names the site the key was enrolled at (a device cannot credit its output to
+    another site)."""
+    if key is None or key.revoked:
+        return Refusal(Reason.REVOKED)
+    if not key.valid_yet(now_ms):
+        return Refusal(Reason.NOT_YET_VALID)
+    if item.site_id != key.site_id:
+        return Refusal(
+            Reason.SITE_MISMATCH,
+            f"the record names site {item.site_id}, its key is enrolled at {key.site_id}",
+        )
+    return None

@@ -13,12 +13,14 @@ Triggers make logged events immutable and undeletable. ``PostgresLedgerStore``
 Schema versions (``PRAGMA user_version``), applied in order on open, each in
 one transaction: 1 the first schema; 2 adds ``device_keys.valid_from_ms`` (a
 key is accepted only from then on; existing keys get their enrolment time) and
-the ``forks`` alarm table.
+the ``forks`` alarm table; 3 adds ``rejections.count`` (summarised rejections) and the
+bounded ``dead_letters`` table.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +33,7 @@ from custody.merkle import CompactRange
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DeadLetter",
     "DeviceKeyRecord",
     "ForkAlarm",
     "LedgerStore",
@@ -139,7 +142,26 @@ CREATE TABLE forks (
     UNIQUE (kid, seq, forked_event_id)
 ) STRICT;
 """
-_MIGRATIONS = (_SCHEMA, _MIGRATION_2)
+# Version 3: what one device can make the ledger store is bounded. Rejections that no
+# enrolled key of the device signed are summarised (one row per batch and reason, with a
+# count) and the table is pruned to a retention; a message the intake could not handle at
+# all is kept once, as a dead letter, in a table of bounded size.
+_MIGRATION_3 = """
+ALTER TABLE rejections ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+
+CREATE TABLE dead_letters (
+    digest        BLOB    PRIMARY KEY,          -- SHA-256 of the topic and payload
+    device_id     TEXT    NOT NULL,
+    topic         TEXT    NOT NULL,
+    payload       BLOB    NOT NULL,
+    error         TEXT    NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    count         INTEGER NOT NULL
+) STRICT;
+CREATE INDEX dead_letters_seen ON dead_letters (last_seen_ms);
+"""
+_MIGRATIONS = (_SCHEMA, _MIGRATION_2, _MIGRATION_3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -202,6 +224,33 @@ class ForkAlarm:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the intake could not handle at all, kept for an operator (bounded)."""
+
+    digest: bytes
+    device_id: str
+    topic: str
+    payload: bytes
+    error: str
+    first_seen_ms: int
+    last_seen_ms: int
+    count: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "digest": self.digest.hex(), "device_id": self.device_id, "topic": self.topic,
+            "bytes": len(self.payload), "error": self.error,
+            "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms,
+            "count": self.count,
+        }  # fmt: skip
+
+
+def dead_letter_digest(topic: str, payload: bytes) -> bytes:
+    """The key of a dead letter: a redelivered message is the same row, counted again."""
+    return hashlib.sha256(topic.encode() + b"\x00" + payload).digest()
+
+
+@dataclass(frozen=True, slots=True)
 class LoggedEvent:
     log_index: int
     event_id: bytes
@@ -244,10 +293,18 @@ class Store(Protocol):
     def waiting_count(self, kid: bytes) -> int: ...
     def take_waiting(self, kid: bytes, seq: int) -> bytes | None: ...
     def drop_waiting_through(self, kid: bytes, seq: int) -> None: ...
+    def take_all_waiting(self, kid: bytes) -> list[tuple[int, bytes]]: ...
     def record_rejection(
         self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
-        reason: str,
+        reason: str, count: int = 1,
     ) -> None: ...  # fmt: skip
+    def prune_rejections(self, keep: int) -> int: ...
+    def rejection_rows(self) -> int: ...
+    def record_dead_letter(
+        self, device_id: str, topic: str, payload: bytes, error: str, keep: int
+    ) -> bool: ...
+    def dead_letters(self) -> list[DeadLetter]: ...
+    def dead_letter_count(self) -> int: ...
     def record_fork(
         self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
         forked_event_id: bytes, forked_envelope: bytes,
@@ -482,15 +539,63 @@ class LedgerStore:
     def drop_waiting_through(self, kid: bytes, seq: int) -> None:
         self.conn.execute("DELETE FROM waiting WHERE kid = ? AND seq <= ?", (kid, seq))
 
+    def take_all_waiting(self, kid: bytes) -> list[tuple[int, bytes]]:
+        """Remove and return every record parked for ``kid``, in seq order."""
+        rows = self.conn.execute(
+            "DELETE FROM waiting WHERE kid = ? RETURNING seq, envelope", (kid,)
+        ).fetchall()
+        return sorted((int(r[0]), bytes(r[1])) for r in rows)
+
     def record_rejection(
         self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
-        reason: str,
+        reason: str, count: int = 1,
     ) -> None:  # fmt: skip
         self.conn.execute(
-            "INSERT INTO rejections (device_id, kid, seq, event_id, reason, received_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (device_id, kid, seq, event_id, reason, _now_ms()),
+            "INSERT INTO rejections (device_id, kid, seq, event_id, reason, received_ms, count)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (device_id, kid, seq, event_id, reason, _now_ms(), count),
         )
+
+    def prune_rejections(self, keep: int) -> int:
+        """Keep the newest ``keep`` rejection rows; returns how many were removed."""
+        with self.transaction() as c:
+            return c.execute(
+                "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?", (keep,)
+            ).rowcount
+
+    def rejection_rows(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM rejections").fetchone()[0])
+
+    def record_dead_letter(
+        self, device_id: str, topic: str, payload: bytes, error: str, keep: int
+    ) -> bool:
+        """Keep a message the intake could not handle (once per topic and payload, counted
+        again when redelivered), and only the ``keep`` most recently seen; True when new."""
+        now = _now_ms()
+        with self.transaction() as c:
+            row = c.execute(
+                "INSERT INTO dead_letters (digest, device_id, topic, payload, error,"
+                " first_seen_ms, last_seen_ms, count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT (digest) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,"
+                " error = excluded.error, count = count + 1 RETURNING count",
+                (dead_letter_digest(topic, payload), device_id, topic, payload, error, now, now),
+            ).fetchone()
+            c.execute(
+                "DELETE FROM dead_letters WHERE digest NOT IN"
+                " (SELECT digest FROM dead_letters ORDER BY last_seen_ms DESC LIMIT ?)",
+                (keep,),
+            )
+        return int(row[0]) == 1
+
+    def dead_letter_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self.conn.execute(
+            "SELECT digest, device_id, topic, payload, error, first_seen_ms, last_seen_ms, count"
+            " FROM dead_letters ORDER BY last_seen_ms"
+        )
+        return [_dead_letter(r) for r in rows]
 
     def record_fork(
         self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
@@ -563,6 +668,12 @@ class LedgerStore:
             "SELECT signed FROM checkpoints ORDER BY size DESC, time_ms DESC LIMIT 1"
         ).fetchone()
         return None if row is None else bytes(row[0])
+
+
+def _dead_letter(r: tuple[Any, ...]) -> DeadLetter:
+    return DeadLetter(
+        bytes(r[0]), str(r[1]), str(r[2]), bytes(r[3]), str(r[4]), int(r[5]), int(r[6]), int(r[7])
+    )
 
 
 def _fork(r: tuple[Any, ...]) -> ForkAlarm:

@@ -40,11 +40,19 @@ from psycopg.rows import TupleRow
 
 from custody.errors import DecodeError, StorageError
 from custody.merkle import CompactRange, leaf_hash
-from ledger.store import DeviceKeyRecord, ForkAlarm, LoggedEvent, NewEvent, events_where
+from ledger.store import (
+    DeadLetter,
+    DeviceKeyRecord,
+    ForkAlarm,
+    LoggedEvent,
+    NewEvent,
+    dead_letter_digest,
+    events_where,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedgerStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # pg_advisory_xact_lock key guarding schema creation ("custody" + 0x01, a positive bigint).
 _SCHEMA_LOCK = int.from_bytes(b"custody\x01", "big")
 
@@ -158,7 +166,23 @@ CREATE TABLE forks (
     UNIQUE (kid, seq, forked_event_id)
 );
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _MIGRATION_2}  # version -> the script that reaches it
+# Version 3 (as ledger.store's): summarised rejections and bounded dead letters.
+_MIGRATION_3 = """
+ALTER TABLE rejections ADD COLUMN count BIGINT NOT NULL DEFAULT 1 CHECK (count >= 1);
+
+CREATE TABLE dead_letters (
+    digest        BYTEA  PRIMARY KEY CHECK (octet_length(digest) = 32),
+    device_id     TEXT   NOT NULL,
+    topic         TEXT   NOT NULL,
+    payload       BYTEA  NOT NULL,
+    error         TEXT   NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms  BIGINT NOT NULL,
+    count         BIGINT NOT NULL
+);
+CREATE INDEX dead_letters_seen ON dead_letters (last_seen_ms);
+"""
+_MIGRATIONS = {1: _SCHEMA, 2: _MIGRATION_2, 3: _MIGRATION_3}  # version -> the script to reach it
 
 
 def _now_ms() -> int:
@@ -397,20 +421,81 @@ class PostgresLedgerStore:
             ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def take_all_waiting(self, kid: bytes) -> list[tuple[int, bytes]]:
+        """Remove and return every record parked for ``kid``, in seq order."""
+        with self._op("taking waiting records") as c:
+            rows = c.execute(
+                "DELETE FROM waiting WHERE kid = %s RETURNING seq, envelope", (kid,)
+            ).fetchall()
+        return sorted((int(r[0]), bytes(r[1])) for r in rows)
+
     def drop_waiting_through(self, kid: bytes, seq: int) -> None:
         with self._op("dropping waiting records") as c:
             c.execute("DELETE FROM waiting WHERE kid = %s AND seq <= %s", (kid, seq))
 
     def record_rejection(
         self, device_id: str, kid: bytes | None, seq: int | None, event_id: bytes | None,
-        reason: str,
+        reason: str, count: int = 1,
     ) -> None:  # fmt: skip
         with self._op("recording a rejection") as c:
             c.execute(
-                "INSERT INTO rejections (device_id, kid, seq, event_id, reason, received_ms)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (device_id, kid, seq, event_id, reason, _now_ms()),
+                "INSERT INTO rejections (device_id, kid, seq, event_id, reason, received_ms,"
+                " count) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (device_id, kid, seq, event_id, reason, _now_ms(), count),
             )
+
+    def prune_rejections(self, keep: int) -> int:
+        """Keep the newest ``keep`` rejection rows; returns how many were removed."""
+        with self._op("pruning rejections") as c:
+            return c.execute(
+                "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - %s",
+                (keep,),
+            ).rowcount
+
+    def rejection_rows(self) -> int:
+        with self._op("counting rejections") as c:
+            row = c.execute("SELECT count(*) FROM rejections").fetchone()
+        assert row is not None  # an aggregate always returns a row
+        return int(row[0])
+
+    def record_dead_letter(
+        self, device_id: str, topic: str, payload: bytes, error: str, keep: int
+    ) -> bool:
+        """Keep a message the intake could not handle (once per topic and payload, counted
+        again when redelivered), and only the ``keep`` most recently seen; True when new."""
+        now = _now_ms()
+        with self._op("recording a dead letter") as c, c.transaction():
+            row = c.execute(
+                "INSERT INTO dead_letters (digest, device_id, topic, payload, error,"
+                " first_seen_ms, last_seen_ms, count) VALUES (%s, %s, %s, %s, %s, %s, %s, 1)"
+                " ON CONFLICT (digest) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,"
+                " error = excluded.error, count = dead_letters.count + 1 RETURNING count",
+                (dead_letter_digest(topic, payload), device_id, topic, payload, error, now, now),
+            ).fetchone()
+            c.execute(
+                "DELETE FROM dead_letters WHERE digest NOT IN"
+                " (SELECT digest FROM dead_letters ORDER BY last_seen_ms DESC LIMIT %s)",
+                (keep,),
+            )
+        assert row is not None  # RETURNING of an upsert always returns the row
+        return int(row[0]) == 1
+
+    def dead_letter_count(self) -> int:
+        with self._op("counting dead letters") as c:
+            row = c.execute("SELECT count(*) FROM dead_letters").fetchone()
+        assert row is not None  # an aggregate always returns a row
+        return int(row[0])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._op("reading dead letters") as c:
+            rows = c.execute(
+                "SELECT digest, device_id, topic, payload, error, first_seen_ms, last_seen_ms,"
+                " count FROM dead_letters ORDER BY last_seen_ms"
+            ).fetchall()
+        return [
+            DeadLetter(bytes(r[0]), r[1], r[2], bytes(r[3]), r[4], int(r[5]), int(r[6]), int(r[7]))
+            for r in rows
+        ]
 
     def record_fork(
         self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,

@@ -67,7 +67,8 @@ class LedgerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ledger.cli", "--data-dir", str(d), "run",
              "--broker", central.url, "--ca-file", str(pki / "ca.crt"),
-             "--cert-file", str(pki / "ledger.crt"), "--key-file", str(pki / "ledger.key")],
+             "--cert-file", str(pki / "ledger.crt"), "--key-file", str(pki / "ledger.key"),
+             "--http", "127.0.0.1:0"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 

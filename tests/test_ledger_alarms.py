@@ -269,7 +269,8 @@ def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path, device_key: Device
         assert key.valid_from_ms == 1234  # valid since its enrolment, as before
         assert store.forks() == []
         version = store.conn.execute("PRAGMA user_version").fetchone()[0]
-        assert version == store_module.SCHEMA_VERSION == 2
+        assert version == store_module.SCHEMA_VERSION == 3
+        assert store.dead_letters() == [] and store.rejection_rows() == 0
     finally:
         store.close()
     LedgerStore(path).close()  # opening again is a no-op
@@ -293,11 +294,12 @@ def test_a_version_1_postgres_store_is_migrated(pg_dsn: str, device_key: DeviceK
         assert key.valid_from_ms == 1234
         assert store.forks() == []
         assert store.log_size() == 0 and store.integrity_ok()
+        assert store.dead_letters() == [] and store.rejection_rows() == 0
     finally:
         store.close()
     with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute("SELECT version FROM ledger_schema ORDER BY version").fetchall()
-    assert rows == [(1,), (2,)]
+    assert rows == [(1,), (2,), (3,)]
 
 
 # --- the check-worker pool --------------------------------------------------------------------

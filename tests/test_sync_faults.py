@@ -138,7 +138,7 @@ def test_ledger_sigkilled_mid_drain_then_restarted(
         sys.executable, "-m", "ledger.cli", "--data-dir", str(ledger_dir), "run",
         "--broker", f"mqtts://{broker.host}:{broker.tls_port}",
         "--ca-file", str(test_pki.ca_file), "--cert-file", str(test_pki.ledger.cert),
-        "--key-file", str(test_pki.ledger.key),
+        "--key-file", str(test_pki.ledger.key), "--http", "127.0.0.1:0",
     ]  # fmt: skip
     ledger = start_ledger_process(ledger_cmd, broker, 1)
     killed = threading.Event()

@@ -1,0 +1,221 @@
+"""The intake against a hostile enrolled device, without a broker: what one device's messages
+can make the ledger do. (Over a real broker and ``custody-ledger run``: test_hostile_gateway.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from custody import cbor, cose
+from custody.envelope import EventSigner, event_id_of
+from custody.errors import SchemaError
+from custody.event import MAX_SEQ, DeviceTime, EventType, Payload, TimeQuality, TimeSource
+from custody.keys import DeviceKey
+from custody.reasons import Reason
+from ledger.intake import Intake
+from ledger.store import LedgerStore
+from sync.ack import MAX_REJECTIONS, Ack, verify_ack
+from sync.batch import encode_batch
+from tests.conftest import Gateway
+
+DEVICE = "gw-kol-01"
+SITE = "KOL-01"
+T = DeviceTime(1_700_000_000_000, TimeSource.NTP, TimeQuality.SYNCED)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, gateway: Gateway) -> Intake:
+    store = LedgerStore(tmp_path / "ledger.sqlite")
+    key = DeviceKey(bytes.fromhex((gateway.data_dir / "device.key").read_text().strip()))
+    store.enroll(DEVICE, SITE, key.public_key, key.kid)
+    return Intake(store, gateway.ledger)
+
+
+def device_key(gateway: Gateway) -> DeviceKey:
+    return DeviceKey(bytes.fromhex((gateway.data_dir / "device.key").read_text().strip()))
+
+
+def signed(
+    key: DeviceKey, seq: int, prev: bytes, *, site: str = SITE, body: dict[str, object] | None = None,
+    type_: EventType = EventType.SEAL_SCAN,
+) -> bytes:  # fmt: skip
+    payload = Payload(DEVICE, site, seq, prev, T, 1, type_, body or {"seal": f"S-{seq}"})
+    return EventSigner(key).sign(payload).cose
+
+
+def badly_signed(key: DeviceKey, seq: int) -> bytes:
+    """An envelope of the device's key whose signature does not verify."""
+    msg = cose.decode_sign1(signed(key, 1, bytes(32)))
+    # The payload claims ``seq``; the signature is of another payload.
+    payload = cbor.decode(msg.payload)
+    payload["seq"] = seq
+    payload["body"] = {"seal": "TAMPERED"}
+    return cbor.encode(
+        cbor.Tag(cose.COSE_SIGN1_TAG, [msg.protected_bytes, {}, cbor2.dumps(payload),
+                                       msg.signature])
+    )  # fmt: skip
+
+
+def ack_of(intake: Intake, kid: bytes, data: bytes) -> Ack:
+    return verify_ack(data, intake.keys.public, device_id=DEVICE, device_kid=kid)
+
+
+# --- one message must not stop the intake ----------------------------------------------------
+def test_the_same_bad_envelope_twice_is_one_rejection_in_a_valid_ack(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    bad = badly_signed(key, 2)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [bad, bad]))
+    ack = ack_of(ledger, key.kid, result.acks[0])
+    assert [(r.seq, r.event_id) for r in ack.rejected] == [(2, event_id_of(bad))]
+    assert "does not verify" in ack.rejected[0].reason
+
+
+def test_rejections_out_of_seq_order_are_sorted_in_the_ack(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [badly_signed(key, 2),
+                                                         badly_signed(key, 1)]))  # fmt: skip
+    assert [r.seq for r in ack_of(ledger, key.kid, result.acks[0]).rejected] == [1, 2]
+
+
+def test_a_claimed_seq_beyond_64_bits_is_not_used(ledger: Intake, gateway: Gateway) -> None:
+    key = device_key(gateway)
+    for claimed in (2**63, 2**64 + 5, MAX_SEQ):
+        result = ledger.ingest(DEVICE, encode_batch(DEVICE, [badly_signed(key, claimed)]))
+        assert result.rejected == 1
+        rejected = ack_of(ledger, key.kid, result.acks[0]).rejected if result.acks else ()
+        # Only a seq a record could have is reported back; larger ones are dropped from
+        # the report (the row is still kept, without a seq).
+        assert [r.seq for r in rejected] == ([MAX_SEQ] if claimed == MAX_SEQ else [])
+    assert [r[1] for r in ledger.store.rejections()] == [None, None, MAX_SEQ]
+
+
+def test_a_record_cannot_claim_a_seq_beyond_64_bits() -> None:
+    with pytest.raises(SchemaError, match="seq"):
+        Payload(DEVICE, SITE, 2**63, bytes(32), T, 1, EventType.SEAL_SCAN, {"seal": "X"})
+
+
+def test_more_rejections_than_an_ack_holds_are_capped(ledger: Intake, gateway: Gateway) -> None:
+    # A batch holds at most MAX_REJECTIONS records, but a rotation refuses every record
+    # parked behind it at once: more than one ack can name.
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32))
+    rotation = signed(key, 2, event_id_of(first), type_=EventType.KEY_ROTATION,
+                      body={"new_key": DeviceKey.generate().public_key})  # fmt: skip
+    chain, prev = [], event_id_of(rotation)
+    for seq in range(3, MAX_REJECTIONS + 8):
+        chain.append(signed(key, seq, prev))
+        prev = event_id_of(chain[-1])
+    half = len(chain) // 2
+    for part in (chain[half:], chain[:half]):  # parked, newest first
+        assert ledger.ingest(DEVICE, encode_batch(DEVICE, part)).waiting == len(part)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first, rotation]))
+    assert (result.logged, result.rejected) == (2, len(chain))
+    ack = ack_of(ledger, key.kid, result.acks[0])
+    assert [r.seq for r in ack.rejected] == list(range(3, 3 + MAX_REJECTIONS))
+
+
+# --- site: what the device says is not where it was enrolled -----------------------------------
+def test_a_record_for_another_site_is_rejected(ledger: Intake, gateway: Gateway) -> None:
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32), site="REFINER-01")
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first]))
+    assert (result.logged, dict(result.reasons)) == (0, {Reason.SITE_MISMATCH: 1})
+    reason = ack_of(ledger, key.kid, result.acks[0]).rejected[0].reason
+    assert "REFINER-01" in reason and SITE in reason
+    honest = ledger.ingest(DEVICE, encode_batch(DEVICE, [signed(key, 1, bytes(32))]))
+    assert honest.logged == 1
+
+
+def test_a_rotation_cannot_move_the_device_to_another_site(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    new = DeviceKey.generate()
+    first = signed(key, 1, bytes(32))
+    moving = signed(key, 2, event_id_of(first), site="REFINER-01",
+                    type_=EventType.KEY_ROTATION, body={"new_key": new.public_key})  # fmt: skip
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first, moving]))
+    assert (result.logged, dict(result.reasons)) == (1, {Reason.SITE_MISMATCH: 1})
+    assert ledger.store.key(new.kid) is None
+    staying = signed(key, 2, event_id_of(first), type_=EventType.KEY_ROTATION,
+                     body={"new_key": new.public_key})  # fmt: skip
+    assert ledger.ingest(DEVICE, encode_batch(DEVICE, [staying])).logged == 1
+    enrolled = ledger.store.key(new.kid)
+    assert enrolled is not None and enrolled.site_id == SITE
+
+
+# --- retired keys: parked records are judged again when released -------------------------------
+def test_records_parked_before_a_rotation_are_refused_when_it_retires_the_key(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    new = DeviceKey.generate()
+    first = signed(key, 1, bytes(32))
+    rotation = signed(key, 2, event_id_of(first), type_=EventType.KEY_ROTATION,
+                      body={"new_key": new.public_key})  # fmt: skip
+    # A thief with the old key signs seq 3 and 4 and gets them in before the rotation.
+    after = signed(key, 3, event_id_of(rotation))
+    later = signed(key, 4, event_id_of(after))
+    parked = ledger.ingest(DEVICE, encode_batch(DEVICE, [after, later]))
+    assert (parked.logged, parked.waiting) == (0, 2)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first, rotation]))
+    assert (result.logged, dict(result.reasons)) == (2, {Reason.REVOKED: 2})
+    ack = ack_of(ledger, key.kid, result.acks[0])
+    assert [(r.seq, r.event_id) for r in ack.rejected] == [
+        (3, event_id_of(after)), (4, event_id_of(later)),
+    ]  # fmt: skip
+    assert all("key_rotation at seq 2" in r.reason for r in ack.rejected)
+    assert [e.seq for e in ledger.store.events()] == [1, 2]
+    assert ledger.store.waiting_count(key.kid) == 0
+
+
+def test_a_parked_record_is_refused_at_release_if_its_key_was_revoked(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32))
+    second = signed(key, 2, event_id_of(first))
+    ledger.ingest(DEVICE, encode_batch(DEVICE, [second]))  # parked
+    ledger.store.revoke(DEVICE)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first]))
+    assert (result.logged, dict(result.reasons)) == (0, {Reason.REVOKED: 1})
+    assert ledger.store.log_size() == 0
+
+
+# --- records nobody enrolled signed: summarised, bounded ---------------------------------------
+def test_unknown_key_records_are_one_row_per_batch(ledger: Intake) -> None:
+    stranger = DeviceKey.generate()
+    envs = [signed(stranger, 1, bytes(32), body={"seal": f"X{i}"}) for i in range(300)]
+    for _ in range(3):
+        result = ledger.ingest(DEVICE, encode_batch(DEVICE, envs))
+        assert (result.rejected, result.acks) == (300, [])
+    rows = ledger.store.conn.execute("SELECT reason, count FROM rejections").fetchall()
+    assert rows == [("unknown device key", 300)] * 3
+    assert ledger.store.rejection_rows() == 3
+
+
+def test_rejections_are_pruned_to_their_retention(ledger: Intake, gateway: Gateway) -> None:
+    key = device_key(gateway)
+    for seq in range(1, 51):
+        ledger.ingest(DEVICE, encode_batch(DEVICE, [badly_signed(key, seq)]))
+    assert ledger.store.rejection_rows() == 50
+    assert ledger.store.prune_rejections(10) == 40
+    assert [r[1] for r in ledger.store.rejections()] == list(range(41, 51))  # the newest
+
+
+def test_dead_letters_are_kept_once_and_bounded(ledger: Intake) -> None:
+    store = ledger.store
+    assert store.record_dead_letter(DEVICE, "t", b"poison", "boom", keep=3)
+    assert not store.record_dead_letter(DEVICE, "t", b"poison", "boom again", keep=3)
+    for i in range(5):
+        store.record_dead_letter(DEVICE, "t", b"other %d" % i, "boom", keep=3)
+    kept = store.dead_letters()
+    assert [d.payload for d in kept] == [b"other 2", b"other 3", b"other 4"]
+    assert store.dead_letter_count() == 3
