@@ -28,10 +28,14 @@ class Checkpoint:
     time_ms: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
+        if not isinstance(self.ledger_id, str):
+            raise SchemaError("checkpoint ledger id must be text")
+        if not _uint(self.size):
             raise SchemaError("checkpoint size must be a non-negative integer")
         if not isinstance(self.root, bytes) or len(self.root) != 32:
             raise SchemaError("checkpoint root must be 32 bytes")
+        if not _uint(self.time_ms):
+            raise SchemaError("checkpoint time must be non-negative Unix milliseconds")
 
     def to_map(self) -> dict[str, Any]:
         return {"v": 1, "ledger": self.ledger_id, "size": self.size, "root": self.root,
@@ -47,6 +51,11 @@ def verify_checkpoint(data: bytes, ledger: LedgerPublicKeys) -> Checkpoint:
     raw = cbor.decode(msg.payload)
     if not isinstance(raw, dict) or set(raw) != {"v", "ledger", "size", "root", "t"}:
         raise SchemaError("checkpoint payload fields")
-    if raw["v"] != 1 or not isinstance(raw["ledger"], str) or not isinstance(raw["t"], int):
-        raise SchemaError("checkpoint payload values")
+    # The integer 1: CBOR true compares equal to it in Python but is another encoding.
+    if raw["v"] != 1 or isinstance(raw["v"], bool):
+        raise SchemaError("checkpoint payload version")
     return Checkpoint(raw["ledger"], raw["size"], raw["root"], raw["t"])
+
+
+def _uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

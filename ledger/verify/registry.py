@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from custody import cbor, cose
-from custody.errors import SchemaError
+from custody.errors import KeyError_, SchemaError
 from custody.event import validate_identifier
 from custody.keys import LedgerPublicKeys, check_ed25519_public, kid_for
 
@@ -92,15 +92,24 @@ def decode_registry(data: bytes, ledger: LedgerPublicKeys) -> Registry:
         <= set(raw)
         <= {"v", "ledger", "t", "devices", "sites"}
         or raw["v"] != 1
+        or isinstance(raw["v"], bool)  # true == 1 in Python, but it is another encoding
     ):
         raise SchemaError("registry payload fields")
-    if not isinstance(raw["devices"], list) or not isinstance(raw["t"], int):
+    if (
+        not isinstance(raw["devices"], list)
+        or not isinstance(raw["ledger"], str)
+        or not _time(raw["t"])
+    ):
         raise SchemaError("registry payload values")
     entries = tuple(_entry(e) for e in raw["devices"])
     kids = [e.kid for e in entries]
     if kids != sorted(kids) or len(set(kids)) != len(kids):
         raise SchemaError("registry entries must be sorted by kid, without duplicates")
-    return Registry(str(raw["ledger"]), raw["t"], entries, _sites(raw.get("sites")))
+    return Registry(raw["ledger"], raw["t"], entries, _sites(raw.get("sites")))
+
+
+def _time(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _sites(raw: Any) -> dict[str, bytes]:
@@ -126,11 +135,17 @@ def _entry(raw: Any) -> RegistryEntry:
         raise SchemaError("registry entry fields")
     if set(raw) - {"device", "site", "kid", "key", "enrolled", "valid_from", "revoked"}:
         raise SchemaError("registry entry has unknown fields")
-    key = check_ed25519_public(raw["key"], "registry key") if isinstance(raw["key"], bytes) else b""
+    if not isinstance(raw["key"], bytes):
+        raise SchemaError("registry entry key must be a byte string")
+    try:
+        key = check_ed25519_public(raw["key"], "registry entry key")
+    except KeyError_ as exc:
+        # A bad key inside a signed snapshot is bad content, like any other field.
+        raise SchemaError(str(exc)) from exc
     if raw["kid"] != kid_for(key):
         raise SchemaError("registry entry kid does not match its key")
     for name in ("enrolled", "valid_from", "revoked"):
-        if name in raw and (not isinstance(raw[name], int) or isinstance(raw[name], bool)):
+        if name in raw and not _time(raw[name]):
             raise SchemaError(f"registry entry {name} must be an integer time")
     return RegistryEntry(
         validate_identifier(raw["device"], "device"), validate_identifier(raw["site"], "site"),
