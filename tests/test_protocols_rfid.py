@@ -10,6 +10,7 @@ and FrameErrors, with bounded buffers and byte accounting that adds up.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,33 @@ def test_chafon_request_encoders_exact_bytes() -> None:
     assert chafon_crc16(bytes.fromhex("05 00 01 FB")) == 0x3DF2
     # CRC-16/MCRF4XX catalogue check value for "123456789".
     assert chafon_crc16(b"123456789") == 0x6F91
+
+
+def _mcrf4xx_bitwise(data: bytes) -> int:
+    """The manual's definition, bit by bit: preset 0xFFFF, reflected poly 0x8408."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+@given(st.binary(max_size=300))
+def test_chafon_crc16_is_the_bitwise_definition(data: bytes) -> None:
+    assert chafon_crc16(data) == _mcrf4xx_bitwise(data)
+
+
+def test_chafon_keeps_up_with_noise_at_its_baud_rate() -> None:
+    # One second of 57600-baud noise (5760 bytes), every byte a plausible frame length, so the
+    # sync hunt computes a CRC over up to 254 bytes at each: the parser must stay well ahead
+    # of the line (~25 ms here; a bitwise CRC loop in Python needs over a second).
+    parser = ChafonParser()
+    t0 = time.perf_counter()
+    for _ in range(90):
+        parser.feed(b"\xff" * 64)
+    assert time.perf_counter() - t0 < 0.5
+    assert parser.stats.frames == 0
 
 
 def _chafon_inventory_reply(epcs: list[bytes]) -> bytes:
