@@ -379,7 +379,10 @@ class Payload:
         expected = {"v", "dev", "site", "seq", "prev", "t", "tsrc", "tq", "boot", "type", "body"}
         if set(raw) != expected:
             missing, extra = expected - set(raw), set(raw) - expected
-            raise SchemaError(f"payload fields: missing {sorted(missing)}, unknown {sorted(extra)}")
+            # key=repr: unknown keys may mix text, integers and bytes, which do not compare.
+            raise SchemaError(
+                f"payload fields: missing {sorted(missing)}, unknown {sorted(extra, key=repr)}"
+            )
         try:
             type_ = EventType(raw["type"])
             time = DeviceTime(raw["t"], TimeSource(raw["tsrc"]), TimeQuality(raw["tq"]))
