@@ -157,6 +157,28 @@ def test_flipping_any_byte_of_a_small_bundle_fails(
     assert accepted == []
 
 
+@pytest.mark.parametrize(
+    "statement_change",
+    [
+        {"sites": ["MINE-01", 1]},  # text and a number do not sort
+        {"sites": [["MINE-01"]]},  # an array cannot go in a set
+        {"policy_tol": "5"},  # a per-mille tolerance that is text
+    ],
+)
+def test_a_statement_with_fields_of_another_type_is_a_proof_error(
+    tiny: tuple[LotScenario, bytes, Policy], statement_change: dict[str, Any]
+) -> None:
+    scenario, data, policy = tiny
+    raw = cbor.decode(data)
+    statement = dict(raw["statement"])
+    if "policy_tol" in statement_change:
+        statement["policy"] = {**statement["policy"], "tol": statement_change["policy_tol"]}
+    else:
+        statement.update(statement_change)
+    with pytest.raises(ProofError, match="decoding"):
+        verify(cbor.encode({**raw, "statement": statement}), scenario, policy)
+
+
 def test_flipping_sampled_bytes_of_a_large_bundle_fails(
     typical: tuple[LotScenario, SummaryResult],
 ) -> None:

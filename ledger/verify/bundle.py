@@ -86,10 +86,13 @@ class Statement:
         if not isinstance(raw, dict) or set(raw) != keys:
             raise SchemaError("statement fields")
         sites = raw["sites"]
-        if not isinstance(sites, list) or not sites or sites != sorted(set(sites)):
-            raise SchemaError("statement sites must be a sorted list without duplicates")
+        if not isinstance(sites, list) or not sites:
+            raise SchemaError("statement sites must be a non-empty list")
+        # Identifiers first: sorting a list that holds arrays or numbers would raise TypeError.
         for s in sites:
             validate_identifier(s, "site")
+        if sites != sorted(set(sites)):
+            raise SchemaError("statement sites must be a sorted list without duplicates")
         windows = raw["windows"]
         if not isinstance(windows, dict) or set(windows) != set(sites):
             raise SchemaError("statement windows must name exactly the contributing sites")

@@ -36,8 +36,9 @@ class Policy:
                 raise SchemaError(f"policy {name} must be a positive integer")
         if not 1 <= self.balance_bits <= 64 or not 1 <= self.tolerance_bits <= 64:
             raise SchemaError("policy bit lengths must be 1..64")
-        if not 0 <= self.tolerance_permille <= 1000:
-            raise SchemaError("policy tolerance must be 0..1000 per mille")
+        tol = self.tolerance_permille
+        if not isinstance(tol, int) or isinstance(tol, bool) or not 0 <= tol <= 1000:
+            raise SchemaError("policy tolerance must be an integer 0..1000 per mille")
 
     def to_map(self) -> dict[str, Any]:
         return {
