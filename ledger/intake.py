@@ -757,13 +757,12 @@ class Intake:
         result: IntakeResult,
         prog: _KeyProgress,
     ) -> None:
+        if seq is not None and event_id is not None:
+            if (seq, event_id) in prog.rejections:
+                return  # the same envelope twice in one batch is one rejection
+            prog.rejections[(seq, event_id)] = Rejection(seq, event_id, _ack_reason(refusal))
         self.store.record_rejection(device_id, kid, seq, event_id, refusal.text)
         self._count(result, refusal.reason)
-        if seq is not None and event_id is not None:
-            # Keyed by (seq, id): the same envelope twice in a batch is one rejection.
-            prog.rejections.setdefault(
-                (seq, event_id), Rejection(seq, event_id, _ack_reason(refusal))
-            )
 
     def _count(self, result: IntakeResult, reason: Reason, n: int = 1) -> None:
         result.rejected += n

@@ -39,8 +39,8 @@ def device_key(gateway: Gateway) -> DeviceKey:
 
 
 def signed(
-    key: DeviceKey, seq: int, prev: bytes, *, site: str = SITE, body: dict[str, object] | None = None,
-    type_: EventType = EventType.SEAL_SCAN,
+    key: DeviceKey, seq: int, prev: bytes, *, site: str = SITE,
+    body: dict[str, object] | None = None, type_: EventType = EventType.SEAL_SCAN,
 ) -> bytes:  # fmt: skip
     payload = Payload(DEVICE, site, seq, prev, T, 1, type_, body or {"seal": f"S-{seq}"})
     return EventSigner(key).sign(payload).cose
