@@ -263,7 +263,8 @@ def test_a_message_the_intake_cannot_handle_is_dead_lettered_once_and_acked(
                 if run == 0:
                     wait_until(lambda: ledger_subscriptions(central) >= 1, "the subscription")
                     attacker.publish(b"\x00" + b"x" * 40 + b"BOOM")
-                    wait_until(lambda s=svc: s.counters["dead_letters"] == 1, "the dead letter")
+                    counters = svc.counters
+                    wait_until(lambda: counters["dead_letters"] == 1, "the dead letter")
                 honest_gateway_is_acked(honest_gw, 1)
                 assert thread.is_alive()
                 if run == 0:

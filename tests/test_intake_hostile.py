@@ -196,6 +196,7 @@ def test_unknown_key_records_are_one_row_per_batch(ledger: Intake) -> None:
     for _ in range(3):
         result = ledger.ingest(DEVICE, encode_batch(DEVICE, envs))
         assert (result.rejected, result.acks) == (300, [])
+    assert isinstance(ledger.store, LedgerStore)
     rows = ledger.store.conn.execute("SELECT reason, count FROM rejections").fetchall()
     assert rows == [("unknown device key", 300)] * 3
     assert ledger.store.rejection_rows() == 3
