@@ -32,6 +32,7 @@ from custody.errors import (
     StorageError,
     VerificationError,
 )
+from custody.files import fsync_directory, replace_file
 from firmware_bridge.errors import DeviceError, PortConfigError
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -376,9 +377,12 @@ def cmd_events_export(args: argparse.Namespace) -> int:
             target = out if kid == key.kid else out / kid.hex()
             target.mkdir(exist_ok=True)
             for e in outbox.iter_chain(kid):
-                (target / f"{e.seq}.cose").write_bytes(e.envelope)
+                # Each file's data is fsynced; the directory once below, not once a file.
+                replace_file(target / f"{e.seq}.cose", e.envelope, None, sync_directory=False)
                 n += 1
                 progress(n)
+            fsync_directory(target)
+        fsync_directory(out)  # the kid sub-folders' own names
     finally:
         outbox.close()
     print(f"exported {n} event(s) to {out}")
@@ -404,9 +408,7 @@ def _export_epcis(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")  # a reader never sees half a document
-    tmp.write_text(result.text(), encoding="utf-8")
-    tmp.replace(out)
+    replace_file(out, result.text().encode("utf-8"), mode=None)
     print(result.describe(out))
     return 0
 

@@ -31,18 +31,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.identity import (
-    create_device_key,
-    fsync_dir,
-    load_device_key,
-    load_ledger_keys,
-    write_new,
-)
+from agent.identity import create_device_key, load_device_key, load_ledger_keys, write_new
 from agent.outbox import Outbox
 from agent.paths import DataDir
-from agent.settings import SETTINGS, check_config, load_config, render_config
+from agent.settings import SETTINGS, check_config_text, load_config, render_config
 from custody.errors import ConfigError, KeyError_, SchemaError
 from custody.event import validate_identifier
+from custody.files import fsync_directory, replace_file
 
 __all__ = [
     "CA_FILE",
@@ -103,6 +98,7 @@ def initialise(
         ledger_json = load_ledger_keys(ledger_key_file).to_json()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
+    fsync_directory(data_dir.parent)  # a new data dir's own name, or the identity vanishes with it
     key = create_device_key(paths.device_key)
     if ledger_json is not None:
         write_new(paths.ledger_keys, ledger_json.encode() + b"\n", 0o644)
@@ -189,8 +185,8 @@ def install_enrolment(
             write_new(pinned, new.to_json().encode() + b"\n", 0o644)
     if broker_url is not None:
         changes.append(("sync.broker", broker_url))
-    _replace_file(data_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
-    _replace_file(data_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+    replace_file(data_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
+    replace_file(data_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
     set_settings(paths.config, changes)
     return dict(changes)
 
@@ -214,14 +210,6 @@ def _load_tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyError_(f"{path}: not an EC key")
     return key
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".new")
-    tmp.unlink(missing_ok=True)
-    write_new(tmp, data, 0o644)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 # --- config edits -------------------------------------------------------------------------------
@@ -276,16 +264,12 @@ def set_settings(path: Path, changes: Sequence[tuple[str, str]]) -> None:
             lines.insert(header + 1, line)
         else:
             lines += ["", f"[{section}]", line]
-    tmp = path.with_name(path.name + ".new")
-    tmp.unlink(missing_ok=True)
-    write_new(tmp, ("\n".join(lines) + "\n").encode(), 0o644)
-    problems = check_config(tmp)
+    text = "\n".join(lines) + "\n"
+    problems = check_config_text(text, str(path))
     if problems:
-        tmp.unlink()
         first = problems[0]
         raise ConfigError(str(path), first.key, first.reason)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    replace_file(path, text.encode(), 0o644)
 
 
 def enrolment_record(data_dir: Path, device_id: str, site_id: str) -> EnrolmentRecord:

@@ -1,47 +1,29 @@
 """The gateway's identity on disk: its Ed25519 key file and the pinned ledger keys.
 
 The key file holds the 32-byte RFC 8032 seed as hex. It is created with mode
-0600 (never widened by the umask), written and fsynced before the directory
-entry is fsynced, and refused at load time if group or others can read or
+0600 (never widened by the umask), whole or not at all, and durably
+(``custody.files``), and refused at load time if group or others can read or
 write it: a leaked device key lets anyone forge that site's records.
 """
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 from custody.errors import KeyError_, KeyPermissionError
+from custody.files import create_file
 from custody.keys import DeviceKey, LedgerPublicKeys
 
-__all__ = ["create_device_key", "fsync_dir", "load_device_key", "load_ledger_keys", "write_new"]
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a new directory entry durable (a file's fsync does not cover its name)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["create_device_key", "load_device_key", "load_ledger_keys", "write_new"]
 
 
 def write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` exclusively with ``mode``, write, fsync file and directory."""
+    """Create ``path`` exclusively with ``mode``, durably (``custody.files.create_file``)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        create_file(path, data, mode)
     except FileExistsError as exc:
         raise KeyError_(f"{path} already exists; refusing to overwrite it") from exc
-    except OSError as exc:
-        raise KeyError_(f"cannot create {path}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed or (never) widened it
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
 
 
 def create_device_key(path: Path) -> DeviceKey:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -39,6 +38,7 @@ from custody.commitment import (
 from custody.envelope import EventSigner, verify_envelope
 from custody.errors import CaptureError, InvalidMassError, NotInitialisedError
 from custody.event import EventType
+from custody.files import move_file
 from custody.group import ED25519
 from custody.keys import DeviceKey, LedgerPublicKeys
 
@@ -324,7 +324,7 @@ class Recorder:
         the key (kept, never deleted) and start a new chain under a new key; the
         alarm tells operations to enrol it."""
         retired = self.paths.quarantine / f"device.key-{time.strftime('%Y%m%dT%H%M%SZ')}"
-        os.replace(self.paths.device_key, retired)
+        move_file(self.paths.device_key, retired)  # both directories fsynced
         self.key = create_device_key(self.paths.device_key)
         self.signer = EventSigner(self.key)
         self.outbox.raise_alarm(

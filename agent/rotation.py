@@ -28,12 +28,13 @@ import json
 import os
 from pathlib import Path
 
-from agent.identity import create_device_key, fsync_dir, load_device_key
+from agent.identity import create_device_key, load_device_key
 from agent.outbox import Outbox
 from agent.paths import DataDir
 from custody.envelope import verify_envelope
 from custody.errors import CaptureError, VerificationError
 from custody.event import EventType
+from custody.files import fsync_directory, link_file, move_file
 from custody.keys import DeviceKey
 
 __all__ = ["RETIRED_DIR", "commit", "pending_key_path", "prepare", "recover", "retired_key_path"]
@@ -80,10 +81,8 @@ def commit(paths: DataDir, old: DeviceKey, new: DeviceKey) -> Path:
     retired = retired_key_path(paths, old.kid)
     retired.parent.mkdir(mode=0o700, exist_ok=True)
     if not retired.exists():
-        os.link(paths.device_key, retired)  # same inode: mode 0600 kept, nothing copied
-        fsync_dir(retired.parent)
-    os.replace(pending_key_path(paths), paths.device_key)
-    fsync_dir(paths.root)
+        link_file(paths.device_key, retired)  # same inode: mode 0600 kept, nothing copied
+    move_file(pending_key_path(paths), paths.device_key)
     assert load_device_key(paths.device_key).kid == new.kid
     return retired
 
@@ -111,5 +110,5 @@ def recover(paths: DataDir, outbox: Outbox, current: DeviceKey) -> DeviceKey | N
         commit(paths, current, new)
         return new
     pending.unlink()
-    fsync_dir(paths.root)
+    fsync_directory(paths.root)
     return None

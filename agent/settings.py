@@ -20,7 +20,15 @@ from typing import Any
 from custody.errors import ConfigError, SchemaError
 from custody.event import validate_identifier
 
-__all__ = ["SETTINGS", "AgentConfig", "Setting", "check_config", "load_config", "render_config"]
+__all__ = [
+    "SETTINGS",
+    "AgentConfig",
+    "Setting",
+    "check_config",
+    "check_config_text",
+    "load_config",
+    "render_config",
+]
 
 
 def _identifier(value: Any) -> str:
@@ -369,6 +377,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(source, "-", "file not found (run `custody-agent init`)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "-", f"cannot read: {exc}") from exc
+    return _parse(text, source)
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -382,6 +394,15 @@ def check_config(path: Path) -> list[ConfigError]:
     except ConfigError as exc:
         return [exc]
     return _problems(flat, str(path))[1]
+
+
+def check_config_text(text: str, source: str) -> list[ConfigError]:
+    """Every problem in ``text``, a config file's would-be content (empty when valid)."""
+    try:
+        flat = _flatten(_parse(text, source), source)
+    except ConfigError as exc:
+        return [exc]
+    return _problems(flat, source)[1]
 
 
 def load_config(path: Path) -> AgentConfig:

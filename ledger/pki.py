@@ -437,4 +437,3 @@ def _now() -> dt.datetime:
 
 def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
-

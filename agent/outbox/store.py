@@ -30,7 +30,6 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from agent.identity import fsync_dir
 from agent.outbox.lifecycle import RecordState
 from agent.outbox.schema import migrate
 from custody.errors import (
@@ -40,6 +39,7 @@ from custody.errors import (
     NotInitialisedError,
     StorageError,
 )
+from custody.files import move_file
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -417,9 +417,7 @@ def _quarantine(path: Path) -> Path:
     for suffix in ("-wal", "-shm", ""):  # main file last: a crash leaves no lone WAL
         src = Path(f"{path}{suffix}")
         if src.exists():
-            os.replace(src, f"{target}{suffix}")
-    fsync_dir(qdir)
-    fsync_dir(path.parent)
+            move_file(src, Path(f"{target}{suffix}"))  # durable before the next one moves
     return target
 
 

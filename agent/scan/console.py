@@ -55,6 +55,7 @@ from agent.scan.session import (
 )
 from custody.errors import CaptureError, CustodyError, SchemaError
 from custody.event import EventType, validate_identifier
+from custody.files import replace_file
 from firmware_bridge.errors import DeviceError, DisconnectedError, ProtocolError
 from firmware_bridge.frames import SealCode, WeightReading
 from firmware_bridge.protocols import registry
@@ -95,20 +96,9 @@ def load_lot(data_dir: Path) -> str | None:
 
 
 def save_lot(data_dir: Path, lot: str) -> None:
-    """Write the lot atomically: a temporary file, fsync, rename, fsync the directory, so
-    a power cut leaves the old or the new lot, never a torn file."""
-    path = data_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"lot": lot}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write the lot atomically and durably (``custody.files``), so a power cut leaves the
+    old or the new lot, never a torn file."""
+    replace_file(data_dir / STATE_FILE, json.dumps({"lot": lot}).encode(), 0o644)
 
 
 def _lock(data_dir: Path) -> int:

@@ -60,6 +60,7 @@ from agent.service.workers import (
 )
 from agent.settings import AgentConfig, load_config
 from custody.errors import ConfigError, CustodyError, StorageError
+from custody.files import replace_file
 from firmware_bridge.errors import DeviceError
 
 __all__ = [
@@ -268,9 +269,8 @@ class Service:
 
     def _write_service_file(self, host: str, port: int) -> None:
         info = {"pid": os.getpid(), "host": host, "port": port, "url": f"http://{host}:{port}"}
-        tmp = self._service_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
-        os.replace(tmp, self._service_file)
+        # Whole or absent: `keys rotate` and `status` read the pid and URL from it.
+        replace_file(self._service_file, (json.dumps(info) + "\n").encode(), 0o644)
 
     def _spawn(self, slot: _Slot) -> None:
         def main() -> None:
