@@ -236,6 +236,10 @@ class _Exploding(Intake):
         return super().ingest(device_id, payload, correlation=correlation)
 
 
+def dead_lettered(svc: LedgerService) -> Callable[[], bool]:
+    return lambda: svc.counters["dead_letters"] == 1
+
+
 def test_a_message_the_intake_cannot_handle_is_dead_lettered_once_and_acked(
     central: Central, gateways: tuple[Path, Path]
 ) -> None:
@@ -263,8 +267,7 @@ def test_a_message_the_intake_cannot_handle_is_dead_lettered_once_and_acked(
                 if run == 0:
                     wait_until(lambda: ledger_subscriptions(central) >= 1, "the subscription")
                     attacker.publish(b"\x00" + b"x" * 40 + b"BOOM")
-                    counters = svc.counters
-                    wait_until(lambda: counters["dead_letters"] == 1, "the dead letter")
+                    wait_until(dead_lettered(svc), "the dead letter")
                 honest_gateway_is_acked(honest_gw, 1)
                 assert thread.is_alive()
                 if run == 0:
