@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, drain, intake, link, parsers, peers, qr, service, zk
+from bench import capture, drain, fuzz, intake, link, parsers, peers, qr, service, zk
 
 
 class Benchmark(Protocol):
@@ -30,6 +30,7 @@ class Benchmark(Protocol):
 BENCHMARKS: dict[str, Benchmark] = {
     "capture": capture,
     "drain": drain,
+    "fuzz": fuzz,
     "link": link,
     "intake": intake,
     "parsers": parsers,

@@ -58,6 +58,11 @@ class Parser(Protocol):
         """Consume bytes; return completed frames and ``FrameError`` items, in order."""
         ...
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame: never more than the dialect's documented bound."""
+        ...
+
 
 @dataclass
 class LineParser:
@@ -76,6 +81,11 @@ class LineParser:
 
     def parse_line(self, line: bytes, now: float | None) -> object | None:  # pragma: no cover
         raise NotImplementedError
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete line (at most ``max_line``)."""
+        return len(self._buf)
 
     def feed(self, data: bytes, now: float | None = None) -> list[object]:
         out: list[object] = []

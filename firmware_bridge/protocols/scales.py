@@ -605,6 +605,11 @@ class _MarkerParser:
     stats: ParserStats = field(default_factory=ParserStats)
     _buf: bytes = field(default=b"", repr=False)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame (fewer than ``max_frame``)."""
+        return len(self._buf)
+
     def _view(self, buf: bytes) -> bytes:
         return buf
 
