@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import capture, drain, fuzz, intake, link, parsers, peers, qr, service, zk
+from bench import abuse, capture, drain, fuzz, intake, link, parsers, peers, qr, service, zk
 
 
 class Benchmark(Protocol):
@@ -28,6 +28,7 @@ class Benchmark(Protocol):
 
 
 BENCHMARKS: dict[str, Benchmark] = {
+    "abuse": abuse,
     "capture": capture,
     "drain": drain,
     "fuzz": fuzz,
