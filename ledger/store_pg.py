@@ -205,21 +205,30 @@ class PostgresLedgerStore:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._lock = threading.RLock()
-        with _translated("cannot open the ledger store"):
-            self.conn: psycopg.Connection[TupleRow] = psycopg.connect(dsn, autocommit=True)
+        self._closed = False
+        self.conn = self._connect()
         try:
             with _translated("cannot open the ledger store"):
-                # FOR UPDATE + per-statement snapshots is what makes the sequencer
-                # correct; REPEATABLE READ (a server default some set) would fail instead.
-                self.conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-                sync = self.conn.execute("SHOW synchronous_commit").fetchone()
-                if sync is not None and sync[0] == "off":
-                    # A batch is acked right after its commit: the commit must be durable.
-                    self.conn.execute("SET synchronous_commit = on")
                 self._migrate()
         except BaseException:
             self.close()
             raise
+
+    def _connect(self) -> psycopg.Connection[TupleRow]:
+        with _translated("cannot open the ledger store"):
+            conn: psycopg.Connection[TupleRow] = psycopg.connect(self.dsn, autocommit=True)
+            try:
+                # FOR UPDATE + per-statement snapshots is what makes the sequencer
+                # correct; REPEATABLE READ (a server default some set) would fail instead.
+                conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+                sync = conn.execute("SHOW synchronous_commit").fetchone()
+                if sync is not None and sync[0] == "off":
+                    # A batch is acked right after its commit: the commit must be durable.
+                    conn.execute("SET synchronous_commit = on")
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def _migrate(self) -> None:
         with self.conn.transaction():
@@ -251,12 +260,20 @@ class PostgresLedgerStore:
 
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error), self._lock:
+            self._closed = True
             self.conn.close()
 
     @contextlib.contextmanager
     def _op(self, what: str) -> Iterator[psycopg.Connection[TupleRow]]:
-        with self._lock, _translated(what):
-            yield self.conn
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"ledger store (PostgreSQL): {what}: the store is closed")
+            if self.conn.broken or self.conn.closed:
+                # The server restarted or the network dropped: a new session, once the
+                # server answers again (the failed transaction was rolled back by it).
+                self.conn = self._connect()
+            with _translated(what):
+                yield self.conn
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[TupleRow]]:

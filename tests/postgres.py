@@ -174,7 +174,9 @@ class ThrowawayCluster:
         if self.workdir is None:
             self._initdb()
         for attempt in range(3):
-            self.port = free_port(self.host)
+            # A restart keeps the port, so that clients can reconnect to the same address.
+            if attempt or not self.port:
+                self.port = free_port(self.host)
             try:
                 self._start_and_wait(timeout)
                 return self
