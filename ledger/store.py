@@ -32,6 +32,7 @@ from custody.errors import StorageError
 from custody.merkle import CompactRange
 
 __all__ = [
+    "MAX_FORKS_PER_KEY",
     "SCHEMA_VERSION",
     "DeadLetter",
     "DeviceKeyRecord",
@@ -162,6 +163,8 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_seen ON dead_letters (last_seen_ms);
 """
 _MIGRATIONS = (_SCHEMA, _MIGRATION_2, _MIGRATION_3)
+# Distinct forks kept per device key, with their evidence (``record_fork``).
+MAX_FORKS_PER_KEY = 100
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -601,17 +604,29 @@ class LedgerStore:
         self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
         forked_event_id: bytes, forked_envelope: bytes,
     ) -> bool:  # fmt: skip
-        """Record (or, seen before, touch) a fork alarm; True when it is new."""
+        """Record (or, seen before, count again) a fork alarm; True when it is new.
+
+        Only the first ``MAX_FORKS_PER_KEY`` distinct forks of a key keep a row with the
+        evidence: a stolen key can sign forks without end, and the first ones prove it."""
         now = _now_ms()
-        row = self.conn.execute(
-            "INSERT INTO forks (device_id, kid, seq, kept_event_id, forked_event_id,"
-            " forked_envelope, first_seen_ms, last_seen_ms, count)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kid, seq, forked_event_id)"
-            " DO UPDATE SET last_seen_ms = excluded.last_seen_ms, count = count + 1"
-            " RETURNING count",
-            (device_id, kid, seq, kept_event_id, forked_event_id, forked_envelope, now, now),
-        ).fetchone()
-        return int(row[0]) == 1
+        with contextlib.nullcontext(self.conn) as c:  # inside the intake's transaction
+            seen = c.execute(
+                "UPDATE forks SET last_seen_ms = ?, count = count + 1"
+                " WHERE kid = ? AND seq = ? AND forked_event_id = ? RETURNING count",
+                (now, kid, seq, forked_event_id),
+            ).fetchone()
+            if seen is not None:
+                return False
+            kept = c.execute("SELECT count(*) FROM forks WHERE kid = ?", (kid,)).fetchone()
+            if kept is not None and int(kept[0]) >= MAX_FORKS_PER_KEY:
+                return False
+            c.execute(
+                "INSERT INTO forks (device_id, kid, seq, kept_event_id, forked_event_id,"
+                " forked_envelope, first_seen_ms, last_seen_ms, count)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (device_id, kid, seq, kept_event_id, forked_event_id, forked_envelope, now, now),
+            )
+        return True
 
     def forks(self) -> list[ForkAlarm]:
         rows = self.conn.execute(

@@ -41,6 +41,7 @@ from psycopg.rows import TupleRow
 from custody.errors import DecodeError, StorageError
 from custody.merkle import CompactRange, leaf_hash
 from ledger.store import (
+    MAX_FORKS_PER_KEY,
     DeadLetter,
     DeviceKeyRecord,
     ForkAlarm,
@@ -518,19 +519,29 @@ class PostgresLedgerStore:
         self, device_id: str, kid: bytes, seq: int, kept_event_id: bytes,
         forked_event_id: bytes, forked_envelope: bytes,
     ) -> bool:  # fmt: skip
-        """Record (or, seen before, touch) a fork alarm; True when it is new."""
+        """Record (or, seen before, count again) a fork alarm; True when it is new.
+
+        Only the first ``MAX_FORKS_PER_KEY`` distinct forks of a key keep a row with the
+        evidence: a stolen key can sign forks without end, and the first ones prove it."""
         now = _now_ms()
-        with self._op("recording a fork alarm") as c:
-            row = c.execute(
+        with self._op("recording a fork alarm") as c, c.transaction():
+            seen = c.execute(
+                "UPDATE forks SET last_seen_ms = %s, count = count + 1"
+                " WHERE kid = %s AND seq = %s AND forked_event_id = %s RETURNING count",
+                (now, kid, seq, forked_event_id),
+            ).fetchone()
+            if seen is not None:
+                return False
+            kept = c.execute("SELECT count(*) FROM forks WHERE kid = %s", (kid,)).fetchone()
+            if kept is not None and int(kept[0]) >= MAX_FORKS_PER_KEY:
+                return False
+            c.execute(
                 "INSERT INTO forks (device_id, kid, seq, kept_event_id, forked_event_id,"
                 " forked_envelope, first_seen_ms, last_seen_ms, count)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)"
-                " ON CONFLICT (kid, seq, forked_event_id) DO UPDATE SET"
-                " last_seen_ms = excluded.last_seen_ms, count = forks.count + 1"
-                " RETURNING count",
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)",
                 (device_id, kid, seq, kept_event_id, forked_event_id, forked_envelope, now, now),
-            ).fetchone()
-        return row is not None and int(row[0]) == 1
+            )
+        return True
 
     def forks(self) -> list[ForkAlarm]:
         with self._op("reading fork alarms") as c:

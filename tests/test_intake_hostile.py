@@ -220,3 +220,27 @@ def test_dead_letters_are_kept_once_and_bounded(ledger: Intake) -> None:
     kept = store.dead_letters()
     assert [d.payload for d in kept] == [b"other 2", b"other 3", b"other 4"]
     assert store.dead_letter_count() == 3
+
+
+def test_forks_of_one_key_keep_a_bounded_number_of_rows(ledger: Intake, gateway: Gateway) -> None:
+    from ledger.store import MAX_FORKS_PER_KEY
+
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32))
+    assert ledger.ingest(DEVICE, encode_batch(DEVICE, [first])).logged == 1
+    # A thief with the key signs different records at seq 1, without end.
+    forks = [
+        signed(key, 1, bytes(32), body={"seal": f"F{i}"}) for i in range(MAX_FORKS_PER_KEY + 20)
+    ]
+    for part in (forks[:60], forks[60:]):
+        result = ledger.ingest(DEVICE, encode_batch(DEVICE, part))
+        assert result.forks == len(part) and result.logged == 0
+    kept = ledger.store.forks()
+    assert len(kept) == MAX_FORKS_PER_KEY
+    assert {a.forked_event_id for a in kept} == {event_id_of(f) for f in forks[:MAX_FORKS_PER_KEY]}
+    # A fork seen before is counted again on its row.
+    ledger.ingest(DEVICE, encode_batch(DEVICE, forks[:1]))
+    assert (
+        next(a.count for a in ledger.store.forks() if a.forked_event_id == event_id_of(forks[0]))
+        == 2
+    )
