@@ -9,6 +9,7 @@ before they reach our settings table.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import atheris
@@ -21,8 +22,11 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m bench.fuzz.worker TARGET [libFuzzer options] [corpus dirs]")
     with atheris.instrument_imports(include=_INSTRUMENTED):
         from bench.fuzz.targets import TARGETS
-    target = TARGETS[argv[1]]
-    atheris.Setup([argv[0], *argv[2:]], target)
+    name = argv[1]
+    # libFuzzer re-runs its argv[0] through the shell for -merge (and -fork): make it the
+    # command that starts this worker on this target, not the path of this file.
+    again = f"{shlex.quote(sys.executable)} -m bench.fuzz.worker {shlex.quote(name)}"
+    atheris.Setup([again, *argv[2:]], TARGETS[name])
     atheris.Fuzz()
 
 
