@@ -32,6 +32,7 @@ rows x 200 bytes, is the bound quoted).
 from __future__ import annotations
 
 import argparse
+import queue
 import re
 import signal
 import subprocess
@@ -46,12 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
 from bench.machine import machine
 from custody.commitment import commit_masses, seal_openings
 from custody.envelope import EventSigner, event_id_of
+from custody.errors import CustodyError
 from custody.event import GENESIS_PREV, DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey, LedgerPublicKeys
 from lab.mosquitto import MosquittoBroker, TestPKI
@@ -59,6 +58,7 @@ from ledger.keys import create_ledger_keys, load_ledger_keypair
 from ledger.store import LedgerStore
 from sync.ack import verify_ack
 from sync.batch import encode_batch
+from sync.mqtt import BrokerConfig, MqttLink
 from sync.topics import acks_topic, events_topic
 
 __all__ = ["SUMMARY", "TARGETS", "add_arguments", "render", "run"]
@@ -114,44 +114,62 @@ class Chain:
 
 
 # --- MQTT clients ---------------------------------------------------------------------------
-def _client(pki: TestPKI, device_id: str, port: int) -> paho.Client:
+def _link(pki: TestPKI, device_id: str, port: int) -> MqttLink:
+    """A device's MQTT 5 session with its own certificate (client id = its CN)."""
     pair = pki.device(device_id)
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=device_id,
-        protocol=paho.MQTTv5,
-    )  # fmt: skip
-    client.tls_set(ca_certs=str(pki.ca_file), certfile=str(pair.cert), keyfile=str(pair.key))
-    client.max_inflight_messages_set(20)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    return client
+    link = MqttLink(BrokerConfig(
+        url=f"mqtts://127.0.0.1:{port}", client_id=device_id, ca_file=pki.ca_file,
+        cert_file=pair.cert, key_file=pair.key,
+    ))  # fmt: skip
+    link.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            event = link.events.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"{device_id} could not connect to the broker") from None
+        if event.kind == "connected":
+            return link
 
 
 class Honest:
     """One honest gateway: a batch every period, latency to the verified ack."""
 
-    def __init__(self, chain: Chain, client: paho.Client, ledger: LedgerPublicKeys) -> None:
+    def __init__(self, chain: Chain, link: MqttLink, ledger: LedgerPublicKeys) -> None:
         self.chain = chain
-        self.client = client
+        self.link = link
         self.ledger = ledger
         self.latencies: dict[str, list[float]] = {}
         self.lost: dict[str, int] = {}
         self._waiting_for = 0  # the seq whose ack ends the current batch
         self._acked = threading.Event()
         self._lock = threading.Lock()
-        self.client.on_message = self._on_ack
-        self.client.loop_start()
-        self.client.subscribe(acks_topic(self.chain.device_id), qos=1)
+        self._closed = threading.Event()
+        self.link.subscribe(acks_topic(self.chain.device_id))
+        self._reader = threading.Thread(target=self._read_acks, daemon=True)
+        self._reader.start()
 
-    def _on_ack(self, client: Any, userdata: Any, msg: Any) -> None:
-        try:
-            ack = verify_ack(bytes(msg.payload), self.ledger, device_id=self.chain.device_id,
-                             device_kid=self.chain.key.kid)  # fmt: skip
-        except Exception:  # noqa: BLE001 - a bad ack is just not counted; the bench goes on
-            return
-        with self._lock:
-            if self._waiting_for and ack.seq >= self._waiting_for:
-                self._acked.set()
+    def _read_acks(self) -> None:
+        while not self._closed.is_set():
+            try:
+                event = self.link.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event.kind != "message":
+                continue
+            try:
+                ack = verify_ack(event.payload, self.ledger, device_id=self.chain.device_id,
+                                 device_kid=self.chain.key.kid)  # fmt: skip
+            except CustodyError:
+                continue  # a bad ack is not counted; the batch is resent on its timeout
+            with self._lock:
+                if self._waiting_for and ack.seq >= self._waiting_for:
+                    self._acked.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join(5)
+        self.link.stop()
 
     def run(self, phase: Callable[[], str], stop: threading.Event, period: float,
             records: int, ack_timeout: float, offset: float) -> None:  # fmt: skip
@@ -165,7 +183,7 @@ class Honest:
                 with self._lock:
                     self._waiting_for = self.chain.seq
                     self._acked.clear()
-                self.client.publish(events_topic(self.chain.device_id), payload, qos=1)
+                self.link.publish(events_topic(self.chain.device_id), payload)
                 if self._acked.wait(ack_timeout):
                     break
                 self.lost[name] = self.lost.get(name, 0) + 1
@@ -178,9 +196,8 @@ class Honest:
 class Flood:
     """The attacker: publishes the phase's payloads at a fixed offered rate."""
 
-    def __init__(self, client: paho.Client, payloads: Mapping[str, Iterator[bytes]]) -> None:
-        self.client = client
-        self.client.loop_start()
+    def __init__(self, link: MqttLink, payloads: Mapping[str, Iterator[bytes]]) -> None:
+        self.link = link
         self.payloads = payloads
         self.sent: dict[str, tuple[int, int, float]] = {}  # phase -> (messages, bytes, seconds)
 
@@ -193,8 +210,7 @@ class Flood:
             if due > now:
                 time.sleep(due - now)
             payload = next(source)
-            info = self.client.publish(events_topic(ATTACKER), payload, qos=1)
-            if info.rc == paho.MQTT_ERR_SUCCESS:
+            if self.link.publish(events_topic(ATTACKER), payload) is not None:
                 n += 1
                 size += len(payload)
             else:  # the in-flight window is full: the broker paces the publisher
@@ -319,7 +335,7 @@ def _measure(
 ) -> dict[str, Any]:  # fmt: skip
     current = ["warmup"]
     stop = threading.Event()
-    gateways = [Honest(chains[d], _client(pki, d, broker.tls_port), public) for d in honest_ids]
+    gateways = [Honest(chains[d], _link(pki, d, broker.tls_port), public) for d in honest_ids]
     threads = [
         threading.Thread(
             target=g.run,
@@ -337,7 +353,7 @@ def _measure(
     ]
     for t in threads:
         t.start()
-    flood = Flood(_client(pki, ATTACKER, broker.tls_port), floods)
+    flood = Flood(_link(pki, ATTACKER, broker.tls_port), floods)
     phases: dict[str, Any] = {}
     up = True
     try:
@@ -369,10 +385,8 @@ def _measure(
         for t in threads:
             t.join(args.ack_timeout + 5)
         for g in gateways:
-            g.client.disconnect()
-            g.client.loop_stop()
-        flood.client.disconnect()
-        flood.client.loop_stop()
+            g.close()
+        flood.link.stop()
     metrics = ledger.metrics() if ledger.alive() else {}
     base = phases["baseline"]["ack_latency_ms_p99"] or 0.0
     drops = {k.split('limit="')[1].rstrip('"}'): v for k, v in metrics.items()
