@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,6 @@ def _fuzz_target(
             f"-rss_limit_mb={args.rss_limit_mb}",
             f"-artifact_prefix={crashes}/",
             "-print_final_stats=1",
-            "-print_pcs=0",
         ]
         dirs = [str(found)] + ([str(seeds)] if seeds.is_dir() else [])
         log = logs / f"{name}-{runs + 1}.log"
@@ -199,6 +199,8 @@ def _fuzz_target(
         "runs": runs,
         "executions": executions,
         "crashes": len(artifacts),
+        # libFuzzer names each input by what it did: crash-, timeout-, oom-.
+        "kinds": dict(Counter(a.partition("-")[0] for a in artifacts)),
         "artifacts": [str(crashes / a) for a in artifacts],
         "new_inputs": sum(1 for _ in found.iterdir()),
         "slowest_input_s": slowest,
