@@ -110,7 +110,9 @@ def broker_config(cfg: AgentConfig, data_dir: Path, url: str | None) -> BrokerCo
 
     return BrokerConfig(
         url=broker,
-        client_id=f"custody-{cfg.device_id}",
+        # The certificate's CN is the device id, and the broker admits a certificate only under
+        # its own CN as client id (deploy/mosquitto/custody_identity.c).
+        client_id=cfg.device_id,
         ca_file=path(cfg.ca_file),
         cert_file=path(cfg.cert_file),
         key_file=path(cfg.key_file),
@@ -285,9 +287,10 @@ def sync_from_db(
         base = broker_config(cfg, data_dir, broker_url)
         broker = BrokerConfig(
             url=base.url,
-            # The old gateway's own client id: its persistent session (and any acks the broker
-            # queued for it) is taken over; the old gateway is gone.
-            client_id=f"custody-{device_id}",
+            # The old gateway's own client id, the only one the broker admits for a certificate
+            # of that id: its persistent session (and any acks the broker queued for it) is taken
+            # over; the old gateway is gone.
+            client_id=device_id,
             ca_file=base.ca_file,
             cert_file=cert_file or base.cert_file,
             key_file=key_file or base.key_file,

@@ -195,7 +195,7 @@ class Stack:
         pair = self.pki.device(self.site.device_id) if self.pki is not None else None
         return BrokerConfig(
             url=self.url(port),
-            client_id=f"custody-{self.site.device_id}",
+            client_id=self.site.device_id,  # the certificate CN (custody_identity.c)
             ca_file=self.pki.ca_file if self.pki is not None else None,
             cert_file=pair.cert if pair is not None else None,
             key_file=pair.key if pair is not None else None,

@@ -11,6 +11,11 @@ packages=(
   libzbar0       # pyzbar's shared library (barcode/QR decoding)
   sqlite3        # the sqlite3 shell, for operators inspecting an outbox
   mosquitto      # the MQTT broker; tests start private instances on free ports
+  gcc            # builds the broker's identity plugin (deploy/mosquitto/build-plugin.sh)
+  libc6-dev      # its C library headers
+  mosquitto-dev  # its plugin API headers (mosquitto_broker.h, mosquitto_plugin.h)
+  libmosquitto-dev  # mosquitto.h, which those include
+  libssl-dev     # OpenSSL headers: the plugin reads the client certificate's CN
   openssl        # the test PKI (CA, broker, ledger and device certificates)
   postgresql     # the ledger's scale-out store; tests start throwaway clusters
   shellcheck     # tests lint the deploy/ scripts (2.6 MB)

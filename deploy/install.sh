@@ -16,6 +16,8 @@
 #   /etc/udev/rules.d/           99-custody-serial.rules (/dev/custody/ names)
 #   /etc/modules-load.d/         custody.conf (serial drivers loaded at boot, see the agent unit)
 #   /etc/mosquitto/              ledger role: custody.acl and the conf.d/custody.conf drop-in
+#   /opt/custody/lib/mosquitto/  ledger role: custody_identity.so, the broker's identity plugin,
+#                                built here from deploy/mosquitto/custody_identity.c
 # System user custody (groups dialout, video) is created when running as root with systemd.
 set -euo pipefail
 
@@ -91,7 +93,11 @@ unit_dir="$prefix/etc/systemd/system"
 
 # --- Debian packages -------------------------------------------------------------------------
 debs=(python3-venv libzbar0 sqlite3)
-case "$role" in ledger|both) debs+=(mosquitto openssl) ;; esac
+# The ledger role also builds the broker's identity plugin: a C compiler and the headers of
+# Mosquitto (mosquitto-dev, libmosquitto-dev) and OpenSSL (libssl-dev).
+case "$role" in
+  ledger|both) debs+=(mosquitto openssl gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev) ;;
+esac
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -201,8 +207,12 @@ if [ "$systemd" -eq 1 ]; then
       install -m 0644 "$here/mosquitto/custody.acl" "$mq/custody.acl"
       install -m 0644 "$here/mosquitto/mosquitto.service.d-custody.conf" \
         "$unit_dir/mosquitto.service.d/custody.conf"
+      # The broker loads it as user mosquitto: world-readable, in a root-owned directory.
+      plugin="$opt/lib/mosquitto/custody_identity.so"
+      install -d -m 0755 "$opt/lib" "$opt/lib/mosquitto"
+      "$here/mosquitto/build-plugin.sh" "$plugin" || die "could not build the broker's identity plugin"
       dropin=$(mktemp)
-      "$here/mosquitto/render-dropin.sh" --etc "$mq" >"$dropin"
+      "$here/mosquitto/render-dropin.sh" --etc "$mq" --plugin "$plugin" >"$dropin"
       # Mosquitto refuses to start when a certificate or the CRL is missing: the drop-in goes
       # live only once the PKI files are in place (run this script again after placing them).
       need=("$mq/certs/custody-ca.crt" "$mq/certs/broker.crt" "$mq/certs/broker.key" "$mq/certs/custody.crl")

@@ -4,12 +4,14 @@ Theory of operation. ``TestPKI.create`` runs ``deploy/pki/make-test-pki.sh`` (th
 operator would use for a lab) into a directory and hands out the paths. ``MosquittoBroker``
 renders the production template ``deploy/mosquitto/custody.conf`` for a temp dir: the TLS
 listener moves to a free loopback port with the test PKI's files, persistence and the log go into
-the temp dir, the ACL is the production ``deploy/mosquitto/custody.acl``, and a plain anonymous
-listener is added on a second free loopback port for tests that only need a broker. Every other
-line of the template is used unchanged, so the tests exercise the production settings (queue
-limits, per-listener security, ``use_identity_as_username``). The broker runs in the foreground as
-a child process; waits are deadline-based (a TCP connect probe), and ``stop``/``kill``/``restart``
-inject faults while keeping ports and the persistence directory.
+the temp dir, the ACL is the production ``deploy/mosquitto/custody.acl``, the identity plugin is
+built from ``deploy/mosquitto/custody_identity.c`` (``identity_plugin``: once per source version,
+cached under ``build/``), and a plain anonymous listener is added on a second free loopback port
+for tests that only need a broker. Every other line of the template is used unchanged, so the
+tests exercise the production settings (queue limits, per-listener security, the client id bound
+to the certificate). The broker runs in the foreground as a child process; waits are
+deadline-based (a TCP connect probe), and ``stop``/``kill``/``restart`` inject faults while keeping
+ports and the persistence directory.
 
 Running as root (CI): Mosquitto drops privileges to user ``mosquitto`` unless the config says
 ``user root``, and then cannot write its persistence file into a root-owned temp dir
@@ -22,6 +24,7 @@ imports no pytest so that benchmarks and scripts can use it too.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -39,6 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_TEMPLATE = REPO / "deploy" / "mosquitto" / "custody.conf"
 ACL_FILE = REPO / "deploy" / "mosquitto" / "custody.acl"
 PKI_SCRIPT = REPO / "deploy" / "pki" / "make-test-pki.sh"
+PLUGIN_SOURCE = REPO / "deploy" / "mosquitto" / "custody_identity.c"
+PLUGIN_BUILD_SCRIPT = REPO / "deploy" / "mosquitto" / "build-plugin.sh"
+PLUGIN_CACHE = REPO / "build" / "mosquitto"
 
 LOOPBACK = "127.0.0.1"
 # Device certificates issued up front by TestPKI.create; others are issued on first use.
@@ -70,6 +76,29 @@ def mosquitto_binary() -> str:
     if found is None:
         raise BrokerError("mosquitto not found: run deploy/ensure-debian-packages.sh")
     return found
+
+
+def identity_plugin() -> Path:
+    """The identity plugin built from this checkout's source, built on first use.
+
+    The file name carries a hash of the source and the build script, so an edit builds a new one
+    and concurrent test runs share a finished build (build-plugin.sh renames it into place).
+    """
+    digest = hashlib.sha256()
+    for source in (PLUGIN_SOURCE, PLUGIN_BUILD_SCRIPT):
+        digest.update(source.read_bytes())
+    target = PLUGIN_CACHE / f"custody_identity-{digest.hexdigest()[:16]}.so"
+    if not target.is_file():
+        result = subprocess.run(
+            [str(PLUGIN_BUILD_SCRIPT), str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"{PLUGIN_BUILD_SCRIPT.name} failed: {result.stderr.strip()}")
+    return target
 
 
 # --- PKI ---
@@ -165,12 +194,14 @@ def render_config(
     host: str = LOOPBACK,
     run_as_root: bool = False,
     extra_global: str = "",
+    plugin_file: Path | None = None,
 ) -> str:
     """The production template with the test substitutions described in the module docstring.
 
     Each directive the tests override must appear in the template, so that a renamed or deleted
     setting fails here instead of silently running the tests against Mosquitto's defaults.
     ``pki=None`` drops the TLS listener (everything from the template's first ``listener`` line).
+    ``plugin_file`` is the identity plugin (default: ``identity_plugin()``, built when needed).
     """
     replacements = {
         "persistence_location": f"persistence_location {persistence_dir}",
@@ -193,6 +224,9 @@ def render_config(
                 .replace("@KEY_FILE@", str(pki.broker.key))
                 .replace("@CRL_FILE@", str(pki.crl_file))
             )
+            if "@PLUGIN_FILE@" in line:
+                plugin_file = plugin_file or identity_plugin()
+                line = line.replace("@PLUGIN_FILE@", str(plugin_file))
         if directive == "listener":
             if pki is None:
                 break

@@ -284,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(args)
     intake = Intake(store, load_ledger_keypair(args.data_dir), workers=args.check_workers)
     broker = BrokerConfig(
-        url=args.broker, client_id=args.client_id,
+        url=args.broker, client_id=_client_id(args),
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
     )  # fmt: skip
     stop = threading.Event()
@@ -309,6 +309,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.close()
     print(json.dumps(dict(service.counters)), file=sys.stderr)
     return 0
+
+
+def _client_id(args: argparse.Namespace) -> str:
+    """``--client-id``, else the CN of ``--cert-file``: the broker's identity plugin admits a
+    certificate only under its own CN, or CN/WORKER for the ledger's workers
+    (deploy/mosquitto/custody_identity.c). Without a certificate (mqtt://), the ACL's "ledger"."""
+    if args.client_id:
+        return str(args.client_id)
+    if args.cert_file is None:
+        return "ledger"
+    from cryptography import x509
+
+    from ledger.pki import common_name
+
+    source = str(args.cert_file)
+    try:
+        cert = x509.load_pem_x509_certificate(Path(args.cert_file).read_bytes())
+        return common_name(cert.subject)
+    except OSError as exc:
+        raise ConfigError(source, "-", f"cannot read: {exc.strerror}") from exc
+    except (ValueError, SchemaError) as exc:
+        raise ConfigError(source, "-", f"not a PEM certificate with one CN: {exc}") from exc
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -532,7 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("run", cmd_run, "run the MQTT intake: verify, log exactly once, ack")
     p.add_argument("--broker", required=True, metavar="URL", help="mqtts://host:8883 or mqtt://")
-    p.add_argument("--client-id", default="custody-ledger", help="MQTT client id (persistent)")
+    p.add_argument(
+        "--client-id", metavar="ID",
+        help="MQTT client id of the persistent session (default: the CN of --cert-file, i.e. "
+        "ledger); each further worker sharing the subscription: ledger/NAME, e.g. ledger/2",
+    )  # fmt: skip
     p.add_argument("--ca-file", type=Path, help="CA of the broker certificate (mqtts)")
     p.add_argument("--cert-file", type=Path, help="the ledger's client certificate (CN=ledger)")
     p.add_argument("--key-file", type=Path, help="its private key")

@@ -27,9 +27,13 @@ from paho.mqtt.properties import Properties
 
 from custody.errors import ConfigError, SyncError
 
-__all__ = ["BrokerConfig", "LinkEvent", "MqttLink"]
+__all__ = ["REFUSED_CONNACKS", "BrokerConfig", "LinkEvent", "MqttLink"]
 
 EVENT_QUEUE_MAX = 10_000
+# CONNACK reason codes that retrying cannot change (MQTT 5.0 §3.2.2.2; paho maps MQTT 3.1.1's
+# return codes 2, 4 and 5 onto 0x85-0x87): the broker does not accept this certificate under
+# this client id (deploy/mosquitto/custody_identity.c), or bans it.
+REFUSED_CONNACKS = frozenset({0x85, 0x86, 0x87, 0x8A})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class BrokerConfig:
 
 @dataclass(frozen=True, slots=True)
 class LinkEvent:
-    kind: str  # "connected" | "disconnected" | "message" | "puback"
+    kind: str  # "connected" | "disconnected" | "refused" (REFUSED_CONNACKS) | "message" | "puback"
     topic: str = ""
     payload: bytes = b""
     correlation: bytes | None = None
@@ -162,7 +166,8 @@ class MqttLink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            self._put(LinkEvent("disconnected", reason=str(rc)))
+            kind = "refused" if getattr(rc, "value", None) in REFUSED_CONNACKS else "disconnected"
+            self._put(LinkEvent(kind, reason=str(rc)))
         else:
             self._put(LinkEvent("connected"))
 

@@ -230,6 +230,13 @@ class Uplink:
             self._connected = False
             self._awaiting_puback.clear()
             self.sizer.on_disconnect()
+        elif event.kind == "refused":
+            # CONNACK "Not authorized": the broker admits a certificate only under its own CN
+            # as client id. Retrying cannot help; stop and say so.
+            raise SyncError(
+                f"the broker refused our connection ({event.reason}): check that this "
+                f"gateway's certificate CN is {self.device_id!r}, its client id"
+            )
         elif event.kind == "puback":
             sent_at = self._awaiting_puback.pop(event.mid, None)
             if sent_at is not None:

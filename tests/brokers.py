@@ -34,6 +34,9 @@ from lab.mosquitto import (
     free_port as free_port,
 )
 from lab.mosquitto import (
+    identity_plugin as identity_plugin,
+)
+from lab.mosquitto import (
     mosquitto_binary as mosquitto_binary,
 )
 from lab.mosquitto import (

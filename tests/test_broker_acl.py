@@ -1,6 +1,6 @@
-"""Mosquitto with the production config and ACL (deploy/mosquitto/): per-device isolation by
-certificate identity, mutual TLS, the ledger's shared subscription, queues that survive a restart,
-and the Last Will.
+"""Mosquitto with the production config, ACL and identity plugin (deploy/mosquitto/): per-device
+isolation by certificate identity, mutual TLS, client ids bound to certificates (no session
+takeover), the ledger's shared subscription, queues that survive a restart, and the Last Will.
 
 Theory of operation. Mosquitto 2.0 grants every SUBSCRIBE and checks read permission per message
 at delivery, and answers a denied PUBLISH with a PUBACK, so SUBACK and PUBACK codes prove nothing
@@ -10,12 +10,18 @@ connection: MQTT keeps one publisher's messages in order to each subscriber (MQT
 the sentinel is in, the forbidden one would already be in too; a short grace period after it
 catches a broker that reorders.
 
+Client ids: the identity plugin admits a certificate only under its CN as client id, or
+"ledger/WORKER" for the ledger (deploy/mosquitto/custody_identity.c), and refuses anything else
+with CONNACK 0x87 before any session is touched. The takeover tests show the victim's session
+intact afterwards: still connected, or resumed with its queued messages.
+
 Clients are paho-mqtt 2 (MQTT 5, callback API version 2) over TLS with the test PKI; their
 callbacks only enqueue (STYLE.md 7). Every wait has a deadline.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import socket
 import ssl
@@ -27,6 +33,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -68,9 +78,11 @@ class Endpoint:
         clean_start: bool = True,
         session_expiry: int = 0,
         will: tuple[str, bytes] | None = None,
+        username: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.disconnects: queue.Queue[ReasonCode] = queue.Queue()
         self._connacks: queue.Queue[tuple[ReasonCode, bool]] = queue.Queue()
         self._subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
         self._pubacks: dict[int, ReasonCode] = {}
@@ -83,8 +95,11 @@ class Endpoint:
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
+        if username is not None:
+            client.username_pw_set(username, "any password")
         properties = Properties(PacketTypes.CONNECT)
         if session_expiry:
             properties.SessionExpiryInterval = session_expiry
@@ -115,6 +130,9 @@ class Endpoint:
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.messages.put(message)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self.disconnects.put(reason)
 
     # Test-side API.
 
@@ -212,15 +230,14 @@ def open_client(broker: MosquittoBroker, test_pki: TestPKI) -> Iterator[OpenClie
 def test_device_cannot_publish_on_another_devices_topics(open_client: OpenClient) -> None:
     ledger = open_client("ledger")
     ledger.subscribe(ALL_EVENTS, ALL_STATUS)
-    dev_a = open_client("dev-a")
-    # dev-a's certificate with dev-b's client id: the ACL must key on the certificate (%u), not
-    # on the client id (%c).
-    dev_a_as_b = open_client("dev-a", "dev-b")
+    # The username dev-a sends names another identity: ignored, the identity is the certificate's
+    # CN (the ACL keys on %u, never on the client id %c, which is bound to the CN anyway).
+    dev_a = open_client("dev-a", username="dev-b")
 
     refusals = [
         dev_a.publish(events("dev-b"), b"forged event"),
         dev_a.publish(status("dev-b"), b"forged death", retain=True),
-        dev_a_as_b.publish(events("dev-b"), b"forged event, spoofed client id"),
+        dev_a.publish(acks("dev-b"), b"forged ack"),  # the ledger's right
     ]
     dev_a.publish(events("dev-a"), b"sentinel")
 
@@ -253,43 +270,40 @@ def test_device_cannot_receive_another_devices_acks(open_client: OpenClient) -> 
     assert {(m.topic, m.payload) for m in to_a} == {(acks("dev-a"), b"sentinel ack for dev-a")}
 
 
-def test_taking_over_another_devices_session_does_not_reveal_its_acks(
-    open_client: OpenClient,
-) -> None:
-    # dev-b has a persistent session with an ack queued while it is offline.
-    dev_b = open_client("dev-b", "session-b", clean_start=False, session_expiry=3600)
-    dev_b.subscribe(acks("dev-b"))
-    dev_b.close()
-    ledger = open_client("ledger")
-    ledger.publish(acks("dev-b"), b"queued ack for dev-b")
-
-    # dev-a presents ITS certificate with dev-b's client id: the broker resumes dev-b's session
-    # (the ACL does not cover client ids), but checks delivery against dev-a's identity.
-    thief = open_client("dev-a", "session-b", clean_start=False, session_expiry=3600)
-    assert thief.session_present
-    thief.subscribe(acks("dev-a"))
-    ledger.publish(acks("dev-a"), b"sentinel ack for dev-a")
-
-    got = [thief.expect(), *thief.received_within(GRACE_S)]
-    assert [(m.topic, m.payload) for m in got] == [(acks("dev-a"), b"sentinel ack for dev-a")]
-
-
 # (c) Mutual TLS: only certificates from our CA get in.
 
 
-def _connack_outcome(broker: MosquittoBroker, context: ssl.SSLContext, client_id: str) -> str:
-    """How far a client gets: "connected", or how it was refused. Driven without a thread."""
+def _connack_outcome(
+    broker: MosquittoBroker,
+    context: ssl.SSLContext,
+    client_id: str,
+    *,
+    clean_start: bool = True,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+) -> str:
+    """How far a client gets: "connected", or how it was refused ("refused by CONNACK: <reason>",
+    "disconnected: ...", "TLS handshake failed: ..."). Driven without a thread. MQTT 5 attempts
+    ask for a persistent session (Session Expiry Interval 1 h), as a takeover would."""
+    v5 = protocol == MQTTProtocolVersion.MQTTv5
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=None if v5 else clean_start,
+        protocol=protocol,
     )
     client.tls_set_context(context)
     outcome: queue.Queue[str] = queue.Queue()
     client.on_connect = lambda _c, _u, _f, reason, _p: outcome.put(
-        "refused by CONNACK" if reason.is_failure else "connected"
+        f"refused by CONNACK: {reason}" if reason.is_failure else "connected"
     )
     client.on_disconnect = lambda _c, _u, _f, reason, _p: outcome.put(f"disconnected: {reason}")
+    options: dict[str, Any] = {}
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        options = {"clean_start": clean_start, "properties": properties}
     try:
-        client.connect(broker.host, broker.tls_port, keepalive=30)
+        client.connect(broker.host, broker.tls_port, keepalive=30, **options)
     except (ssl.SSLError, OSError) as exc:
         _close_sockets_left_in(exc)
         return f"TLS handshake failed: {exc}"
@@ -301,6 +315,8 @@ def _connack_outcome(broker: MosquittoBroker, context: ssl.SSLContext, client_id
     if result == "connected":
         client.disconnect()
         client.loop(timeout=0.05)
+    elif (sock := client.socket()) is not None:
+        sock.close()  # refused: the broker closes its end; close ours now, not at collection
     return result
 
 
@@ -333,12 +349,12 @@ def test_only_certificates_from_our_ca_can_connect(
         return ctx
 
     # Control: the same code path with a genuine certificate connects.
-    assert _connack_outcome(broker, context(test_pki.device("dev-a")), "genuine") == "connected"
+    assert _connack_outcome(broker, context(test_pki.device("dev-a")), "dev-a") == "connected"
     # Refused at the TLS layer (require_certificate), not merely by a CONNACK: TLS 1.2 fails in
     # the handshake; under TLS 1.3 the client's handshake completes first and the broker then
     # drops the connection, so the client sees a disconnect and never a CONNACK.
-    no_cert = _connack_outcome(broker, context(None), "no-cert")
-    rogue = _connack_outcome(broker, context(rogue_pki.device("dev-a")), "rogue-ca")
+    no_cert = _connack_outcome(broker, context(None), "dev-a")
+    rogue = _connack_outcome(broker, context(rogue_pki.device("dev-a")), "dev-a")
     for outcome in (no_cert, rogue):
         assert outcome.startswith(("TLS handshake failed", "disconnected")), outcome
 
@@ -349,7 +365,7 @@ def test_only_certificates_from_our_ca_can_connect(
 def test_shared_subscription_delivers_each_event_to_exactly_one_ledger_worker(
     open_client: OpenClient,
 ) -> None:
-    workers = [open_client("ledger", f"ledger-{n}") for n in (1, 2)]
+    workers = [open_client("ledger", f"ledger/{n}") for n in (1, 2)]
     for worker in workers:
         worker.subscribe(SHARED_EVENTS)
     sent = set()
@@ -378,7 +394,7 @@ def test_shared_subscription_delivers_each_event_to_exactly_one_ledger_worker(
 def test_offline_session_queue_survives_restart_beyond_default_limit(
     broker: MosquittoBroker, open_client: OpenClient
 ) -> None:
-    ledger = open_client("ledger", "ledger-durable", clean_start=False, session_expiry=3600)
+    ledger = open_client("ledger", "ledger/durable", clean_start=False, session_expiry=3600)
     ledger.subscribe(ALL_EVENTS)
     ledger.close()
     # 1500 > Mosquitto's default max_queued_messages (1000), which would silently drop 500
@@ -392,7 +408,7 @@ def test_offline_session_queue_survives_restart_beyond_default_limit(
     assert (broker.persistence_dir / "mosquitto.db").is_file()
     broker.restart()
 
-    ledger = open_client("ledger", "ledger-durable", clean_start=False, session_expiry=3600)
+    ledger = open_client("ledger", "ledger/durable", clean_start=False, session_expiry=3600)
     assert ledger.session_present
     got = ledger.collect(len(payloads), timeout=DEADLINE_S * 2)
     assert [m.payload for m in got] == payloads  # all of them, once, in order
@@ -406,7 +422,7 @@ def test_offline_session_queue_survives_restart_beyond_default_limit(
 def test_last_will_publishes_retained_death_when_connection_dies(
     open_client: OpenClient,
 ) -> None:
-    ledger = open_client("ledger", "ledger-live")
+    ledger = open_client("ledger", "ledger/live")
     ledger.subscribe(ALL_STATUS)
     device = open_client("dev-a", will=(status("dev-a"), b"dead boot=7"))
     device.publish(status("dev-a"), b"alive boot=7", retain=True)
@@ -418,7 +434,7 @@ def test_last_will_publishes_retained_death_when_connection_dies(
     assert (death.topic, death.payload) == (status("dev-a"), b"dead boot=7")
     # Retained: a ledger that subscribes later learns the device is offline. (A live subscriber
     # sees retain=False: MQTT 5 clears it unless subscribed with Retain As Published.)
-    late = open_client("ledger", "ledger-late")
+    late = open_client("ledger", "ledger/late")
     late.subscribe(ALL_STATUS)
     retained = late.expect()
     assert (retained.topic, retained.payload, retained.retain) == (
@@ -439,6 +455,187 @@ def test_last_will_on_another_devices_status_is_not_published(open_client: OpenC
 
     got = [ledger.expect(), *ledger.received_within(GRACE_S)]
     assert [(m.topic, m.payload) for m in got] == [(status("dev-b"), b"sentinel")]
+
+
+# (g) Client ids are bound to certificates: no session takeover.
+
+REFUSED = "refused by CONNACK: Not authorized"  # 0x87 (MQTT 3.1.1: return code 5)
+
+
+def test_a_certificate_connects_only_under_its_own_client_id(
+    broker: MosquittoBroker, test_pki: TestPKI
+) -> None:
+    def outcome(identity: str, client_id: str, **options: Any) -> str:
+        cert = test_pki.ledger if identity == "ledger" else test_pki.device(identity)
+        return _connack_outcome(broker, test_pki.client_context(cert), client_id, **options)
+
+    attempts = {
+        ("dev-a", "dev-a"): "connected",
+        ("dev-a", "dev-b"): REFUSED,  # another gateway's
+        ("dev-a", "ledger"): REFUSED,  # the ledger's
+        ("dev-a", "ledger/2"): REFUSED,  # a ledger worker's
+        ("dev-a", "dev-a/2"): REFUSED,  # worker ids are for the ledger only
+        ("dev-a", "dev-ab"): REFUSED,  # a prefix is not the CN
+        ("dev-a", "custody-dev-a"): REFUSED,
+        ("ledger", "ledger"): "connected",
+        ("ledger", "ledger/2"): "connected",
+        ("ledger", "ledger/"): REFUSED,
+        ("ledger", "ledger/a/b"): REFUSED,
+        ("ledger", "ledger/a+b"): REFUSED,
+        ("ledger", "custody-ledger"): REFUSED,
+        ("ledger", "dev-a"): REFUSED,  # the ledger cannot pose as a gateway either
+    }
+    got = {attempt: outcome(*attempt) for attempt in attempts}
+    assert got == attempts
+    v311 = MQTTProtocolVersion.MQTTv311
+    assert outcome("dev-a", "ledger", protocol=v311) == REFUSED
+    assert outcome("dev-a", "dev-a", protocol=v311) == "connected"
+    # The operator sees who tried what.
+    assert (
+        "custody_identity: refused client id 'ledger' from 127.0.0.1: certificate CN 'dev-a' "
+        "must connect as 'dev-a'" in broker.log_text()
+    )
+
+
+def test_a_device_cannot_take_over_the_ledgers_session(
+    broker: MosquittoBroker, test_pki: TestPKI, open_client: OpenClient
+) -> None:
+    ledger = open_client("ledger", clean_start=False, session_expiry=3600)
+    ledger.subscribe(SHARED_EVENTS)
+    device = open_client("dev-b")
+    attacker = test_pki.client_context(test_pki.device("dev-a"))
+    # Resume the ledger's session (Clean Start 0), or wipe it (Clean Start 1).
+    for clean_start in (False, True):
+        assert _connack_outcome(broker, attacker, "ledger", clean_start=clean_start) == REFUSED
+
+    device.publish(events("dev-b"), b"batch while attacked")
+    assert ledger.expect().payload == b"batch while attacked"
+    assert ledger.disconnects.empty()
+    # The session itself is intact: it keeps queueing while the ledger is away.
+    ledger.close()
+    device.publish(events("dev-b"), b"batch while the ledger is away")
+    back = open_client("ledger", clean_start=False, session_expiry=3600)
+    assert back.session_present
+    assert back.expect().payload == b"batch while the ledger is away"
+
+
+def test_a_device_cannot_take_over_another_devices_session(
+    broker: MosquittoBroker, test_pki: TestPKI, open_client: OpenClient
+) -> None:
+    # dev-b has a persistent session with an ack queued while it is offline.
+    victim = open_client("dev-b", clean_start=False, session_expiry=3600)
+    victim.subscribe(acks("dev-b"))
+    victim.close()
+    open_client("ledger").publish(acks("dev-b"), b"queued ack for dev-b")
+
+    attacker = test_pki.client_context(test_pki.device("dev-a"))
+    for clean_start in (False, True):
+        assert _connack_outcome(broker, attacker, "dev-b", clean_start=clean_start) == REFUSED
+
+    back = open_client("dev-b", clean_start=False, session_expiry=3600)
+    assert back.session_present
+    assert back.expect().payload == b"queued ack for dev-b"
+    # And the attacker's own identity still works.
+    assert _connack_outcome(broker, attacker, "dev-a") == "connected"
+
+
+def _certificate(pki: TestPKI, directory: Path, subject: x509.Name) -> CertKey:
+    """A client certificate with any subject, signed by the broker's CA, as a CA that made a
+    mistake would issue it (our CA never does: ledger/pki.py, make-test-pki.sh)."""
+    ca_key = serialization.load_pem_private_key((pki.directory / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    pair = CertKey(directory / "odd.crt", directory / "odd.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pair
+
+
+@pytest.mark.parametrize(
+    ("names", "client_id"),
+    [
+        ([(NameOID.COMMON_NAME, "dev-a/x")], "dev-a/x"),  # a "/" would add topic levels to %u
+        ([(NameOID.COMMON_NAME, "dev-a+")], "dev-a+"),  # a wildcard (CVE-2017-7650)
+        ([(NameOID.COMMON_NAME, "dev-a"), (NameOID.COMMON_NAME, "ledger")], "dev-a"),
+        ([(NameOID.COMMON_NAME, "dev-a"), (NameOID.COMMON_NAME, "ledger")], "ledger"),
+        ([(NameOID.ORGANIZATION_NAME, "no CN")], "dev-a"),
+    ],
+    ids=["slash", "plus", "two-cns-first", "two-cns-second", "no-cn"],
+)
+def test_a_certificate_without_one_plain_cn_is_refused(
+    broker: MosquittoBroker,
+    test_pki: TestPKI,
+    tmp_path: Path,
+    names: list[tuple[x509.ObjectIdentifier, str]],
+    client_id: str,
+) -> None:
+    subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in names])
+    pair = _certificate(test_pki, tmp_path / "odd", subject)
+    assert _connack_outcome(broker, test_pki.client_context(pair), client_id) == REFUSED
+
+
+# Bounded in time: the attacker retries for this long while the honest traffic flows.
+TAKEOVER_ATTACK_S = 3.0
+
+
+def test_the_ledger_keeps_receiving_and_acking_while_a_device_retries_the_takeover(
+    broker: MosquittoBroker, test_pki: TestPKI, open_client: OpenClient
+) -> None:
+    ledger = open_client("ledger", clean_start=False, session_expiry=3600)
+    ledger.subscribe(SHARED_EVENTS)
+    device = open_client("dev-b")
+    device.subscribe(acks("dev-b"))
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def attack() -> None:
+        context = test_pki.client_context(test_pki.device("dev-a"))
+        while not stop.is_set():
+            clean_start = len(outcomes) % 2 == 1
+            outcomes.append(_connack_outcome(broker, context, "ledger", clean_start=clean_start))
+
+    attacker = threading.Thread(target=attack, name="takeover-attacker", daemon=True)
+    attacker.start()
+    rounds = 0
+    try:
+        deadline = time.monotonic() + TAKEOVER_ATTACK_S
+        while time.monotonic() < deadline:
+            batch = f"batch {rounds}".encode()
+            device.publish(events("dev-b"), batch)
+            received = ledger.expect()
+            assert (received.topic, received.payload) == (events("dev-b"), batch)
+            ledger.publish(acks("dev-b"), b"ack for " + batch)
+            assert device.expect().payload == b"ack for " + batch
+            rounds += 1
+    finally:
+        stop.set()
+        attacker.join(DEADLINE_S * 2)
+    assert not attacker.is_alive()
+    assert rounds >= 10
+    assert len(outcomes) >= 10
+    assert set(outcomes) == {REFUSED}
+    assert ledger.disconnects.empty() and device.disconnects.empty()
 
 
 # The plain listener that local-only tests use.

@@ -64,7 +64,7 @@ def ledger(
     intake = RecordingIntake(store, gateway.ledger)
     intake.arrivals = []
     config = BrokerConfig(
-        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="custody-ledger",
+        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="ledger",
         ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert, key_file=test_pki.ledger.key,
     )  # fmt: skip
     service = LedgerService(intake, config)
@@ -73,7 +73,7 @@ def ledger(
     thread.start()
     deadline = time.monotonic() + 30
     # Subscribed (the broker sent its SUBACK) before the gateway publishes.
-    while "Sending SUBACK to custody-ledger" not in broker.log_text():
+    while "Sending SUBACK to ledger\n" not in broker.log_text():
         assert time.monotonic() < deadline, "the ledger did not subscribe"
         time.sleep(0.02)
     yield store, intake
@@ -100,7 +100,7 @@ def test_a_live_record_overtakes_the_backlog_without_being_released_early(
 
     device = test_pki.device(DEVICE)
     config = BrokerConfig(
-        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id=f"custody-{DEVICE}",
+        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id=DEVICE,
         ca_file=test_pki.ca_file, cert_file=device.cert, key_file=device.key,
     )  # fmt: skip
     outbox = Outbox.open(gateway.data_dir / "outbox.sqlite", check=None, create=False)

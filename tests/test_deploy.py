@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings import SETTINGS
-from tests.brokers import TestPKI, free_port, mosquitto_binary
+from tests.brokers import TestPKI, free_port, identity_plugin, mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -348,7 +348,8 @@ def test_mosquitto_reads_the_drop_in_through_a_debian_main_file(tmp_path: Path) 
         shutil.copy(src, etc / "certs" / name)
     shutil.copy(DEPLOY / "mosquitto" / "custody.acl", etc / "custody.acl")
     dropin = subprocess.run(
-        [str(DEPLOY / "mosquitto" / "render-dropin.sh"), "--etc", str(etc)],
+        [str(DEPLOY / "mosquitto" / "render-dropin.sh"), "--etc", str(etc),
+         "--plugin", str(identity_plugin())],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "@" not in "".join(ln for ln in dropin.splitlines() if not ln.startswith("#"))
@@ -371,6 +372,11 @@ def test_mosquitto_reads_the_drop_in_through_a_debian_main_file(tmp_path: Path) 
             ctx.wrap_socket(raw, server_hostname="localhost") as tls,
         ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            # The identity plugin is loaded: without it the listener refuses every CONNECT. An
+            # MQTT 3.1.1 CONNECT, clean session, under the certificate's CN; CONNACK 0 = accepted.
+            body = b"\x00\x04MQTT\x04\x02\x00\x1e\x00\x04gw-1"
+            tls.sendall(bytes([0x10, len(body)]) + body)
+            assert tls.recv(4) == b"\x20\x02\x00\x00"
     finally:
         proc.terminate()
         proc.wait(timeout=20)

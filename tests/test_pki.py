@@ -144,16 +144,29 @@ def _mqtt_connect(sock: ssl.SSLSocket, client_id: str) -> bytes:
     return sock.recv(4)
 
 
-def _connect(broker: MosquittoBroker, tls: TestPKI, pair: CertKey) -> bytes:
+def _connect(broker: MosquittoBroker, tls: TestPKI, pair: CertKey, client_id: str) -> bytes:
     """CONNACK bytes, or the refusal as an SSLError/connection error. TLS 1.2: the handshake
-    itself fails for a refused certificate (deploy/mosquitto/custody.conf)."""
+    itself fails for a refused certificate (deploy/mosquitto/custody.conf). The client id must
+    be the certificate's CN (the broker's identity plugin)."""
     context = tls.client_context(pair)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     with (
         socket.create_connection((broker.host, broker.tls_port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as sock,
     ):
-        return _mqtt_connect(sock, "probe")
+        return _mqtt_connect(sock, client_id)
+
+
+def _handshake(broker: MosquittoBroker, tls: TestPKI, pair: CertKey) -> None:
+    """The TLS 1.2 handshake alone, where a revoked certificate is refused (an SSLError), with
+    no CONNECT: one under the certificate's client id would take over its open connection."""
+    context = tls.client_context(pair)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection((broker.host, broker.tls_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost"),
+    ):
+        pass
 
 
 def test_revoked_gateway_is_refused_after_reload_and_restart(tmp_path: Path, pki: Pki) -> None:
@@ -162,30 +175,31 @@ def test_revoked_gateway_is_refused_after_reload_and_restart(tmp_path: Path, pki
     gw_a, gw_b = _device(tmp_path, pki, "gw-a"), _device(tmp_path, pki, "gw-b")
     tls = TestPKI(pki.directory)  # same layout: ca.crt, crl.pem, broker.crt/.key
     with MosquittoBroker(tmp_path / "broker", tls) as broker:
-        assert _connect(broker, tls, gw_a) == b"\x20\x02\x00\x00"  # CONNACK accepted
+        assert _connect(broker, tls, gw_a, "gw-a") == b"\x20\x02\x00\x00"  # CONNACK accepted
         context = tls.client_context(gw_a)
         open_before = context.wrap_socket(
             socket.create_connection((broker.host, broker.tls_port), timeout=10),
             server_hostname="localhost",
         )
         try:
-            assert _mqtt_connect(open_before, "kept") == b"\x20\x02\x00\x00"
+            assert _mqtt_connect(open_before, "gw-a") == b"\x20\x02\x00\x00"
             pki.revoke("gw-a")
             # Written but not yet read: the broker still admits the revoked certificate.
-            assert _connect(broker, tls, gw_a) == b"\x20\x02\x00\x00"
+            _handshake(broker, tls, gw_a)
             assert broker.pid is not None
             os.kill(broker.pid, signal.SIGHUP)  # systemctl reload mosquitto
             deadline = time.monotonic() + 10
             refused: BaseException | None = None
             while refused is None and time.monotonic() < deadline:
                 try:
-                    _connect(broker, tls, gw_a)
+                    _handshake(broker, tls, gw_a)
                     time.sleep(0.05)
                 except (ssl.SSLError, ConnectionError) as exc:
                     refused = exc
             assert isinstance(refused, ssl.SSLError)
             assert "revoked" in str(refused)
-            assert _connect(broker, tls, gw_b) == b"\x20\x02\x00\x00"  # others unaffected
+            # Others unaffected.
+            assert _connect(broker, tls, gw_b, "gw-b") == b"\x20\x02\x00\x00"
             # The connection made before the reload is not cut (the documented caveat).
             open_before.sendall(b"\xc0\x00")  # PINGREQ
             assert open_before.recv(2) == b"\xd0\x00"  # PINGRESP
@@ -193,5 +207,5 @@ def test_revoked_gateway_is_refused_after_reload_and_restart(tmp_path: Path, pki
             open_before.close()
         broker.restart()
         with pytest.raises(ssl.SSLError, match="revoked"):
-            _connect(broker, tls, gw_a)
-        assert _connect(broker, tls, gw_b) == b"\x20\x02\x00\x00"
+            _connect(broker, tls, gw_a, "gw-a")
+        assert _connect(broker, tls, gw_b, "gw-b") == b"\x20\x02\x00\x00"

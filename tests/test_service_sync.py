@@ -59,7 +59,7 @@ def ledger_store(
     key = load_device_key(gateway.data_dir / "device.key")
     store.enroll(DEVICE, "KOL-01", key.public_key, key.kid)
     config = BrokerConfig(
-        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="custody-ledger",
+        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="ledger",
         ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert, key_file=test_pki.ledger.key,
     )  # fmt: skip
     ledger = LedgerService(Intake(store, gateway.ledger), config, checkpoint_interval_s=1)
@@ -122,8 +122,9 @@ def test_captures_are_acked_while_running_and_a_broker_outage_only_degrades(
 def test_a_publish_the_broker_refuses_stops_the_service_non_zero(
     gateway: Gateway, broker: MosquittoBroker, test_pki: TestPKI
 ) -> None:
-    # The certificate of another device: the broker's ACL refuses our topic (PUBACK 0x87).
-    # Retrying cannot help, so the sync worker raises and the service must not limp on.
+    # The certificate of another device: the broker refuses our client id, the device id
+    # (CONNACK 0x87; custody_identity.c). Retrying cannot help, so the sync worker raises and
+    # the service must not limp on.
     configure(gateway, broker, test_pki, cert_of="gw-someone-else")
     with service(gateway.data_dir) as svc:
         rc = svc.wait_exit()

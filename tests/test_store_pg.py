@@ -532,7 +532,7 @@ def test_twenty_gateways_two_ledger_workers_one_postgres(
     for n in (1, 2):
         store = PostgresLedgerStore(pg_dsn)
         config = BrokerConfig(
-            url=f"mqtts://{broker.host}:{broker.tls_port}", client_id=f"custody-ledger-{n}",
+            url=f"mqtts://{broker.host}:{broker.tls_port}", client_id=f"ledger/{n}",
             ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert,
             key_file=test_pki.ledger.key,
         )  # fmt: skip

@@ -75,7 +75,7 @@ def ledger(
     store.enroll(DEVICE, "KOL-01", key.public_key, key.kid)
     intake = Intake(store, gateway.ledger)
     config = BrokerConfig(
-        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="custody-ledger",
+        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="ledger",
         ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert, key_file=test_pki.ledger.key,
     )  # fmt: skip
     service = LedgerService(intake, config, checkpoint_interval_s=0.2)

@@ -76,7 +76,7 @@ def start_ledger_thread(
     gateway: Gateway, store: LedgerStore, broker: MosquittoBroker, pki: TestPKI
 ) -> tuple[threading.Event, threading.Thread]:
     config = BrokerConfig(
-        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="custody-ledger",
+        url=f"mqtts://{broker.host}:{broker.tls_port}", client_id="ledger",
         ca_file=pki.ca_file, cert_file=pki.ledger.cert, key_file=pki.ledger.key,
     )  # fmt: skip
     stop = threading.Event()
@@ -122,7 +122,7 @@ def start_ledger_process(
     """Start ``custody-ledger run``; with ``wait``, until the broker has its subscription."""
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + DEADLINE_S
-    while wait and broker.log_text().count("Sending SUBACK to custody-ledger") < nth:
+    while wait and broker.log_text().count("Sending SUBACK to ledger\n") < nth:
         assert time.monotonic() < deadline and proc.poll() is None, broker.log_text()[-2000:]
         time.sleep(0.05)
     return proc
@@ -205,7 +205,9 @@ def test_a_fake_ack_on_the_acks_topic_releases_nothing(
         Ack(DEVICE, key.kid, 6, event_id_of(head), 6, bytes(32), 0),
     )
     client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id="faker", protocol=paho.MQTTv5
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="ledger/faker",
+        protocol=paho.MQTTv5,
     )
     client.tls_set_context(test_pki.client_context(test_pki.ledger))
     client.connect(broker.host, broker.tls_port)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints custody.conf as a drop-in for Debian's /etc/mosquitto/conf.d/ (used by deploy/install.sh).
 #
-#   render-dropin.sh [--etc /etc/mosquitto] > /etc/mosquitto/conf.d/custody.conf
+#   render-dropin.sh [--etc /etc/mosquitto] [--plugin /opt/custody/lib/mosquitto/custody_identity.so] \
+#     > /etc/mosquitto/conf.d/custody.conf
 #
 # Debian's stock mosquitto.conf sets pid_file, persistence, persistence_location and log_dest, then
 # `include_dir /etc/mosquitto/conf.d`. Mosquitto 2.0 refuses a second persistence_location (a
@@ -11,13 +12,16 @@
 #   custody-ca.crt  the CA that issues only ledger and gateway client certificates
 #   broker.crt      the broker certificate chain, broker.key its key (root:mosquitto 0640)
 #   custody.crl     that CA's CRL (must exist, and not be past nextUpdate)
+# and the identity plugin at PLUGIN (built by build-plugin.sh; deploy/install.sh puts it there).
 set -euo pipefail
 
 etc=/etc/mosquitto
+plugin=/opt/custody/lib/mosquitto/custody_identity.so
 while [ $# -gt 0 ]; do
   case "$1" in
     --etc) [ $# -ge 2 ] || { echo "render-dropin.sh: --etc needs a directory" >&2; exit 2; }; etc=$2; shift 2 ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    --plugin) [ $# -ge 2 ] || { echo "render-dropin.sh: --plugin needs a file" >&2; exit 2; }; plugin=$2; shift 2 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "render-dropin.sh: unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -32,5 +36,6 @@ sed -e '1,/^$/d' -e '/^persistence_location /d' \
   -e "s#@CERT_FILE@#$etc/certs/broker.crt#" \
   -e "s#@KEY_FILE@#$etc/certs/broker.key#" \
   -e "s#@CRL_FILE@#$etc/certs/custody.crl#" \
+  -e "s#@PLUGIN_FILE@#$plugin#" \
   -e "s#^acl_file /etc/mosquitto/custody.acl\$#acl_file $etc/custody.acl#" \
   "$here/custody.conf"
