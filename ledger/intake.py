@@ -166,13 +166,30 @@ def _claimed_seq(payload: bytes) -> int | None:
     return None
 
 
+# What a lenient read of untrusted bytes can raise: cbor2's errors (CBORError; a short
+# input is CBORDecodeEOF, an EOFError, not a ValueError), a tag whose value is not an
+# array or whose first item is not bytes (AttributeError, TypeError, IndexError,
+# KeyError), nesting past the interpreter's limit.
+_LENIENT_FAILURES = (
+    cbor2.CBORError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    RecursionError,
+    OverflowError,
+    MemoryError,
+)
+
+
 def _lenient_kid(data: bytes) -> bytes | None:
     """The kid a COSE_Sign1 names, read leniently: only to pick the key. The strict
     decode follows in ``verify_envelope``; decoding strictly twice was ~8 % of the intake."""
     try:
         item = cbor2.loads(data)
         kid = cbor2.loads(item.value[0]).get(cose.HDR_KID)
-    except Exception:  # noqa: BLE001 - any malformed input: the strict path names it
+    except _LENIENT_FAILURES:  # any malformed input: the strict path names it
         return None
     return kid if isinstance(kid, bytes) else None
 

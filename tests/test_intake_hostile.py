@@ -8,6 +8,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from custody import cbor, cose
 from custody.envelope import EventSigner, event_id_of
@@ -244,3 +246,44 @@ def test_forks_of_one_key_keep_a_bounded_number_of_rows(ledger: Intake, gateway:
         next(a.count for a in ledger.store.forks() if a.forked_event_id == event_id_of(forks[0]))
         == 2
     )
+
+
+# --- exactly one catch-all, at the per-message boundary -----------------------------------------
+def test_the_intake_has_one_catch_all_at_the_per_message_boundary() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted([*(root / "ledger").rglob("*.py"), *(root / "sync").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler):
+                names = (
+                    [] if node.type is None
+                    else [e.id for e in getattr(node.type, "elts", [node.type])
+                          if isinstance(e, ast.Name)]
+                )  # fmt: skip
+                reraises = any(isinstance(n, ast.Raise) and n.exc is None for n in node.body)
+                if (node.type is None or {"Exception", "BaseException"} & set(names)) and (
+                    not reraises
+                ):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(found) == 1 and found[0].startswith("ledger/service.py"), found
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_the_lenient_key_id_read_never_raises(data: bytes) -> None:
+    from ledger.intake import _lenient_kid
+
+    assert _lenient_kid(data) is None or isinstance(_lenient_kid(data), bytes)
+
+
+@given(st.recursive(st.binary(max_size=8) | st.integers() | st.text(max_size=4),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.integers(0, 8), inner, max_size=3), max_leaves=12))  # fmt: skip
+@settings(max_examples=300, deadline=None)
+def test_the_lenient_key_id_read_takes_any_cbor(value: object) -> None:
+    from ledger.intake import _lenient_kid
+
+    for wrapped in (value, cbor2.CBORTag(18, value), cbor2.CBORTag(18, [value, {}, b"", b""])):
+        _lenient_kid(cbor2.dumps(wrapped))
