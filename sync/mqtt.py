@@ -63,7 +63,8 @@ class LinkEvent:
     payload: bytes = b""
     correlation: bytes | None = None
     mid: int = 0
-    reason: str = ""
+    reason: str = ""  # a failed CONNACK's or PUBACK's reason, "" on success
+    code: int = 0  # its MQTT 5 reason code
 
 
 class MqttLink:
@@ -179,7 +180,9 @@ class MqttLink:
         self._put(LinkEvent("message", msg.topic, bytes(msg.payload), correlation, int(msg.mid)))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        # MQTT 5 PUBACK reason codes: 0x87 "Not authorized" is how Mosquitto
-        # refuses a publish its ACL forbids; the connection stays up.
+        # MQTT 5 PUBACK reason codes: 0x87 "Not authorized" is how Mosquitto 2.0
+        # refuses a publish its ACL or a plugin (the per-device publish budget)
+        # forbids; the connection stays up.
         failed = bool(getattr(rc, "is_failure", False))
-        self._put(LinkEvent("puback", mid=mid, reason=str(rc) if failed else ""))
+        code = int(getattr(rc, "value", 0)) if failed else 0
+        self._put(LinkEvent("puback", mid=mid, reason=str(rc) if failed else "", code=code))

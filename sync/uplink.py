@@ -16,6 +16,8 @@ network thread and only enqueues events, see ``sync.mqtt``):
     no ack progress for ``ack_timeout_s`` while records are sent ─▶ back
     to pending (resent)
     reconnect ─▶ every sent-but-unacked record back to pending
+    PUBACK refused ─▶ that batch back to pending; pause publishing (see
+    "Refused publishes")
 
 Live records before backlog. A gateway back from weeks offline has a long
 backlog, and a record captured now (a truck on the weighbridge) should reach
@@ -44,6 +46,19 @@ stay prefix-based, so nothing is released early. Three rules keep this sound:
   then only the backlog from the gap: live batches get ``resend_from`` in
   every ack while the backlog drains, and must not trigger resends.
 
+Refused publishes. The broker answers a batch it will not take with a failed
+PUBACK. Mosquitto 2.0.11 refuses a device's publishes beyond its per-device
+publish budget with 0x87 "Not authorized" (deploy/mosquitto/custody_identity.c;
+2.0 has no other code for a plugin's refusal), and refuses messages beyond a
+client's incoming quota with 0x97 "Quota exceeded". Neither is final: the
+client id is the certificate's CN, so the ACL allows our own events topic,
+and a refused publish was not delivered and is simply sent again. The
+batch's records go back to pending and nothing is published for
+``REFUSED_PAUSE_S``, doubling while refusals continue up to the ack timeout
+(a paid link must not resend in a loop) and reset by the next accepted batch.
+Any other failure code (0x95 "Packet too large", 0x90 "Topic Name invalid",
+...) cannot change on a retry and stops the uplink, as before.
+
 The outbox is behind the ``DeliveryStore`` protocol so that ``sync`` never
 imports the agent (ARCHITECTURE.md "Layout").
 """
@@ -71,6 +86,8 @@ from sync.topics import acks_topic, events_topic, status_topic
 __all__ = [
     "LIVE_BATCH_EVENTS",
     "MAX_LIVE_AHEAD",
+    "REFUSED_PAUSE_S",
+    "RETRYABLE_PUBACKS",
     "DeliveryStore",
     "Outgoing",
     "Uplink",
@@ -81,6 +98,11 @@ LIVE_BATCH_EVENTS = 50  # live records per live batch while a backlog drains
 # Live records sent ahead of the backlog and not yet acked: well below the
 # ledger's wait list of 10,000 per key (ledger.intake.MAX_WAITING_PER_KEY).
 MAX_LIVE_AHEAD = 2_000
+# PUBACK reason codes (MQTT 5.0 §3.4.2.1) that mean "not delivered, send again later":
+# 0x87 Not authorized (Mosquitto 2.0's per-device publish budget) and 0x97 Quota exceeded.
+RETRYABLE_PUBACKS = frozenset({0x87, 0x97})
+# First pause after a refused publish: the broker's budget refills in well under a second.
+REFUSED_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +138,8 @@ class UplinkStats:
     acked: int = 0
     rejected: int = 0
     bad_acks: int = 0
-    refused_publishes: int = 0
+    refused_publishes: int = 0  # failed PUBACKs that stopped the uplink (not retryable)
+    retried_publishes: int = 0  # failed PUBACKs whose batch went back to pending
     requeued: int = 0
     live_batches: int = 0  # batches of live records sent ahead of a backlog
     reconnects: int = 0
@@ -157,7 +180,10 @@ class Uplink:
         self.clock = clock
         self.stats = UplinkStats()
         self._boot = boot
-        self._awaiting_puback: dict[int, float] = {}  # mid -> when published
+        self._awaiting_puback: dict[int, tuple[float, int]] = {}  # mid -> (when, correlation)
+        self._refused_pause_s = 0.0  # the pause after the last refused publish, 0 after a success
+        # When the last pause after a refused publish began and ends.
+        self._paused_at = self._paused_until = float("-inf")
         self._correlation = itertools.count(1)
         self.live_batch_events = live_batch_events
         self.max_live_ahead = max_live_ahead
@@ -238,12 +264,17 @@ class Uplink:
                 f"gateway's certificate CN is {self.device_id!r}, its client id"
             )
         elif event.kind == "puback":
-            sent_at = self._awaiting_puback.pop(event.mid, None)
-            if sent_at is not None:
-                self.sizer.on_puback(self.clock() - sent_at)
-            if event.reason:
-                # Refused by the broker (e.g. the ACL: certificate CN is not this
-                # device id). Retrying cannot help; stop and say so.
+            sent = self._awaiting_puback.pop(event.mid, None)
+            if sent is None:
+                return  # not a batch (the birth status), or forgotten after the ack timeout
+            sent_at, corr = sent
+            self.sizer.on_puback(self.clock() - sent_at)
+            if not event.reason:
+                self._refused_pause_s = 0.0
+            elif event.code in RETRYABLE_PUBACKS:
+                self._on_refused(corr, sent_at)
+            else:
+                # Refused for good (the packet or the topic itself): retrying cannot help.
                 self.stats.refused_publishes += 1
                 raise SyncError(
                     f"the broker refused our publish ({event.reason}): check that this "
@@ -277,6 +308,24 @@ class Uplink:
             self._live_out.discard(r.seq)
         if ack.resend_from is not None:
             self._on_gap(ack.resend_from, ack.correlation)
+
+    def _on_refused(self, corr: int, sent_at: float) -> None:
+        """The broker did not take batch ``corr``: back to pending, and pause (module docstring)."""
+        self.stats.retried_publishes += 1
+        batch = self._batches.pop(corr, None)
+        if batch is not None:
+            first, last = batch
+            self.stats.requeued += self.store.requeue_sent(
+                None, from_seq=first, before_seq=last + 1
+            )
+            self._live_out = {s for s in self._live_out if not first <= s <= last}
+        if sent_at <= self._paused_at:
+            return  # published before the current pause began: that pause answers it already
+        self._refused_pause_s = min(
+            self.ack_timeout_s, max(REFUSED_PAUSE_S, 2 * self._refused_pause_s)
+        )
+        self._paused_at = self.clock()
+        self._paused_until = self._paused_at + self._refused_pause_s
 
     def _on_gap(self, gap: int, correlation: bytes | None) -> None:
         """Resend from ``gap`` only if the ledger has seen the batch that carried it."""
@@ -320,6 +369,8 @@ class Uplink:
         return self.store.next_to_send(self.batch_events, budget, from_seq=start), False
 
     def _publish_more(self) -> None:
+        if self.clock() < self._paused_until:
+            return  # a batch was refused: give the broker's budget time to refill
         while len(self._awaiting_puback) < self.window:
             batch, ahead = self._next_batch()
             if not batch:
@@ -339,7 +390,7 @@ class Uplink:
             if mid is None:  # not connected after all: try again after reconnect
                 self._connected = False
                 return
-            self._awaiting_puback[mid] = now
+            self._awaiting_puback[mid] = (now, corr)
             self.store.mark_sent([o.seq for o in batch])
             if not self._batches:
                 self._last_progress = now  # the ack clock starts with the first outstanding batch
@@ -356,7 +407,7 @@ class Uplink:
         # not shrink the window for ever: forget it after the ack timeout.
         now = self.clock()
         stale = now - self.ack_timeout_s
-        for mid in [m for m, at in self._awaiting_puback.items() if at < stale]:
+        for mid in [m for m, (at, _) in self._awaiting_puback.items() if at < stale]:
             del self._awaiting_puback[mid]
         # No ack progress for the timeout while batches are out: resend what is sent.
         # Progress, not per-record age: parked live records wait for the backlog.
