@@ -9,9 +9,9 @@ built from ``deploy/mosquitto/custody_identity.c`` (``identity_plugin``: once pe
 cached under ``build/``), and a plain anonymous listener is added on a second free loopback port
 for tests that only need a broker. Every other line of the template is used unchanged, so the
 tests exercise the production settings (queue limits, per-listener security, the client id bound
-to the certificate). The broker runs in the foreground as a child process; waits are
-deadline-based (a TCP connect probe), and ``stop``/``kill``/``restart`` inject faults while keeping
-ports and the persistence directory.
+to the certificate, each device's publish budget). The broker runs in the foreground as a child
+process; waits are deadline-based (a TCP connect probe), and ``stop``/``kill``/``restart`` inject
+faults while keeping ports and the persistence directory.
 
 Running as root (CI): Mosquitto drops privileges to user ``mosquitto`` unless the config says
 ``user root``, and then cannot write its persistence file into a root-owned temp dir
