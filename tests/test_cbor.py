@@ -9,6 +9,9 @@ values, bignums, indefinite lengths), whatever the file's ``roundtrip`` flag.
 from __future__ import annotations
 
 import json
+import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custody.cbor import Tag, decode, encode
+from custody.cbor import MAX_DEPTH, Tag, decode, encode
 from custody.errors import DecodeError
 
 VECTORS = Path(__file__).parent / "vectors" / "cbor" / "appendix_a.json"
@@ -152,6 +155,61 @@ def test_rfc8949_4_2_1_key_order_example() -> None:
         data = encode({k: 0 for k in rotated})
         assert data == bytes.fromhex("a7" + "".join(k + "00" for k in expected_order))
     assert decode(data) == {10: 0, 100: 0, -1: 0, "z": 0, "aa": 0, (100,): 0, (-1,): 0}
+
+
+def _keys_in_keys(levels: int) -> bytes:
+    """{["k", {["k", ... {["k", 0]: 1} ...]: 1}]: 1}: each level a map and an array key."""
+    return b"\xa1\x82\x61k" * levels + b"\x00" + b"\x01" * levels
+
+
+def test_keys_nested_in_keys_decode_in_linear_time() -> None:
+    # Each level used to order its key twice, doubling the work per level: 20 levels of
+    # 4 bytes each took over a minute. 16 levels (32 containers) is within MAX_DEPTH.
+    t0 = time.perf_counter()
+    value = decode(_keys_in_keys(MAX_DEPTH // 2))
+    assert time.perf_counter() - t0 < 1
+    assert encode(value) == _keys_in_keys(MAX_DEPTH // 2)
+
+
+def _with_stack(frames: int, fn: Callable[[], Any]) -> Any:
+    return fn() if frames == 0 else _with_stack(frames - 1, fn)
+
+
+@pytest.mark.parametrize("caller_frames", [0, 600])
+def test_nesting_is_bounded_whatever_the_callers_stack(caller_frames: int) -> None:
+    # The same bytes are accepted or refused wherever decode is called from: refused past
+    # MAX_DEPTH with a DecodeError, never a RecursionError.
+    ok = b"\x81" * MAX_DEPTH + b"\x00"
+    assert _with_stack(caller_frames, lambda: decode(ok)) is not None
+    for deep in (b"\x81" * (MAX_DEPTH + 1) + b"\x00", b"\x81" * 399 + b"\x00",
+                 _keys_in_keys(MAX_DEPTH // 2 + 1), _keys_in_keys(199)):  # fmt: skip
+        with pytest.raises(DecodeError):
+            _with_stack(caller_frames, lambda data=deep: decode(data))
+
+
+class _Sentinel:
+    pass
+
+
+# cbor2 5.x's C decoder leaks the chained error it raises for invalid UTF-8 and for bad
+# contents of tags 1, 30, 35, 36 and 37, and with it every frame of the stack that called it
+# (and their buffers): outside bytes like these must never reach it.
+@pytest.mark.parametrize(
+    "data",
+    [b"\x62\xff\xfe", b"\xa1\x62\xc3\x28\x00", b"\xc1\x1b" + b"\xff" * 8,
+     b"\xd8\x1e\x80", b"\xd8\x23\x01", b"\xd8\x24\x01", b"\xd8\x25\x41\x00"],
+)  # fmt: skip
+def test_a_refused_input_keeps_nothing_of_its_caller_alive(data: bytes) -> None:
+    refs: list[weakref.ref[_Sentinel]] = []
+
+    def caller() -> None:
+        local = _Sentinel()
+        refs.append(weakref.ref(local))
+        with pytest.raises(DecodeError):
+            decode(data, allow_tags=(18,))
+
+    caller()
+    assert refs[0]() is None
 
 
 def test_false_as_map_key_is_outside_the_subset() -> None:
