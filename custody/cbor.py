@@ -37,7 +37,7 @@ import cbor2
 
 from custody.errors import DecodeError
 
-__all__ = ["MAX_DEPTH", "Tag", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "Tag", "decode", "decode_lenient", "encode"]
 
 # RFC 8949 §3.1: major types 0/1 carry an argument of at most 64 bits.
 _INT_MIN = -(2**64)
@@ -152,6 +152,23 @@ def _screen(data: bytes, tags: frozenset[int]) -> None:
             raise DecodeError(f"nested deeper than {MAX_DEPTH} arrays, maps and tags")
         outer.append(left)
         left = 1 if major == 6 else arg if major == 4 else 2 * arg
+
+
+def decode_lenient(data: bytes, *, allow_tags: Iterable[int] = ()) -> Any:
+    """Decode ``data`` without the canonical check: to read one field of outside bytes that
+    ``decode`` judges strictly later (a record's key id or claimed seq, for a report).
+
+    ``data`` is screened as in ``decode`` (tags, floats, indefinite lengths, UTF-8, depth),
+    so cbor2 never fails on it with the leaking chained error; ``DecodeError`` otherwise.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview) or not data:
+        raise DecodeError("expected non-empty bytes")
+    data = bytes(data)
+    _screen(data, frozenset(allow_tags))
+    try:
+        return cbor2.loads(data, str_errors="replace")
+    except (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        raise DecodeError(f"malformed CBOR: {exc}") from exc
 
 
 class _Unsupported(Exception):

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custody.cbor import MAX_DEPTH, Tag, decode, encode
+from custody.cbor import MAX_DEPTH, Tag, decode, decode_lenient, encode
 from custody.errors import DecodeError
 
 VECTORS = Path(__file__).parent / "vectors" / "cbor" / "appendix_a.json"
@@ -210,6 +210,24 @@ def test_a_refused_input_keeps_nothing_of_its_caller_alive(data: bytes) -> None:
 
     caller()
     assert refs[0]() is None
+
+
+def test_the_lenient_decoder_reads_non_canonical_cbor_but_screens_it() -> None:
+    # Unsorted keys and a non-shortest integer: refused by decode, read by decode_lenient.
+    assert decode_lenient(b"\xa2\x63seq\x18\x07\x61a\x01") == {"seq": 7, "a": 1}
+    assert decode_lenient(b"\xd2\x80", allow_tags=(18,)) == Tag(18, [])
+    for data in (b"\xa1\x63seq\x62\xff\xfe", b"\xc1\x1b" + b"\xff" * 8, b"\x9f\xff", b"",
+                 b"\x81" * (MAX_DEPTH + 1) + b"\x00"):  # fmt: skip
+        refs: list[weakref.ref[_Sentinel]] = []
+
+        def caller(data: bytes = data, refs: list[weakref.ref[_Sentinel]] = refs) -> None:
+            local = _Sentinel()
+            refs.append(weakref.ref(local))
+            with pytest.raises(DecodeError):
+                decode_lenient(data)
+
+        caller()
+        assert refs[0]() is None
 
 
 def test_false_as_map_key_is_outside_the_subset() -> None:
