@@ -6,7 +6,8 @@ checkpoints, a registry, one small lot-summary bundle proven by ``ledger.summary
 lot), the device frames of ``tests/fixtures``, plus a few hand-made inputs at the edges each
 decoder documents (trailing bytes, a decompression bomb, non-canonical CBOR, an overlong line).
 Masses are committed with random blindings and the bundle carries a random id, so a rebuild
-differs byte for byte from the committed corpus; run it only to replace a target's seeds.
+differs byte for byte from the committed corpus; run it only to replace a target's seeds
+(``--target T``). Files it does not make (inputs the fuzzer found) are left in place.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -161,6 +161,12 @@ def _cbor() -> Seeds:
         "bignum.bin": b"\xc2\x49\x01" + bytes(8),
         "deep-array.bin": b"\x81" * 500 + b"\x00",
         "huge-length.bin": b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff",
+        # Refused inputs that cbor2's C decoder leaked with the caller's frames, and a map
+        # whose key holds a map whose key holds ... that took exponential time to order.
+        "crash-invalid-utf8-key.bin": b"\xa1\x62\xc3\x28\x00",
+        "crash-tag-1-overflow.bin": b"\xc1\x1b" + b"\xff" * 8,
+        "crash-tag-37-short-uuid.bin": b"\xd8\x25\x41\x00",
+        "crash-keys-in-keys.bin": b"\xa1\x82\x61k" * 24 + b"\x00" + b"\x01" * 24,
     })  # fmt: skip
     return out
 
@@ -399,9 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in sorted(args.target or TARGETS):
         directory: Path = args.out / name
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        # Only the files made here are replaced: inputs the fuzzer found stay.
+        directory.mkdir(parents=True, exist_ok=True)
         files = seeds(name)
         for file, content in files.items():
             (directory / file).write_bytes(content[: TARGETS[name].max_len])

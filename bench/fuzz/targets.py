@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import random
 import tempfile
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,14 +127,31 @@ def _signed(key: nacl.signing.SigningKey, content_type: str, payload: bytes) -> 
 
 
 # --- CBOR and COSE ---------------------------------------------------------------------------
+class _Local:
+    """A stand-in for the buffers of whoever calls a decoder."""
+
+
 def fuzz_cbor(data: bytes) -> None:
-    try:
-        value = cbor.decode(data, allow_tags=(cose.COSE_SIGN1_TAG,))
-    except DecodeError:
-        return
+    refs: list[weakref.ref[_Local]] = []
+    value = _decode_in_a_frame(data, refs)
+    # A decoder that leaks an exception keeps its caller's frames, and their buffers, alive.
+    if refs[0]() is not None:
+        raise InvariantViolation("decode kept its caller's frame alive (a leaked exception)")
     # Strict by round trip: whatever decode accepts is the one encoding of its value.
-    if cbor.encode(value) != data:
+    if value is not _REFUSED and cbor.encode(value) != data:
         raise InvariantViolation("decode accepted bytes that encode() does not reproduce")
+
+
+_REFUSED = object()
+
+
+def _decode_in_a_frame(data: bytes, refs: list[weakref.ref[_Local]]) -> Any:
+    local = _Local()
+    refs.append(weakref.ref(local))
+    try:
+        return cbor.decode(data, allow_tags=(cose.COSE_SIGN1_TAG,))
+    except DecodeError:
+        return _REFUSED
 
 
 def fuzz_cose(data: bytes) -> None:
