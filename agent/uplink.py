@@ -196,7 +196,8 @@ def _drain_keys(
 def _add(total: UplinkStats, s: UplinkStats) -> None:
     for name in (
         "batches_sent", "events_sent", "payload_bytes", "acks", "acked", "rejected",
-        "bad_acks", "refused_publishes", "requeued", "live_batches", "reconnects",
+        "bad_acks", "refused_publishes", "retried_publishes", "requeued", "live_batches",
+        "reconnects",
     ):  # fmt: skip
         setattr(total, name, getattr(total, name) + getattr(s, name))
     total.last_ack_ms = s.last_ack_ms or total.last_ack_ms

@@ -20,6 +20,9 @@ flight as the broker allows):
 - ``unknown_keys``: zlib batches of 900 small records signed by a key nobody enrolled;
 - ``own_records``: batches of 10 valid, chained records of its own enrolled key.
 
+The broker's identity plugin refuses a device's publishes beyond its publish budget (PUBACK
+0x87); ``flood_accepted_by_broker_per_s`` is what got through to the ledger's queue.
+
 Reported per phase: the honest gateways' ack latency p50/p99 (ms), their acked and lost
 batches, the offered and achieved flood (messages/s, bytes/s), the ledger's database growth
 (SQLite file + WAL, bytes) and the ledger's own counters from /metrics (drops per limit,
@@ -200,9 +203,21 @@ class Flood:
         self.link = link
         self.payloads = payloads
         self.sent: dict[str, tuple[int, int, float]] = {}  # phase -> (messages, bytes, seconds)
+        self.refused: dict[str, int] = {}  # phase -> publishes the broker refused (its budget)
+
+    def _count_refusals(self, name: str) -> None:
+        while True:
+            try:
+                event = self.link.events.get_nowait()
+            except queue.Empty:
+                return
+            if event.kind == "puback" and event.code:
+                self.refused[name] = self.refused.get(name, 0) + 1
 
     def run(self, name: str, rate: float, seconds: float) -> None:
         source = self.payloads[name]
+        self._count_refusals("before")
+        self.refused[name] = 0
         started = time.monotonic()
         n = size = 0
         while (now := time.monotonic()) - started < seconds:
@@ -215,7 +230,10 @@ class Flood:
                 size += len(payload)
             else:  # the in-flight window is full: the broker paces the publisher
                 time.sleep(0.001)
+            self._count_refusals(name)
         self.sent[name] = (n, size, time.monotonic() - started)
+        time.sleep(0.5)  # the last PUBACKs
+        self._count_refusals(name)
 
 
 def _garbage() -> Iterator[bytes]:
@@ -376,6 +394,12 @@ def _measure(
                 "ack_latency_ms_p99": _ms(_pct(lat, 0.99)),
                 "flood_messages_per_s": round(sent[0] / sent[2], 1) if name != "baseline" else 0,
                 "flood_bytes_per_s": round(sent[1] / sent[2]) if name != "baseline" else 0,
+                # What the broker's per-device publish budget let through to the ledger.
+                "flood_accepted_by_broker_per_s": round(
+                    (sent[0] - flood.refused.get(name, 0)) / sent[2], 1
+                )
+                if name != "baseline"
+                else 0,
                 "db_growth_bytes": _db_bytes(data) - before,
                 "ledger_up": ledger.alive(),
             }
@@ -422,14 +446,14 @@ def render(result: Mapping[str, Any]) -> str:
         f"{result['offered_flood_messages_per_s']:.0f} msg/s, "
         f"{result['phase_seconds']:.0f} s a phase",
         f"{'phase':<14}{'p50 ms':>9}{'p99 ms':>9}{'acked':>7}{'lost':>6}{'msg/s':>9}"
-        f"{'bytes/s':>11}{'db growth':>12}",
+        f"{'bytes/s':>11}{'to ledger/s':>12}{'db growth':>12}",
     ]
     for name, p in result["phases"].items():
         lines.append(
             f"{name:<14}{p['ack_latency_ms_p50'] or 0:>9.1f}{p['ack_latency_ms_p99'] or 0:>9.1f}"
             f"{p['honest_acked_batches']:>7}{p['honest_lost_batches']:>6}"
             f"{p['flood_messages_per_s']:>9.1f}{p['flood_bytes_per_s']:>11}"
-            f"{p['db_growth_bytes']:>12}"
+            f"{p['flood_accepted_by_broker_per_s']:>12}{p['db_growth_bytes']:>12}"
         )
     lines.append(f"p99 / baseline p99: {result['p99_ratio']} (target <= "
                  f"{TARGETS['p99_ratio_max']})")  # fmt: skip
