@@ -189,6 +189,7 @@ def health_report(
     queued: int,
     log_size: int,
     now: float | None = None,
+    broker_refused: str = "",
 ) -> dict[str, Any]:
     """The /healthz body from what the main thread last saw."""
     now = time.monotonic() if now is None else now
@@ -196,7 +197,9 @@ def health_report(
     problems = []
     if not store_up:
         problems.append("the ledger store does not answer")
-    if not broker_connected:
+    if broker_refused:
+        problems.append(f"the broker refuses the ledger's connection: {broker_refused}")
+    elif not broker_connected:
         problems.append("not connected to the broker")
     if recent:
         problems.append("a message was dead-lettered recently (custody-ledger alarms)")

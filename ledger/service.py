@@ -114,6 +114,7 @@ class LedgerService:
         self._store_up = True
         self._last_dead_letter: float | None = None
         self._log_size = 0
+        self._refused = ""  # the broker's reason while it refuses our CONNECT
 
     # --- lifecycle --------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -139,7 +140,7 @@ class LedgerService:
         return health_report(
             broker_connected=self.link.connected, store_up=self._store_up,
             last_dead_letter=self._last_dead_letter, queued=len(self.queue),
-            log_size=self._log_size, now=self._clock(),
+            log_size=self._log_size, now=self._clock(), broker_refused=self._refused,
         )  # fmt: skip
 
     # --- arrival: budgets and the fair queue ----------------------------------------------
@@ -158,9 +159,22 @@ class LedgerService:
 
     def _arrive(self, event: LinkEvent) -> None:
         if event.kind == "connected":
+            self._refused = ""
             self.link.subscribe(SHARED_EVENTS_SUBSCRIPTION)
             self.counters["connects"] += 1
             self.metrics.broker_connected.set(1)
+            return
+        if event.kind == "refused":
+            # Not a network fault: the broker said no (wrong client id for this certificate,
+            # revoked certificate). paho keeps retrying; say why, once per refusal.
+            self.counters["refused"] += 1
+            self.metrics.broker_connected.set(0)
+            self._refused = event.reason or "refused"
+            log.error(
+                "the broker refused the ledger's connection as %r: %s (the client id must be "
+                "the certificate's CN, or CN/WORKER for further intake workers)",
+                self.link.config.client_id, self._refused,
+            )  # fmt: skip
             return
         if event.kind == "disconnected":
             # Packet ids belong to the connection that delivered them: what is still

@@ -28,7 +28,7 @@ from custody.event import EventType, Payload
 from custody.keys import DeviceKey
 from ledger.intake import Intake
 from ledger.keys import load_ledger_keypair
-from ledger.service import LedgerService
+from ledger.service import IntakeSettings, LedgerService
 from ledger.store import LedgerStore
 from sync.ack import verify_ack
 from sync.batch import encode_batch
@@ -406,3 +406,30 @@ def test_a_flooding_device_is_dropped_over_budget_and_cannot_grow_the_store(
         s.close()
     # Growth: far below one row per rejected envelope (300 per unknown-key batch).
     assert (central.data / "ledger.sqlite").stat().st_size - before < 2 * 1024 * 1024
+
+
+def test_a_ledger_with_a_client_id_not_its_own_is_refused_and_says_why(
+    central: Central,
+) -> None:
+    pki = central.pki.directory
+    st = store(central)
+    svc = LedgerService(
+        Intake(st, load_ledger_keypair(central.data)),
+        BrokerConfig(url=central.url, client_id=ATTACKER, ca_file=pki / "ca.crt",
+                     cert_file=pki / "ledger.crt", key_file=pki / "ledger.key"),
+        settings=IntakeSettings(http=("127.0.0.1", 0)),
+    )  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: svc.counters["refused"] >= 1, "the broker's refusal")
+        report = svc.health()
+        assert report["status"] == "degraded"
+        assert any("refuses the ledger's connection" in p for p in report["problems"])  # type: ignore[attr-defined]
+        assert svc.counters["connects"] == 0
+    finally:
+        stop.set()
+        thread.join(15)
+        svc.intake.close()
+        st.close()
