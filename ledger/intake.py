@@ -57,9 +57,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-import cbor2
-
-from custody import cose
+from custody import cbor, cose
 from custody.commitment import Opening, open_sealed, verify_openings
 from custody.envelope import event_id_of, verify_envelope
 from custody.errors import (
@@ -158,29 +156,13 @@ def _claimed_seq(payload: bytes) -> int | None:
     Only a seq the schema could hold (1..2^63-1, ``custody.event.MAX_SEQ``) is used: it
     goes into the store's 64-bit integer column and into the ack's unsigned field."""
     try:
-        seq = cbor2.loads(payload).get("seq")
-    except (cbor2.CBORDecodeError, AttributeError, ValueError, TypeError, RecursionError):
+        decoded = cbor.decode_lenient(payload)
+    except DecodeError:
         return None
+    seq = decoded.get("seq") if isinstance(decoded, dict) else None
     if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ:
         return seq
     return None
-
-
-# What a lenient read of untrusted bytes can raise: cbor2's errors (CBORError; a short
-# input is CBORDecodeEOF, an EOFError, not a ValueError), a tag whose value is not an
-# array or whose first item is not bytes (AttributeError, TypeError, IndexError,
-# KeyError), nesting past the interpreter's limit.
-_LENIENT_FAILURES = (
-    cbor2.CBORError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    KeyError,
-    RecursionError,
-    OverflowError,
-    MemoryError,
-)
 
 
 def _protected_bytes(data: bytes) -> bytes | None:
@@ -207,20 +189,25 @@ def _lenient_kid(data: bytes, seen: dict[bytes, bytes | None] | None = None) -> 
     The protected header is sliced, not decoded with the whole envelope, and ``seen``
     remembers each distinct header of a batch: one key's envelopes share it, so a batch
     of a thousand costs a thousand slices and one decode."""
+    # Outside bytes are read with custody.cbor's lenient decoder (screened: bounded, and
+    # never cbor2's failure paths); any malformed input is the strict path's to name.
     protected = _protected_bytes(data)
     if protected is None:
         try:
-            protected = cbor2.loads(data).value[0]
-        except _LENIENT_FAILURES:  # any malformed input: the strict path names it
+            item = cbor.decode_lenient(data, allow_tags=(cose.COSE_SIGN1_TAG,))
+        except DecodeError:
             return None
+        value = item.value if isinstance(item, cbor.Tag) else None
+        protected = value[0] if isinstance(value, list) and value else None
     if not isinstance(protected, bytes):
         return None
     if seen is not None and protected in seen:
         return seen[protected]
     try:
-        kid = cbor2.loads(protected).get(cose.HDR_KID)
-    except _LENIENT_FAILURES:
-        kid = None
+        header = cbor.decode_lenient(protected)
+    except DecodeError:
+        header = None
+    kid = header.get(cose.HDR_KID) if isinstance(header, dict) else None
     found = kid if isinstance(kid, bytes) else None
     if seen is not None and len(seen) < _SEEN_HEADERS_MAX:
         seen[protected] = found
