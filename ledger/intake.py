@@ -362,7 +362,7 @@ class _Tx:
         self.log = log
         self.heads: dict[bytes, tuple[int, bytes]] = {}
         self.keys: dict[bytes, DeviceKeyRecord | None] = {}
-        self.waiting: dict[bytes, bool] = {}
+        self.waiting: dict[bytes, int] = {}  # records parked per key (read once, then kept)
         self.pending: list[NewEvent] = []
         self.pending_ids: dict[tuple[bytes, int], bytes] = {}
 
@@ -385,9 +385,11 @@ class _Tx:
         self.pending_ids[(event.kid, event.seq)] = event.event_id
         self.heads[event.kid] = (event.seq, event.event_id)
 
-    def has_waiting(self, kid: bytes) -> bool:
+    def waiting_count(self, kid: bytes) -> int:
+        # Counted once per transaction: a COUNT per parked record would cost a flooding
+        # device's batch time proportional to its (bounded but long) wait list.
         if kid not in self.waiting:
-            self.waiting[kid] = self.store.waiting_count(kid) > 0
+            self.waiting[kid] = self.store.waiting_count(kid)
         return self.waiting[kid]
 
     def flush(self) -> None:
@@ -666,9 +668,9 @@ class Intake:
                 self._fork(device_id, item, event_id_of(parked), "waiting", result, prog)
             elif parked is not None:
                 result.waiting += 1  # a resend of the record already waiting there
-            elif self.store.waiting_count(kid) < MAX_WAITING_PER_KEY:
+            elif tx.waiting_count(kid) < MAX_WAITING_PER_KEY:
                 self.store.wait(kid, seq, item.envelope)
-                tx.waiting[kid] = True
+                tx.waiting[kid] += 1
                 result.waiting += 1
             return None
         if item.prev != head_id:
@@ -693,11 +695,12 @@ class Intake:
             self._rotate(device_id, item, enrol_new, tx, result, prog)
             return None  # the rotation is the old key's last record: nothing follows it
         # Successors that arrived early can follow now, in order.
-        if not tx.has_waiting(kid):
+        if not tx.waiting_count(kid):
             return None
         successor = self.store.take_waiting(kid, seq + 1)
         if successor is None:
             return None
+        tx.waiting[kid] -= 1
         result.waiting -= 1 if result.waiting else 0
         key = tx.key(kid)
         assert key is not None
@@ -760,7 +763,7 @@ class Intake:
         for seq, envelope in self.store.take_all_waiting(item.kid):
             refusal = Refusal(Reason.REVOKED, f"retired by its key_rotation at seq {item.seq}")
             self._reject(device_id, item.kid, seq, event_id_of(envelope), refusal, result, prog)
-        tx.waiting[item.kid] = False
+        tx.waiting[item.kid] = 0
         log.info(
             "key rotation: device %s key %s -> %s at seq %d", device_id, item.kid.hex(),
             new_kid.hex(), item.seq,
