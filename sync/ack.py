@@ -191,7 +191,8 @@ class Ack:
         keys = set(raw)
         if not keys >= _REQUIRED or not keys <= _REQUIRED | _OPTIONAL:
             missing, extra = _REQUIRED - keys, keys - _REQUIRED - _OPTIONAL
-            raise SchemaError(f"ack fields: missing {sorted(missing)}, unknown {sorted(extra)}")
+            unknown = sorted(extra, key=repr)  # keys of any CBOR type: repr orders them all
+            raise SchemaError(f"ack fields: missing {sorted(missing)}, unknown {unknown}")
         for name in _OPTIONAL & keys:
             if raw[name] is None:
                 raise SchemaError(f"optional ack field {name!r} is absent, never null")
