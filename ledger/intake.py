@@ -76,7 +76,13 @@ from ledger.store import DeviceKeyRecord, NewEvent, Store
 from sync.ack import MAX_REASON_CHARS, MAX_REJECTIONS, Ack, Rejection, sign_ack
 from sync.batch import decode_batch
 
-__all__ = ["MAX_WAITING_PER_KEY", "PARALLEL_MIN_ENVELOPES", "Intake", "IntakeResult"]
+__all__ = [
+    "MAX_RELEASED_PER_MESSAGE",
+    "MAX_WAITING_PER_KEY",
+    "PARALLEL_MIN_ENVELOPES",
+    "Intake",
+    "IntakeResult",
+]
 
 log = logging.getLogger("ledger.intake")
 
@@ -85,6 +91,12 @@ log = logging.getLogger("ledger.intake")
 # intake workers lands here; beyond this the record is dropped from the wait
 # list (not rejected) and the resend request brings it back.
 MAX_WAITING_PER_KEY = 10_000
+# Parked records one message may release. Each release is a full signature check
+# and append, paid for by the sender's record budget; the rest stay parked and the
+# sender's next message (its resend of the first missing record) releases more.
+# An honest gateway parks at most its live lane (sync.uplink.MAX_LIVE_AHEAD) ahead
+# of its backlog, which the backlog's last batch releases whole.
+MAX_RELEASED_PER_MESSAGE = 2_000
 # Below this many envelopes a batch is checked in this process: shipping a few
 # envelopes to a worker and back costs more than it saves.
 PARALLEL_MIN_ENVELOPES = 32
@@ -99,6 +111,7 @@ class IntakeResult:
     rejected: int = 0
     forks: int = 0
     envelopes: int = 0  # in the batch (1 for a message that is not a batch)
+    released: int = 0  # parked records of earlier messages checked and placed by this one
     reasons: Counter[Reason] = field(default_factory=Counter)
 
 
@@ -363,6 +376,7 @@ class _Tx:
         self.heads: dict[bytes, tuple[int, bytes]] = {}
         self.keys: dict[bytes, DeviceKeyRecord | None] = {}
         self.waiting: dict[bytes, int] = {}  # records parked per key (read once, then kept)
+        self.parked_here: set[tuple[bytes, int]] = set()  # parked by this transaction
         self.pending: list[NewEvent] = []
         self.pending_ids: dict[tuple[bytes, int], bytes] = {}
 
@@ -631,10 +645,15 @@ class Intake:
         if refusal is not None:
             self._reject(device_id, item.kid, seq, item.event_id, refusal, result, prog)
             return
-        # A loop, not recursion: one append can release up to MAX_WAITING_PER_KEY parked
-        # successors (batches that overtook their predecessor, e.g. on another intake
-        # worker), far more than Python's recursion limit.
-        due: _Checked | None = item
+        # Parked records that are due go first: they arrived before this one, and a
+        # record resent while its copy waits must meet that copy as logged (duplicate
+        # or fork), not leave it parked behind the head for ever.
+        due = self._take_due(device_id, item.kid, tx, prog, result, now_ms)
+        while due is not None:
+            due = self._place_one(device_id, due, tx, prog, result, now_ms)
+        # A loop, not recursion: one append can release up to MAX_RELEASED_PER_MESSAGE
+        # parked successors, more than Python's recursion limit.
+        due = item
         while due is not None:
             due = self._place_one(device_id, due, tx, prog, result, now_ms)
 
@@ -671,6 +690,7 @@ class Intake:
             elif tx.waiting_count(kid) < MAX_WAITING_PER_KEY:
                 self.store.wait(kid, seq, item.envelope)
                 tx.waiting[kid] += 1
+                tx.parked_here.add((kid, seq))
                 result.waiting += 1
             return None
         if item.prev != head_id:
@@ -695,26 +715,45 @@ class Intake:
             self._rotate(device_id, item, enrol_new, tx, result, prog)
             return None  # the rotation is the old key's last record: nothing follows it
         # Successors that arrived early can follow now, in order.
-        if not tx.waiting_count(kid):
+        return self._take_due(device_id, kid, tx, prog, result, now_ms)
+
+    def _take_due(
+        self,
+        device_id: str,
+        kid: bytes,
+        tx: _Tx,
+        prog: _KeyProgress,
+        result: IntakeResult,
+        now_ms: int,
+    ) -> _Checked | None:
+        """The parked record that follows the key's head, checked again, if any is due
+        and this message may still release one."""
+        if not tx.waiting_count(kid) or result.released >= MAX_RELEASED_PER_MESSAGE:
             return None
-        successor = self.store.take_waiting(kid, seq + 1)
-        if successor is None:
+        seq = tx.head(kid)[0] + 1
+        parked = self.store.take_waiting(kid, seq)
+        if parked is None:
             return None
         tx.waiting[kid] -= 1
-        result.waiting -= 1 if result.waiting else 0
+        if (kid, seq) in tx.parked_here:
+            result.waiting -= 1  # parked and released within this message
+        else:
+            result.released += 1
         key = tx.key(kid)
-        assert key is not None
+        if key is None:
+            return None  # unreachable: a parked record's key was enrolled when it parked
         (nxt,), times = check_envelopes(
-            [_Task(successor, key.public_key, device_id, kid)], self._seal_public,
+            [_Task(parked, key.public_key, device_id, kid)], self._seal_public,
             self.keys.sealing_secret,
         )  # fmt: skip
         for stage, seconds in times.items():
             self.stage_seconds[stage] += seconds
         # A parked record was checked against its key when it arrived; the key may have
         # been revoked or retired since, so its validity is judged again now, at release.
-        late = nxt.refusal or _key_refusal(tx.key(kid), nxt, now_ms)
+        late = nxt.refusal or _key_refusal(key, nxt, now_ms)
         if late is not None:
-            self._reject(device_id, kid, nxt.seq, nxt.event_id, late, result, prog)
+            self._reject(device_id, kid, nxt.seq, nxt.event_id or event_id_of(parked), late,
+                         result, prog)  # fmt: skip
             return None
         return nxt
 

@@ -213,7 +213,8 @@ class LedgerService:
             for ack in result.acks:
                 self.link.publish(acks_topic(device_id), ack, correlation=message.correlation)
             self._count(result)
-            self.budget.charge(device_id, result.envelopes, self._clock())
+            # Parked records this message released were checked again: the sender pays.
+            self.budget.charge(device_id, result.envelopes + result.released, self._clock())
         else:
             assert error is not None
             if not self._dead_letter(device_id, message, error, stop):

@@ -191,6 +191,54 @@ def test_a_parked_record_is_refused_at_release_if_its_key_was_revoked(
     assert ledger.store.log_size() == 0
 
 
+def _chain(key: DeviceKey, length: int) -> list[bytes]:
+    chain, prev = [], bytes(32)
+    for seq in range(1, length + 1):
+        chain.append(signed(key, seq, prev))
+        prev = event_id_of(chain[-1])
+    return chain
+
+
+def test_one_message_releases_a_bounded_number_of_parked_records(
+    ledger: Intake, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ledger.intake.MAX_RELEASED_PER_MESSAGE", 3)
+    key = device_key(gateway)
+    chain = _chain(key, 9)
+    assert ledger.ingest(DEVICE, encode_batch(DEVICE, chain[1:])).waiting == 8
+    first = ledger.ingest(DEVICE, encode_batch(DEVICE, chain[:1]))
+    # Seq 1 is this message's own; 2, 3 and 4 are the most it may release.
+    assert (first.logged, first.released) == (4, 3)
+    assert ledger.store.waiting_count(key.kid) == 5
+    assert ack_of(ledger, key.kid, first.acks[0]).seq == 4
+    # The device resends from its first unacked record: each resend releases more, and
+    # the resent record meets its released copy as a duplicate, never a parked leftover.
+    again = ledger.ingest(DEVICE, encode_batch(DEVICE, [chain[4]]))
+    assert (again.logged, again.released, again.duplicates) == (3, 3, 1)
+    last = ledger.ingest(DEVICE, encode_batch(DEVICE, [chain[7]]))
+    assert (last.logged, last.released, last.duplicates) == (2, 2, 1)
+    assert ledger.store.waiting_count(key.kid) == 0
+    assert [e.seq for e in ledger.store.events()] == list(range(1, 10))
+
+
+def test_one_message_releases_a_whole_live_lane() -> None:
+    from ledger.intake import MAX_RELEASED_PER_MESSAGE
+    from sync.uplink import MAX_LIVE_AHEAD
+
+    # An honest gateway's live records parked ahead of its backlog are logged by the
+    # backlog's last batch, not left for its ack timeout and a resend.
+    assert MAX_RELEASED_PER_MESSAGE >= MAX_LIVE_AHEAD
+
+
+def test_records_parked_and_released_in_one_message_are_not_counted_as_released(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    key = device_key(gateway)
+    chain = _chain(key, 4)
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [chain[2], chain[3], chain[0], chain[1]]))
+    assert (result.logged, result.waiting, result.released) == (4, 0, 0)
+
+
 # --- records nobody enrolled signed: summarised, bounded ---------------------------------------
 def test_unknown_key_records_are_one_row_per_batch(ledger: Intake) -> None:
     stranger = DeviceKey.generate()
@@ -287,3 +335,49 @@ def test_the_lenient_key_id_read_takes_any_cbor(value: object) -> None:
 
     for wrapped in (value, cbor2.CBORTag(18, value), cbor2.CBORTag(18, [value, {}, b"", b""])):
         _lenient_kid(cbor2.dumps(wrapped))
+
+
+# --- the sender pays for what its message made the intake do -------------------------------------
+class _RecordingLink:
+    """Stands in for the broker link: what the service published and acknowledged."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.acked: list[int] = []
+
+    def publish(self, topic: str, payload: bytes, *, correlation: bytes | None = None) -> None:
+        self.published.append((topic, payload))
+
+    def ack(self, mid: int) -> None:
+        self.acked.append(mid)
+
+
+def test_released_parked_records_are_charged_to_the_sender(
+    ledger: Intake, gateway: Gateway, tmp_path: Path
+) -> None:
+    import threading
+
+    from ledger.service import LedgerService, _Message
+    from sync.mqtt import BrokerConfig
+    from sync.topics import events_topic
+
+    service = LedgerService(
+        ledger, BrokerConfig(url="mqtt://127.0.0.1:1", client_id="ledger"), clock=lambda: 0.0
+    )
+    link = _RecordingLink()
+    service.link = link  # type: ignore[assignment]
+    key = device_key(gateway)
+    chain = _chain(key, 7)
+    stop = threading.Event()
+    before = service.budget.tokens(DEVICE, 0.0)["records"]
+    parked = encode_batch(DEVICE, chain[1:])
+    service._process(DEVICE, _Message(events_topic(DEVICE), parked, None, 1), stop)
+    after_parking = service.budget.tokens(DEVICE, 0.0)["records"]
+    assert before - after_parking == 6
+    first = encode_batch(DEVICE, chain[:1])
+    service._process(DEVICE, _Message(events_topic(DEVICE), first, None, 2), stop)
+    # One envelope in the message, six parked records checked again and logged.
+    assert after_parking - service.budget.tokens(DEVICE, 0.0)["records"] == 7
+    assert link.acked == [1, 2] and ledger.store.log_size() == 7
