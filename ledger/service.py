@@ -292,6 +292,7 @@ class LedgerService:
                 try:
                     self._log_size = self.intake.store.log_size()
                 except StorageError as exc:
+                    self.counters["store_probes_failed"] += 1
                     log.error("the ledger store does not answer: %s", exc)
                 else:
                     self._set_store_up(True)
