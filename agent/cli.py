@@ -22,6 +22,7 @@ from agent.paths import DataDir, resolve_data_dir
 from agent.recorder import Recorder, kg_to_units, units_to_kg
 from agent.settings import SETTINGS, check_config, load_config
 from custody import cbor, cose, epcis
+from custody.commitment import MAX_SUM_UNITS
 from custody.envelope import verify_envelope
 from custody.errors import (
     CaptureError,
@@ -290,6 +291,24 @@ def cmd_lot_close(args: argparse.Namespace) -> int:
         else:
             _print_recorded(contribution, rec, False)
             _print_recorded(checkpoint, rec, False)
+    return 0
+
+
+def cmd_stock_declare(args: argparse.Namespace) -> int:
+    """Sign this site's opening stock once; the registry authority then pins that record."""
+    units = kg_to_units(args.kg, limit=MAX_SUM_UNITS)
+    with _recorder(args) as rec:
+        e = rec.declare_stock(units, note=args.note)
+        site = rec.config.site_id
+    kg = str(units_to_kg(units))
+    if args.json:
+        _print_json({"event_id": e.event_id.hex(), "site": site, "units": units, "kg": kg})
+    else:
+        print(f"recorded opening stock of site {site}: {kg} kg, event id {e.event_id.hex()}")
+        print(
+            "next: ask the registry authority to pin it: "
+            f"custody-registry stock {site} {e.event_id.hex()}"
+        )
     return 0
 
 
@@ -723,6 +742,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add(lot, "close", cmd_lot_close, "commit to the sum of this gateway's bags of a lot")
     p.add_argument("lot", help="lot id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    stock = add(
+        sub, "stock", _group_help, "opening stock: the base of this site's mass balance"
+    ).add_subparsers(dest="stock_command", required=True, metavar="ACTION")
+    p = add(
+        stock, "declare", cmd_stock_declare,
+        "sign this site's opening stock (once per site; committed like any mass), then have "
+        "the registry authority pin the record",
+    )  # fmt: skip
+    p.add_argument(
+        "--kg", required=True,
+        help="opening stock in kg, at most one decimal (resolution 0.1 kg); 0 for none",
+    )  # fmt: skip
+    p.add_argument("--note", help="free text note, e.g. how the stock was measured")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add(sub, "checkpoint", cmd_checkpoint, "sign the running sums of inputs and outputs now")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -31,13 +31,14 @@ from agent.settings import AgentConfig, load_config
 from custody.commitment import (
     MASS_UNIT_G,
     MAX_MASS_UNITS,
+    MAX_SUM_UNITS,
     Opening,
     commit_masses,
     seal_openings,
 )
 from custody.envelope import EventSigner, verify_envelope
 from custody.errors import CaptureError, InvalidMassError, NotInitialisedError
-from custody.event import EventType
+from custody.event import MAX_TEXT, EventType
 from custody.files import move_file
 from custody.group import ED25519
 from custody.keys import DeviceKey, LedgerPublicKeys
@@ -47,8 +48,12 @@ __all__ = ["Recorder", "kg_to_units", "units_to_kg"]
 _UNITS_PER_KG = 1000 // MASS_UNIT_G
 
 
-def kg_to_units(kg: str | Decimal | int) -> int:
-    """Kilograms (as typed by a person) to integer mass units; exact or refused."""
+def kg_to_units(kg: str | Decimal | int, *, limit: int = MAX_MASS_UNITS) -> int:
+    """Kilograms (as typed by a person) to integer mass units; exact or refused.
+
+    ``limit`` is one weighing's bound by default; a declared stock may use the sums' bound
+    (``MAX_SUM_UNITS``).
+    """
     try:
         value = Decimal(str(kg))
     except InvalidOperation as exc:
@@ -60,8 +65,10 @@ def kg_to_units(kg: str | Decimal | int) -> int:
         raise InvalidMassError(
             f"{kg} kg is finer than the record's resolution of {MASS_UNIT_G / 1000} kg"
         )
-    if units > MAX_MASS_UNITS:
-        raise InvalidMassError(f"{kg} kg exceeds the largest recordable mass")
+    if units > limit:
+        raise InvalidMassError(
+            f"{kg} kg exceeds the largest recordable mass ({units_to_kg(limit)} kg)"
+        )
     return int(units)
 
 
@@ -221,6 +228,31 @@ class Recorder:
             )
             return contribution, self._checkpoint_locked()
 
+    def declare_stock(self, units: int, *, note: str | None = None) -> StoredEvent:
+        """Sign the site's opening stock: the base of its mass balance (docs/protocol.md §3).
+
+        ``units`` is the stock in mass units, committed and sealed like any mass. A site declares
+        its opening stock once (the registry authority pins that record), so a second declaration
+        from this outbox is refused, under any of its keys.
+        """
+        if isinstance(units, bool) or not isinstance(units, int) or not 0 <= units <= MAX_SUM_UNITS:
+            raise InvalidMassError(
+                f"opening stock must be a whole number of {MASS_UNIT_G / 1000} kg units from 0 to "
+                f"{MAX_SUM_UNITS} ({units_to_kg(MAX_SUM_UNITS)} kg), got {units!r}"
+            )
+        if note is not None and not 0 < len(note) <= MAX_TEXT:
+            raise CaptureError(f"the note must be 1-{MAX_TEXT} characters, got {len(note)}")
+        body = {} if note is None else {"note": note}
+        # Under the cross-process lock, so two processes cannot both find none and both sign.
+        with self._checkpoint_lock():
+            existing = self._opening_stock()
+            if existing is not None:
+                raise CaptureError(
+                    "this gateway has already declared its site's opening stock (event "
+                    f"{existing.event_id.hex()}); a site declares it once"
+                )
+            return self.record(EventType.OPENING_STOCK, body, masses={"stock": units})
+
     def rotate_key(self) -> StoredEvent:
         """Announce a new signing key under the current one, then sign with it (agent/rotation.py).
 
@@ -311,6 +343,14 @@ class Recorder:
         if state.event_id is not None:
             body["prev_checkpoint"] = state.event_id
         return self.record(EventType.CHECKPOINT, body, masses={"in": inputs, "out": outputs})
+
+    def _opening_stock(self) -> StoredEvent | None:
+        """The declaration in this outbox, under the current key or a retired one."""
+        for kid in self.outbox.kids():
+            found = self.outbox.of_type(kid, EventType.OPENING_STOCK.value, limit=1)
+            if found:
+                return found[0]
+        return None
 
     def _verifies(self, kid: bytes, envelope: bytes) -> bool:
         if kid != self.key.kid:

@@ -44,12 +44,13 @@ __all__ = [
 MASS_UNIT_G = 100
 # Per-weighing bound: 2^32 units = 429,496 t, far above any single weighing.
 MAX_MASS_UNITS = 2**32 - 1
-# Cumulative sums (checkpoints) and lot totals: the 48-bit range of the balance proofs
-# (ZK.md), 28 Mt, decades of a large site.
+# Cumulative sums (checkpoints), lot totals and opening stocks: the 48-bit range of the
+# balance proofs (ZK.md), 28 Mt, decades of a large site.
 MAX_SUM_UNITS = 2**48 - 1
 WEIGHING_FIELDS = ("gross", "tare", "net", "bag")
-# Checkpoint running sums (in/out) and a lot contribution's total (docs/zk-summaries.md).
-SUM_FIELDS = ("in", "out", "total")
+# Masses bounded by the balance proofs' range rather than one weighing's: checkpoint running
+# sums (in/out), a lot contribution's total and a site's opening stock (docs/zk-summaries.md).
+SUM_FIELDS = ("in", "out", "total", "stock")
 MASS_FIELDS = WEIGHING_FIELDS + SUM_FIELDS
 
 
@@ -133,8 +134,8 @@ def verify_openings(pairs: Sequence[tuple[bytes, Opening]], group: Group = ED255
 def commit_masses(
     values: Mapping[str, int], group: Group = ED25519
 ) -> tuple[dict[str, Point], dict[str, Opening]]:
-    """Commit to ``gross``/``tare``/``bag`` values (or to sums: ``in``/``out``/``total``);
-    derive ``net`` homomorphically.
+    """Commit to ``gross``/``tare``/``bag`` values (or to sums and stocks: ``in``/``out``/
+    ``total``/``stock``); derive ``net`` homomorphically.
 
     When both gross and tare are given, ``net`` is ``C_gross - C_tare`` with
     blinding ``r_gross - r_tare``: a verifier can check the relation from the
@@ -143,7 +144,8 @@ def commit_masses(
     fields = set(values)
     if not (fields <= {"gross", "tare", "bag"} or fields <= set(SUM_FIELDS)):
         raise InvalidMassError(
-            f"mass fields must be among gross, tare, bag (or in, out, total); got {sorted(values)}"
+            "mass fields must be among gross, tare, bag (or in, out, total, stock); "
+            f"got {sorted(values)}"
         )
     for name in fields & set(WEIGHING_FIELDS):
         if not 0 <= values[name] <= MAX_MASS_UNITS:

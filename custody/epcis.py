@@ -23,8 +23,9 @@ or log order and maps each capture to one EPCIS event (docs/protocol.md §3.3):
     event, same ``eventID``, with ``errorDeclaration`` (reason
     ``did_not_occur``, the void's time, id and text). A void whose target is
     not in the export (or is a system event) is counted, not exported.
-system events (boot, clock_sync, device_*, key_rotation, checkpoint, lot_contribution)
-    have no EPCIS form and are skipped (``custody.event.EPCIS_MAPPING``).
+system events
+    (boot, clock_sync, device_*, key_rotation, checkpoint, lot_contribution,
+    opening_stock) have no EPCIS form and are skipped (``custody.event.EPCIS_MAPPING``).
 
 Identifiers. A seal that is a GS1 instance key (SSCC ``(00)``, SGTIN
 ``(01)+(21)``, GRAI ``(8003)`` with serial, GIAI ``(8004)``, as scanned in

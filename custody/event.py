@@ -73,6 +73,7 @@ class EventType(StrEnum):
     VOID = "void"
     CHECKPOINT = "checkpoint"
     LOT_CONTRIBUTION = "lot_contribution"
+    OPENING_STOCK = "opening_stock"
 
 
 # EPCIS 2.0 event class and CBV 2.0 action/bizStep for each capture type
@@ -89,6 +90,7 @@ EPCIS_MAPPING: dict[EventType, tuple[str, str, str] | None] = {
     EventType.VOID: None,
     EventType.CHECKPOINT: None,
     EventType.LOT_CONTRIBUTION: None,
+    EventType.OPENING_STOCK: None,
 }
 
 
@@ -322,6 +324,12 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
     # A site's part of a lot: a commitment to the sum of its (non-voided) bags of the lot.
     EventType.LOT_CONTRIBUTION: BodySchema(
         required={"lot": _ident, "mass": _sums("total"), "sealed": _sealed},
+    ),
+    # The site's declared stock when its mass balance starts (docs/protocol.md §3): signed by
+    # the site, not set by the ledger, so the ledger cannot inflate the balance's base.
+    EventType.OPENING_STOCK: BodySchema(
+        required={"mass": _sums("stock"), "sealed": _sealed},
+        optional={"note": _text},
     ),
 }
 

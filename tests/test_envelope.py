@@ -68,12 +68,12 @@ def sample_body(type_: EventType, ledger: LedgerKeyPair = LEDGER) -> dict[str, A
             "direction": "out",
             "seals": ["SEAL-000123"],
         }
-    if type_ in (EventType.CHECKPOINT, EventType.LOT_CONTRIBUTION):
-        values = (
-            {"in": 5_000_000, "out": 1_200_000}
-            if type_ is EventType.CHECKPOINT
-            else {"total": 45_075}
-        )
+    if type_ in (EventType.CHECKPOINT, EventType.LOT_CONTRIBUTION, EventType.OPENING_STOCK):
+        values = {
+            EventType.CHECKPOINT: {"in": 5_000_000, "out": 1_200_000},
+            EventType.LOT_CONTRIBUTION: {"total": 45_075},
+            EventType.OPENING_STOCK: {"stock": 3_500_000},
+        }[type_]
         points, openings = commit_masses(values)
         body: dict[str, Any] = {
             "mass": {name: p.encoded for name, p in points.items()},
@@ -81,7 +81,7 @@ def sample_body(type_: EventType, ledger: LedgerKeyPair = LEDGER) -> dict[str, A
         }
         if type_ is EventType.CHECKPOINT:
             body.update(epoch=2, upto=41, prev_checkpoint=bytes(range(32)))
-        else:
+        elif type_ is EventType.LOT_CONTRIBUTION:
             body["lot"] = "LOT-2024-0042"
         return body
     return {

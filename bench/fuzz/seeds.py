@@ -92,6 +92,9 @@ def _bodies() -> Iterator[tuple[EventType, dict[str, Any]]]:
     yield EventType.DEVICE_DETACH, {"port": "/dev/ttyUSB0", "reason": "unplugged"}
     yield EventType.VOID, {"target": bytes(range(32)), "reason": "wrong vehicle"}
     yield EventType.KEY_ROTATION, {"new_key": DeviceKey(bytes(32)).public_key}
+    points, openings = commit_masses({"stock": 1_250_000})
+    yield EventType.OPENING_STOCK, {"sealed": seal_openings(openings, sealing), "note": "stockpile",
+                                    "mass": {k: p.encoded for k, p in points.items()}}  # fmt: skip
 
 
 _CHAIN: list[Envelope] = []
