@@ -14,7 +14,14 @@ Schema versions (``PRAGMA user_version``), applied in order on open, each in
 one transaction: 1 the first schema; 2 adds ``device_keys.valid_from_ms`` (a
 key is accepted only from then on; existing keys get their enrolment time) and
 the ``forks`` alarm table; 3 adds ``rejections.count`` (summarised rejections) and the
-bounded ``dead_letters`` table.
+bounded ``dead_letters`` table; 4 adds the ``registry_log`` and the key columns
+``last_seq`` and ``enrolled_index``.
+
+The log is shared: besides device events it holds the registry authority's
+entries (COSE_Sign1 documents that enrol, retire and pin, chained by their own
+seq), one leaf ``leaf_hash(entry_id)`` each, so a verifier can tell by log index
+whether a key was enrolled before a record was logged. A log index belongs to
+exactly one row of ``events`` or ``registry_log``; readers of leaves merge both.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from custody.errors import StorageError
-from custody.merkle import CompactRange
+from custody.merkle import CompactRange, leaf_hash
 
 __all__ = [
     "MAX_FORKS_PER_KEY",
@@ -39,6 +47,7 @@ __all__ = [
     "ForkAlarm",
     "LedgerStore",
     "LoggedEvent",
+    "LoggedRegistryEntry",
     "NewEvent",
     "Store",
 ]
@@ -162,7 +171,39 @@ CREATE TABLE dead_letters (
 ) STRICT;
 CREATE INDEX dead_letters_seen ON dead_letters (last_seen_ms);
 """
-_MIGRATIONS = (_SCHEMA, _MIGRATION_2, _MIGRATION_3)
+# Version 4: the registry authority's entries share the log with the events. Their seq is
+# the authority's own chain (1, 2, ... gapless); a key enrolled by an entry records that
+# entry's log index, and a retirement or rotation fixes the last seq its chain may log.
+_MIGRATION_4 = """
+CREATE TABLE registry_log (
+    seq         INTEGER PRIMARY KEY CHECK (seq >= 1),
+    log_index   INTEGER NOT NULL UNIQUE CHECK (log_index >= 0),  -- position of the leaf
+    entry_id    BLOB    NOT NULL UNIQUE CHECK (length(entry_id) = 32),  -- SHA-256 of entry
+    entry       BLOB    NOT NULL,                                -- the COSE_Sign1 bytes
+    op          TEXT    NOT NULL,
+    received_ms INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE device_keys ADD COLUMN last_seq INTEGER CHECK (last_seq >= 0);
+-- Checked at commit: an entry and the keys it enrols are written in one transaction.
+ALTER TABLE device_keys ADD COLUMN enrolled_index INTEGER
+    REFERENCES registry_log (log_index) DEFERRABLE INITIALLY DEFERRED;
+
+CREATE TRIGGER registry_log_immutable BEFORE UPDATE ON registry_log
+BEGIN SELECT RAISE(ABORT, 'logged registry entries are immutable'); END;
+CREATE TRIGGER registry_log_undeletable BEFORE DELETE ON registry_log
+BEGIN SELECT RAISE(ABORT, 'logged registry entries are never deleted'); END;
+-- The authority's chain is gapless, and a leaf position holds one row of one table.
+-- Events are not checked the other way: their inserts are the hot path, and both
+-- kinds take their position from the same compact range under the write lock.
+CREATE TRIGGER registry_log_gapless BEFORE INSERT ON registry_log
+WHEN NEW.seq IS NOT (SELECT coalesce(max(seq), 0) + 1 FROM registry_log)
+BEGIN SELECT RAISE(ABORT, 'a registry entry must follow the registry head'); END;
+CREATE TRIGGER registry_log_own_leaf BEFORE INSERT ON registry_log
+WHEN EXISTS (SELECT 1 FROM events WHERE log_index = NEW.log_index)
+BEGIN SELECT RAISE(ABORT, 'an event holds that log index'); END;
+"""
+_MIGRATIONS = (_SCHEMA, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4)
 # Distinct forks kept per device key, with their evidence (``record_fork``).
 MAX_FORKS_PER_KEY = 100
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -177,6 +218,12 @@ class DeviceKeyRecord:
     enrolled_ms: int
     revoked_ms: int | None
     valid_from_ms: int = 0
+    # The last seq of the key's chain that may be logged (a retirement or the key's
+    # rotation fixed it); None: open.
+    last_seq: int | None = None
+    # Log index of the registry entry that enrolled the key; None for an operator's
+    # enrolment and for a key a device announced in its own key_rotation.
+    enrolled_index: int | None = None
 
     @property
     def revoked(self) -> bool:
@@ -264,6 +311,17 @@ class LoggedEvent:
     envelope: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedRegistryEntry:
+    """A registry authority's entry as logged: its chain seq and its leaf's position."""
+
+    seq: int
+    log_index: int
+    entry_id: bytes
+    entry: bytes
+    op: str
+
+
 class Store(Protocol):
     """What a ledger store offers: ``LedgerStore`` (SQLite) and ``PostgresLedgerStore``.
 
@@ -277,12 +335,14 @@ class Store(Protocol):
     def transaction(self) -> contextlib.AbstractContextManager[object]: ...
     def enroll(
         self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
-        valid_from_ms: int | None = None,
+        valid_from_ms: int | None = None, *, enrolled_index: int | None = None,
     ) -> None: ...  # fmt: skip
     def revoke(self, device_id: str) -> int: ...
+    def retire_key(self, kid: bytes, last_seq: int) -> None: ...
     def rotate_key(
         self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
         *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+        last_seq: int | None = None,
     ) -> None: ...  # fmt: skip
     def key(self, kid: bytes) -> DeviceKeyRecord | None: ...
     def device_keys(self) -> list[DeviceKeyRecord]: ...
@@ -290,6 +350,11 @@ class Store(Protocol):
     def event_id_at(self, kid: bytes, seq: int) -> bytes | None: ...
     def log_range(self) -> CompactRange: ...
     def append_events(self, log: CompactRange, events: Sequence[NewEvent]) -> None: ...
+    def append_registry_entry(
+        self, log: CompactRange, seq: int, entry_id: bytes, entry: bytes, op: str
+    ) -> int: ...
+    def registry_head(self) -> tuple[int, bytes]: ...
+    def registry_entries(self, upto_index: int | None = None) -> list[LoggedRegistryEntry]: ...
     def save_log(self, log: CompactRange) -> None: ...
     def waiting_envelope(self, kid: bytes, seq: int) -> bytes | None: ...
     def wait(self, kid: bytes, seq: int, envelope: bytes) -> None: ...
@@ -340,6 +405,17 @@ def events_where(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
+def check_registry_entry(head_seq: int, seq: int, entry_id: bytes, entry: bytes) -> None:
+    """The store's guard on a registry entry to append: it follows the head and its id
+    is the SHA-256 of its bytes (``StorageError`` otherwise)."""
+    if seq != head_seq + 1:
+        raise StorageError(
+            f"registry entry seq {seq} does not follow the registry head (seq {head_seq})"
+        )
+    if hashlib.sha256(entry).digest() != entry_id:
+        raise StorageError(f"registry entry {seq}: its id is not the SHA-256 of its bytes")
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -349,6 +425,7 @@ class LedgerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._tx_thread: int | None = None  # the thread whose transaction is open
         try:
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=10
@@ -391,35 +468,80 @@ class LedgerStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        """One durable write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``).
+
+        Called again by the thread whose transaction is open, it is a savepoint inside
+        it, as a nested transaction is in PostgreSQL: so ``enroll`` of a key that a
+        registry entry enrols joins the transaction that logs the entry.
+        """
+        me = threading.get_ident()
+        if self._tx_thread == me:
+            self.conn.execute("SAVEPOINT nested")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK TO nested")
+                self.conn.execute("RELEASE nested")
+                raise
+            self.conn.execute("RELEASE nested")
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StorageError(f"ledger store: {exc}") from exc
+        self._tx_thread = me
         try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                # A deferred foreign key (a key naming no logged registry entry) fails here.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StorageError(f"ledger store: commit: {exc}") from exc
+        finally:
+            self._tx_thread = None
 
     # --- registry --------------------------------------------------------------------
     def enroll(
         self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
-        valid_from_ms: int | None = None,
+        valid_from_ms: int | None = None, *, enrolled_index: int | None = None,
     ) -> None:  # fmt: skip
-        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on."""
+        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on.
+
+        ``enrolled_index``: the log index of the registry entry that enrols it (call
+        this inside the ``transaction()`` that appended the entry)."""
         now = _now_ms()
         with self.transaction() as c:
             try:
                 c.execute(
                     "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
-                    " valid_from_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    " valid_from_ms, enrolled_index) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (kid, device_id, site_id, public_key, now,
-                     now if valid_from_ms is None else valid_from_ms),
+                     now if valid_from_ms is None else valid_from_ms, enrolled_index),
                 )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 raise StorageError(f"key {kid.hex()} is already enrolled") from exc
+
+    def retire_key(self, kid: bytes, last_seq: int) -> None:
+        """Fix the last seq ``kid`` may log and revoke it (now, unless revoked before).
+
+        A bound already fixed is only ever lowered: a later retirement cannot reopen
+        seqs that the key's rotation or an earlier retirement closed."""
+        try:
+            done = self.conn.execute(
+                "UPDATE device_keys SET last_seq = min(coalesce(last_seq, ?), ?),"
+                " revoked_ms = coalesce(revoked_ms, ?) WHERE kid = ?",
+                (last_seq, last_seq, _now_ms(), kid),
+            ).rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(f"ledger store: retiring key {kid.hex()}: {exc}") from exc
+        if done == 0:
+            raise StorageError(f"key {kid.hex()} is not enrolled")
 
     def revoke(self, device_id: str) -> int:
         with self.transaction() as c:
@@ -431,10 +553,12 @@ class LedgerStore:
     def rotate_key(
         self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
         *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+        last_seq: int | None = None,
     ) -> None:  # fmt: skip
         """Inside ``transaction()``, with the ``key_rotation`` event's append: enrol the key it
         announced (from ``valid_from_ms``) and retire the old one (revoked at ``retired_ms``,
-        just after the rotation event, its last record). ledger/intake.py checks beforehand."""
+        just after the rotation event, its last record, whose seq is ``last_seq``; a bound
+        fixed before is only lowered). ledger/intake.py checks beforehand."""
         if enrol_new:
             self.conn.execute(
                 "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
@@ -445,19 +569,24 @@ class LedgerStore:
             "UPDATE device_keys SET revoked_ms = ? WHERE kid = ? AND revoked_ms IS NULL",
             (retired_ms, old_kid),
         )
+        if last_seq is not None:
+            self.conn.execute(
+                "UPDATE device_keys SET last_seq = min(coalesce(last_seq, ?), ?) WHERE kid = ?",
+                (last_seq, last_seq, old_kid),
+            )
 
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         row = self.conn.execute(
             "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms,"
-            " valid_from_ms FROM device_keys WHERE kid = ?",
+            " valid_from_ms, last_seq, enrolled_index FROM device_keys WHERE kid = ?",
             (kid,),
         ).fetchone()
         return None if row is None else DeviceKeyRecord(*row)
 
     def device_keys(self) -> list[DeviceKeyRecord]:
         rows = self.conn.execute(
-            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
-            " FROM device_keys ORDER BY enrolled_ms, kid"
+            "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms,"
+            " last_seq, enrolled_index FROM device_keys ORDER BY enrolled_ms, kid"
         )
         return [DeviceKeyRecord(*r) for r in rows]
 
@@ -508,6 +637,41 @@ class LedgerStore:
         )
         for e in events:
             log.append_hash(e.leaf_hash)
+
+    def append_registry_entry(
+        self, log: CompactRange, seq: int, entry_id: bytes, entry: bytes, op: str
+    ) -> int:
+        """Append a registry authority's entry at the log's end (inside a transaction);
+        returns its log index. ``seq`` must follow ``registry_head()``: the caller checks
+        the entry's chain first, this refusal is the store's own guard."""
+        check_registry_entry(self.registry_head()[0], seq, entry_id, entry)
+        index = log.size
+        try:
+            self.conn.execute(
+                "INSERT INTO registry_log (seq, log_index, entry_id, entry, op, received_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, index, entry_id, entry, op, _now_ms()),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"ledger store: appending registry entry {seq}: {exc}") from exc
+        log.append_hash(leaf_hash(entry_id))
+        return index
+
+    def registry_head(self) -> tuple[int, bytes]:
+        row = self.conn.execute(
+            "SELECT seq, entry_id FROM registry_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def registry_entries(self, upto_index: int | None = None) -> list[LoggedRegistryEntry]:
+        """The registry entries in seq order; with ``upto_index``, those logged before it."""
+        sql = "SELECT seq, log_index, entry_id, entry, op FROM registry_log"
+        rows = (
+            self.conn.execute(sql + " ORDER BY seq")
+            if upto_index is None
+            else self.conn.execute(sql + " WHERE log_index < ? ORDER BY seq", (upto_index,))
+        )
+        return [_registry_entry(r) for r in rows]
 
     def save_log(self, log: CompactRange) -> None:
         self.conn.execute(
@@ -653,13 +817,15 @@ class LedgerStore:
         ]
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
-        from custody.merkle import leaf_hash
-
+        """Leaves ``start`` .. ``end - 1``: a log position is one event's or one registry
+        entry's, so the leaves are both tables' rows, merged in log order."""
         rows = self.conn.execute(
-            "SELECT event_id FROM events WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
-            (start, end),
+            "SELECT log_index, event_id FROM events WHERE log_index >= ? AND log_index < ?"
+            " UNION ALL SELECT log_index, entry_id FROM registry_log"
+            " WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
+            (start, end, start, end),
         )
-        return [leaf_hash(bytes(r[0])) for r in rows]
+        return [leaf_hash(bytes(r[1])) for r in rows]
 
     def masses(self, event_id: bytes) -> dict[str, int]:
         rows = self.conn.execute("SELECT field, value FROM masses WHERE event_id = ?", (event_id,))
@@ -689,6 +855,10 @@ def _dead_letter(r: tuple[Any, ...]) -> DeadLetter:
     return DeadLetter(
         bytes(r[0]), str(r[1]), str(r[2]), bytes(r[3]), str(r[4]), int(r[5]), int(r[6]), int(r[7])
     )
+
+
+def _registry_entry(r: tuple[Any, ...]) -> LoggedRegistryEntry:
+    return LoggedRegistryEntry(int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]), str(r[4]))
 
 
 def _fork(r: tuple[Any, ...]) -> ForkAlarm:

@@ -13,11 +13,15 @@ worker at a time. Reads outside a transaction see the last committed state.
 
 The logical schema is ``ledger.store``'s (BYTEA for blobs, BIGINT for integers,
 the same UNIQUE keys, plus CHECKs for invariants of the protocol). Triggers make
-logged events immutable and undeletable (and the table untruncatable). The
+logged events and registry entries immutable and undeletable (and the tables
+untruncatable). Registry entries share the log with the events (as in
+``ledger.store``): a log position is one row of ``events`` or ``registry_log``. The
 schema is created on first open, and an older one migrated, inside one
 transaction holding an advisory lock, so workers that start together do not
 race; ``ledger_schema`` records its version (the same numbering as SQLite's
-``user_version`` in ``ledger.store``: 2 adds key validity starts and fork alarms).
+``user_version`` in ``ledger.store``: 2 adds key validity starts and fork alarms, 3
+summarised rejections and dead letters, 4 the registry log and the key columns
+``last_seq`` and ``enrolled_index``).
 
 Every psycopg error is translated here into ``StorageError`` (STYLE.md §5). A
 lost connection is not retried: the error stops the worker and its supervisor
@@ -46,14 +50,16 @@ from ledger.store import (
     DeviceKeyRecord,
     ForkAlarm,
     LoggedEvent,
+    LoggedRegistryEntry,
     NewEvent,
+    check_registry_entry,
     dead_letter_digest,
     events_where,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedgerStore"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # pg_advisory_xact_lock key guarding schema creation ("custody" + 0x01, a positive bigint).
 _SCHEMA_LOCK = int.from_bytes(b"custody\x01", "big")
 
@@ -183,7 +189,56 @@ CREATE TABLE dead_letters (
 );
 CREATE INDEX dead_letters_seen ON dead_letters (last_seen_ms);
 """
-_MIGRATIONS = {1: _SCHEMA, 2: _MIGRATION_2, 3: _MIGRATION_3}  # version -> the script to reach it
+# Version 4 (as ledger.store's): the registry authority's entries share the log.
+_MIGRATION_4 = """
+CREATE TABLE registry_log (
+    seq         BIGINT PRIMARY KEY CHECK (seq >= 1),
+    log_index   BIGINT NOT NULL UNIQUE CHECK (log_index >= 0),  -- position of the leaf
+    entry_id    BYTEA  NOT NULL UNIQUE CHECK (entry_id = sha256(entry)),
+    entry       BYTEA  NOT NULL,                                -- the COSE_Sign1 bytes
+    op          TEXT   NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+
+ALTER TABLE device_keys ADD COLUMN last_seq BIGINT CHECK (last_seq >= 0);
+-- Checked at commit: an entry and the keys it enrols are written in one transaction.
+ALTER TABLE device_keys ADD COLUMN enrolled_index BIGINT
+    REFERENCES registry_log (log_index) DEFERRABLE INITIALLY DEFERRED;
+
+CREATE FUNCTION ledger_registry_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'logged registry entries are immutable';
+    END IF;
+    RAISE EXCEPTION 'logged registry entries are never deleted';
+END
+$$;
+CREATE TRIGGER registry_log_immutable BEFORE UPDATE ON registry_log
+    FOR EACH ROW EXECUTE FUNCTION ledger_registry_append_only();
+CREATE TRIGGER registry_log_undeletable BEFORE DELETE ON registry_log
+    FOR EACH ROW EXECUTE FUNCTION ledger_registry_append_only();
+CREATE TRIGGER registry_log_untruncatable BEFORE TRUNCATE ON registry_log
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_registry_append_only();
+
+-- The authority's chain is gapless, and a leaf position holds one row of one table.
+-- Events are not checked the other way: their inserts are the hot path, and both kinds
+-- take their position from the log state under the sequencer lock.
+CREATE FUNCTION ledger_registry_append() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.seq IS DISTINCT FROM (SELECT coalesce(max(seq), 0) + 1 FROM registry_log) THEN
+        RAISE EXCEPTION 'a registry entry must follow the registry head';
+    END IF;
+    IF EXISTS (SELECT 1 FROM events WHERE log_index = NEW.log_index) THEN
+        RAISE EXCEPTION 'an event holds that log index';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER registry_log_appends BEFORE INSERT ON registry_log
+    FOR EACH ROW EXECUTE FUNCTION ledger_registry_append();
+"""
+# version -> the script to reach it
+_MIGRATIONS = {1: _SCHEMA, 2: _MIGRATION_2, 3: _MIGRATION_3, 4: _MIGRATION_4}
 
 
 def _now_ms() -> int:
@@ -295,20 +350,34 @@ class PostgresLedgerStore:
     # --- registry --------------------------------------------------------------------
     def enroll(
         self, device_id: str, site_id: str, public_key: bytes, kid: bytes,
-        valid_from_ms: int | None = None,
+        valid_from_ms: int | None = None, *, enrolled_index: int | None = None,
     ) -> None:  # fmt: skip
-        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on."""
+        """Enrol a key; it is accepted from ``valid_from_ms`` (default: now) on.
+
+        ``enrolled_index``: as ``LedgerStore.enroll`` (inside the transaction that
+        appended the entry, this is a savepoint of it)."""
         now = _now_ms()
         with self.transaction() as c:
             try:
                 c.execute(
                     "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms,"
-                    " valid_from_ms) VALUES (%s, %s, %s, %s, %s, %s)",
+                    " valid_from_ms, enrolled_index) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (kid, device_id, site_id, public_key, now,
-                     now if valid_from_ms is None else valid_from_ms),
+                     now if valid_from_ms is None else valid_from_ms, enrolled_index),
                 )  # fmt: skip
             except psycopg.errors.UniqueViolation as exc:
                 raise StorageError(f"key {kid.hex()} is already enrolled") from exc
+
+    def retire_key(self, kid: bytes, last_seq: int) -> None:
+        """As ``LedgerStore.retire_key``: fix (or lower) the key's last seq, revoke it."""
+        with self._op("retiring a device key") as c:
+            done = c.execute(
+                "UPDATE device_keys SET last_seq = least(coalesce(last_seq, %s), %s),"
+                " revoked_ms = coalesce(revoked_ms, %s) WHERE kid = %s",
+                (last_seq, last_seq, _now_ms(), kid),
+            ).rowcount
+        if done == 0:
+            raise StorageError(f"key {kid.hex()} is not enrolled")
 
     def revoke(self, device_id: str) -> int:
         with self.transaction() as c:
@@ -321,6 +390,7 @@ class PostgresLedgerStore:
     def rotate_key(
         self, device_id: str, site_id: str, old_kid: bytes, new_kid: bytes, new_public_key: bytes,
         *, valid_from_ms: int, retired_ms: int, enrol_new: bool = True,
+        last_seq: int | None = None,
     ) -> None:  # fmt: skip
         """Inside ``transaction()``: as ``LedgerStore.rotate_key``."""
         with self._op("rotating a device key") as c:
@@ -334,12 +404,18 @@ class PostgresLedgerStore:
                 "UPDATE device_keys SET revoked_ms = %s WHERE kid = %s AND revoked_ms IS NULL",
                 (retired_ms, old_kid),
             )
+            if last_seq is not None:
+                c.execute(
+                    "UPDATE device_keys SET last_seq = least(coalesce(last_seq, %s), %s)"
+                    " WHERE kid = %s",
+                    (last_seq, last_seq, old_kid),
+                )
 
     def key(self, kid: bytes) -> DeviceKeyRecord | None:
         with self._op("reading a device key") as c:
             row = c.execute(
-                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
-                " FROM device_keys WHERE kid = %s",
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms,"
+                " valid_from_ms, last_seq, enrolled_index FROM device_keys WHERE kid = %s",
                 (kid,),
             ).fetchone()
         return None if row is None else _key_record(row)
@@ -347,8 +423,9 @@ class PostgresLedgerStore:
     def device_keys(self) -> list[DeviceKeyRecord]:
         with self._op("listing device keys") as c:
             rows = c.execute(
-                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms, valid_from_ms"
-                " FROM device_keys ORDER BY enrolled_ms, kid"
+                "SELECT kid, device_id, site_id, public_key, enrolled_ms, revoked_ms,"
+                " valid_from_ms, last_seq, enrolled_index FROM device_keys"
+                " ORDER BY enrolled_ms, kid"
             ).fetchall()
         return [_key_record(r) for r in rows]
 
@@ -401,6 +478,40 @@ class PostgresLedgerStore:
             )
         for e in events:
             log.append_hash(e.leaf_hash)
+
+    def append_registry_entry(
+        self, log: CompactRange, seq: int, entry_id: bytes, entry: bytes, op: str
+    ) -> int:
+        """As ``LedgerStore.append_registry_entry`` (inside a transaction)."""
+        check_registry_entry(self.registry_head()[0], seq, entry_id, entry)
+        index = log.size
+        with self._op("appending a registry entry") as c:
+            c.execute(
+                "INSERT INTO registry_log (seq, log_index, entry_id, entry, op, received_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (seq, index, entry_id, entry, op, _now_ms()),
+            )
+        log.append_hash(leaf_hash(entry_id))
+        return index
+
+    def registry_head(self) -> tuple[int, bytes]:
+        with self._op("reading the registry head") as c:
+            row = c.execute(
+                "SELECT seq, entry_id FROM registry_log ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        return (0, bytes(32)) if row is None else (int(row[0]), bytes(row[1]))
+
+    def registry_entries(self, upto_index: int | None = None) -> list[LoggedRegistryEntry]:
+        """The registry entries in seq order; with ``upto_index``, those logged before it."""
+        with self._op("reading registry entries") as c:
+            rows = c.execute(
+                "SELECT seq, log_index, entry_id, entry, op FROM registry_log"
+                " WHERE %s::bigint IS NULL OR log_index < %s ORDER BY seq",
+                (upto_index, upto_index),
+            ).fetchall()
+        return [
+            LoggedRegistryEntry(int(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]), r[4]) for r in rows
+        ]
 
     def save_log(self, log: CompactRange) -> None:
         with self._op("saving the log state") as c:
@@ -590,13 +701,15 @@ class PostgresLedgerStore:
         ]
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Leaves ``start`` .. ``end - 1``: events and registry entries, in log order."""
         with self._op("reading leaf hashes") as c:
             rows = c.execute(
-                "SELECT event_id FROM events WHERE log_index >= %s AND log_index < %s"
-                " ORDER BY log_index",
-                (start, end),
+                "SELECT log_index, event_id FROM events WHERE log_index >= %s AND log_index < %s"
+                " UNION ALL SELECT log_index, entry_id FROM registry_log"
+                " WHERE log_index >= %s AND log_index < %s ORDER BY log_index",
+                (start, end, start, end),
             ).fetchall()
-        return [leaf_hash(bytes(r[0])) for r in rows]
+        return [leaf_hash(bytes(r[1])) for r in rows]
 
     def masses(self, event_id: bytes) -> dict[str, int]:
         with self._op("reading masses") as c:
@@ -614,9 +727,10 @@ class PostgresLedgerStore:
         """The log's invariants hold (SQLite's ``PRAGMA integrity_check`` has no PostgreSQL peer
         without the amcheck extension; the server checks its own pages).
 
-        The logged events are exactly positions 0..size-1, the saved compact range
-        is well-formed and matches the saved size and root, and every device key's
-        events are seq 1..head with the head pointing at the last of them.
+        The logged leaves (events and registry entries) are exactly positions
+        0..size-1, each once, the saved compact range is well-formed and matches the
+        saved size and root, every device key's events are seq 1..head with the head
+        pointing at the last of them, and the registry entries are seq 1..n.
         """
         with self._op("checking integrity") as c:
             outside = c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -627,7 +741,12 @@ class PostgresLedgerStore:
                     "SELECT size, root, range_ FROM log_state WHERE id = 1"
                 ).fetchone()
                 log = c.execute(
-                    "SELECT count(*), coalesce(max(log_index) + 1, 0) FROM events"
+                    "SELECT count(*), count(DISTINCT log_index), coalesce(max(log_index) + 1, 0)"
+                    " FROM (SELECT log_index FROM events"
+                    " UNION ALL SELECT log_index FROM registry_log) AS leaves"
+                ).fetchone()
+                registry = c.execute(
+                    "SELECT count(*), coalesce(max(seq), 0) FROM registry_log"
                 ).fetchone()
                 bad_chains = c.execute(
                     "SELECT count(*) FROM (SELECT kid, count(*) AS n, max(seq) AS top FROM events"
@@ -639,18 +758,20 @@ class PostgresLedgerStore:
                 ).fetchone()
         # Aggregates always return a row.
         assert log is not None
+        assert registry is not None
         assert bad_chains is not None
+        chains_ok = int(bad_chains[0]) == 0 and int(registry[0]) == int(registry[1])
         if state is None:  # as log_size(): no state row is the empty log
-            return int(log[0]) == 0 and int(bad_chains[0]) == 0
+            return int(log[0]) == 0 and chains_ok
         size, saved_root, saved_range = int(state[0]), bytes(state[1]), bytes(state[2])
         try:
             compact = CompactRange.from_bytes(saved_range)
         except DecodeError:
             return False
         return (
-            int(log[0]) == int(log[1]) == size == compact.size
+            int(log[0]) == int(log[1]) == int(log[2]) == size == compact.size
             and compact.root() == saved_root
-            and int(bad_chains[0]) == 0
+            and chains_ok
         )
 
 
@@ -658,4 +779,5 @@ def _key_record(row: tuple[Any, ...]) -> DeviceKeyRecord:
     return DeviceKeyRecord(
         bytes(row[0]), row[1], row[2], bytes(row[3]), int(row[4]),
         None if row[5] is None else int(row[5]), int(row[6]),
+        None if row[7] is None else int(row[7]), None if row[8] is None else int(row[8]),
     )  # fmt: skip
