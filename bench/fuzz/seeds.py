@@ -2,9 +2,10 @@
 
 Seeds are real inputs made by the project's own encoders under the fuzzing keys of
 ``bench.fuzz.targets`` (a chain of signed events of every type, batches of each format, acks,
-checkpoints, a registry, one small lot-summary bundle proven by ``ledger.summary`` for a lab
-lot), the device frames of ``tests/fixtures``, plus a few hand-made inputs at the edges each
-decoder documents (trailing bytes, a decompression bomb, non-canonical CBOR, an overlong line).
+checkpoints, a registry authority's chain with an entry of every op, one small lot-summary
+bundle proven by ``ledger.summary`` for a lab lot), the device frames of ``tests/fixtures``,
+plus a few hand-made inputs at the edges each decoder documents (trailing bytes, a
+decompression bomb, non-canonical CBOR, an overlong line, a registry chain with a gap).
 Masses are committed with random blindings and the bundle carries a random id, so a rebuild
 differs byte for byte from the committed corpus; run it only to replace a target's seeds
 (``--target T``). Files it does not make (inputs the fuzzer found) are left in place.
@@ -20,9 +21,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
+
+import nacl.signing
 
 from agent.settings import render_config
 from bench.fuzz.targets import (
+    AUTHORITY,
+    AUTHORITY_SIGNING,
     BUNDLE_POLICY,
     DEVICE_ID,
     DEVICE_KEY,
@@ -36,9 +42,16 @@ from custody.commitment import commit_masses, seal_openings
 from custody.envelope import Envelope, EventSigner
 from custody.event import GENESIS_PREV, DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey, LedgerKeyPair, kid_for
+from ledger.authority import create_authority
 from ledger.log import sign_checkpoint
-from ledger.registry import sign_registry
-from ledger.verify.registry import Registry, RegistryEntry
+from ledger.verify.authority import AuthorityKey
+from ledger.verify.registry import (
+    ENTRY_CONTENT_TYPE,
+    GENESIS_ENTRY_PREV,
+    Op,
+    entry_id_of,
+    entry_payload,
+)
 from sync.ack import Ack, Rejection, sign_ack
 from sync.batch import FORMAT_CHAINED, ZDICT, encode_batch
 
@@ -255,48 +268,136 @@ def _checkpoint_payload() -> Seeds:
     return out
 
 
-def _registry_value() -> Registry:
-    other = DeviceKey(hashlib.sha256(b"another device").digest())
-    entries = (
-        RegistryEntry(DEVICE_ID, SITE_ID, DEVICE_KEY.kid, DEVICE_KEY.public_key,
-                      1_767_000_000_000, valid_from_ms=1_767_100_000_000),
-        RegistryEntry("gw-other-02", "SITE-OTHER", other.kid, other.public_key,
-                      1_767_000_000_000, revoked_ms=1_767_300_000_000),
-    )  # fmt: skip
-    stock, _ = commit_masses({"total": 5_000_000})
-    return Registry("fuzz-ledger", 1_767_225_600_000, entries, {SITE_ID: stock["total"].encoded})
+# --- registry entries --------------------------------------------------------------------------
+_ENTRY_TIME = 1_767_000_000_000
+_OTHER_DEVICE = DeviceKey(hashlib.sha256(b"another device").digest())
+_CHECKPOINT_ID = hashlib.sha256(b"a checkpoint record").digest()
+_STOCK_RECORD = hashlib.sha256(b"an opening_stock record").digest()
 
 
-def _registry() -> Seeds:
-    return {"registry.cose": sign_registry(LEDGER_KEYS, _registry_value())}
+def _entry_fields() -> list[tuple[str, Op, dict[str, Any]]]:
+    """Seq 1..6 of one authority's chain: an entry of every op, retire with and without
+    ``last_checkpoint``."""
+    return [
+        ("enrol", Op.ENROL, {"device": DEVICE_ID, "site": SITE_ID, "key": DEVICE_KEY.public_key}),
+        ("enrol-other", Op.ENROL,
+         {"device": "gw-other-02", "site": "SITE-OTHER", "key": _OTHER_DEVICE.public_key}),
+        ("stock", Op.STOCK, {"site": SITE_ID, "record": _STOCK_RECORD}),
+        ("retire-checkpoint", Op.RETIRE,
+         {"kid": _OTHER_DEVICE.kid, "last_seq": 12, "last_checkpoint": _CHECKPOINT_ID}),
+        ("retire", Op.RETIRE, {"kid": DEVICE_KEY.kid, "last_seq": 0}),
+        ("heartbeat", Op.HEARTBEAT, {}),
+    ]  # fmt: skip
 
 
-def _registry_payload() -> Seeds:
-    good = _registry_value().to_map()
+def _sign_entry(payload: dict[str, Any], key: nacl.signing.SigningKey = AUTHORITY_SIGNING) -> bytes:
+    """``payload`` signed under ``key`` with the header ``ledger.authority.Authority`` writes."""
+    protected = {cose.HDR_ALG: cose.ALG_EDDSA, cose.HDR_CONTENT_TYPE: ENTRY_CONTENT_TYPE,
+                 cose.HDR_KID: kid_for(bytes(key.verify_key))}  # fmt: skip
+    return cose.sign1(key, protected, cbor.encode(payload))
+
+
+def _entries() -> list[tuple[str, dict[str, Any], bytes]]:
+    """``(name, payload, COSE entry)`` of the chain, linked by entry id."""
+    out = []
+    prev = GENESIS_ENTRY_PREV
+    for seq, (name, op, fields) in enumerate(_entry_fields(), start=1):
+        payload = entry_payload(AUTHORITY.authority_id, seq, prev, _ENTRY_TIME + seq, op, fields)
+        data = _sign_entry(payload)
+        out.append((f"{seq:02d}-{name}", payload, data))
+        prev = entry_id_of(data)
+    return out
+
+
+def _registry_entry() -> Seeds:
+    out = {f"{n}.cose": data for n, _, data in _entries()}
+    first_payload, first = _entries()[0][1:]
+    out["truncated.cose"] = first[: len(first) // 2]
+    out["trailing-byte.cose"] = first + b"\x00"
+    # The right profile under another key (the ledger's: it may never sign the registry).
+    ledger = nacl.signing.SigningKey(LEDGER_KEYS.signing_seed)
+    out["ledger-signed.cose"] = _sign_entry(first_payload, ledger)
+    return out
+
+
+def _registry_entry_payload() -> Seeds:
+    out = {f"{n}.cbor": cbor.encode(payload) for n, payload, _ in _entries()}
+    enrol = _entries()[0][1]
     small_order = bytes([1]) + bytes(31)  # the identity point
-    entry = {**good["devices"][0], "key": small_order, "kid": kid_for(small_order)}
+    # Each is refused for one reason (docs/zk-summaries.md §2.1).
+    out.update({
+        "version-true.cbor": cbor.encode({**enrol, "v": True}),
+        "seq-zero.cbor": cbor.encode({**enrol, "seq": 0}),
+        "seq-2-genesis-prev.cbor": cbor.encode({**enrol, "seq": 2}),
+        "authority-int.cbor": cbor.encode({**enrol, "authority": 7}),
+        "other-authority.cbor": cbor.encode({**enrol, "authority": "fuzz-ledger"}),
+        "small-order-key.cbor": cbor.encode({**enrol, "key": small_order}),
+        "unknown-op.cbor": cbor.encode({**enrol, "op": "revoke"}),
+        "heartbeat-with-site.cbor": cbor.encode({**_entries()[5][1], "site": SITE_ID}),
+        "retire-null-checkpoint.cbor": cbor.encode({**_entries()[4][1], "last_checkpoint": None}),
+        # Unknown keys of two CBOR types: sorting them to name them raised TypeError.
+        "crash-mixed-unknown-keys.cbor": cbor.encode({**enrol, 1: 0, "x": 0}),
+    })  # fmt: skip
+    return out
+
+
+def _replay_input(items: list[tuple[int, Any]]) -> bytes:
+    return cbor.encode([[index, body] for index, body in items])
+
+
+def _registry_replay() -> Seeds:
+    entries = _entries()
+    indexes = [0, 4, 9, 10, 15, 21]
+    cose_items = [(i, data) for i, (_, _, data) in zip(indexes, entries, strict=True)]
+    # Payload maps without "prev": the target links each to the entry before it.
+    maps = [{k: v for k, v in payload.items() if k != "prev"} for _, payload, _ in entries]
+    map_items = list(zip(indexes, maps, strict=True))
+    enrol, enrol_other, stock, retire_cp, retire, heartbeat = maps
     return {
-        "registry.cbor": cbor.encode(good),
-        "crash-version-true.cbor": cbor.encode({**good, "v": True}),
-        "crash-ledger-int.cbor": cbor.encode({**good, "ledger": 7}),
-        "crash-small-order-key.cbor": cbor.encode({**good, "devices": [entry]}),
-    }
+        "chain.cbor": _replay_input(cose_items),
+        "chain-maps.cbor": _replay_input(map_items),
+        "heartbeat-only.cbor": _replay_input([(3, {**heartbeat, "seq": 1})]),
+        # Each is refused by replay for one reason.
+        "empty.cbor": _replay_input([]),
+        "gap.cbor": _replay_input([map_items[0], map_items[2]]),
+        "index-backwards.cbor": _replay_input([(4, maps[0]), (4, maps[1])]),
+        "prev-unlinked.cbor": _replay_input([cose_items[0], (5, {**enrol_other,
+                                                                 "prev": bytes(range(32))})]),
+        "enrol-twice.cbor": _replay_input([(0, enrol), (1, {**enrol, "seq": 2})]),
+        "stock-twice.cbor": _replay_input([(0, {**stock, "seq": 1}), (1, {**stock, "seq": 2})]),
+        "retire-twice.cbor": _replay_input([(0, {**retire_cp, "seq": 1}),
+                                            (1, {**retire, "seq": 2, "kid": retire_cp["kid"]})]),
+    }  # fmt: skip
 
 
 # --- a lot summary bundle ----------------------------------------------------------------------
+def _create_fuzz_authority(directory: Path, authority_id: str) -> AuthorityKey:
+    """``create_authority`` for the lab lot, under the fuzzing authority's key and id."""
+    del authority_id  # the lab's name for it; the target pins AUTHORITY
+    with mock.patch.object(nacl.signing.SigningKey, "generate", return_value=AUTHORITY_SIGNING):
+        return create_authority(directory, AUTHORITY.authority_id)
+
+
 def _bundle() -> Seeds:
-    """The smallest real bundle: a lab lot of one site and one bag, proven under BUNDLE_POLICY.
+    """The smallest real bundle: a lab lot of one site, one bag and an opening stock, proven
+    under BUNDLE_POLICY.
 
     The lab ledger's keys are random; the summary is signed as the fuzzing ledger, with its
     signing key (what the target verifies under), and opens the masses with the lab ledger's
-    sealing key.
+    sealing key. The lab's registry authority is created with the fuzzing authority's key (its
+    entries are logged leaves, so they cannot be signed again afterwards).
     """
     from lab.lots import build_lot
     from ledger.summary import build_summary
 
-    with tempfile.TemporaryDirectory(prefix="cobalt-fuzz-lot-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="cobalt-fuzz-lot-") as tmp,
+        mock.patch("lab.lots.create_authority", _create_fuzz_authority),
+    ):
         lot = build_lot(Path(tmp), sites=1, checkpoints_per_site=1, bags_per_site=1,
-                        bag_range=(10, 10), ore_margin=10)  # fmt: skip
+                        bag_range=(10, 10), ore_margin=10, opening_stock=5)  # fmt: skip
+        if lot.authority != AUTHORITY:
+            raise RuntimeError("the lab lot's registry authority is not the fuzzing one")
         keys = LedgerKeyPair(
             LEDGER_KEYS.ledger_id, LEDGER_KEYS.signing_seed, lot.keys.sealing_secret
         )
@@ -393,8 +494,9 @@ _BUILDERS: dict[str, Callable[[], Seeds]] = {
     "ack_payload": _ack_payload,
     "checkpoint": _checkpoint,
     "checkpoint_payload": _checkpoint_payload,
-    "registry": _registry,
-    "registry_payload": _registry_payload,
+    "registry_entry": _registry_entry,
+    "registry_entry_payload": _registry_entry_payload,
+    "registry_replay": _registry_replay,
     "bundle": _bundle,
     "seal_code": _seal_code,
     "config": _config,

@@ -8,11 +8,13 @@ buffers past its documented bound, and finds the same frames however the bytes a
 ``Target.__call__`` caps the input at ``max_len`` so that every input stays bounded in time;
 the fuzzer is given the same cap.
 
-Signed documents (envelopes, acks, checkpoints, registries) have two targets each: the raw
-bytes as received, and ``*_payload`` where the input is the signed payload: the target signs it
-with fixed fuzzing keys first, so the fuzzer reaches the schema checks behind the signature.
-The keys are derived from public labels (``_seed``); they sign nothing outside fuzzing. The
-bundle target verifies under the same ledger key, which signed the committed seed bundle
+Signed documents (envelopes, acks, checkpoints, registry entries) have two targets each: the
+raw bytes as received, and ``*_payload`` where the input is the signed payload: the target signs
+it with fixed fuzzing keys first, so the fuzzer reaches the schema checks behind the signature.
+``registry_replay`` goes one step further, to the chain checks of ``replay``: its input is a
+list of entry payloads that the target signs (and links) itself. The keys are derived from
+public labels (``_seed``); they sign nothing outside fuzzing. The bundle target verifies under
+the same ledger and registry authority keys, which signed the committed seed bundle
 (``bench.fuzz.seeds``).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import random
 import tempfile
 import weakref
@@ -36,7 +39,13 @@ import nacl.signing
 from agent.settings import check_config, load_config
 from custody import cbor, cose
 from custody.envelope import EventSigner, verify_envelope
-from custody.errors import ConfigError, DecodeError, ProofError, VerificationError
+from custody.errors import (
+    ConfigError,
+    DecodeError,
+    ProofError,
+    SchemaError,
+    VerificationError,
+)
 from custody.event import CONTENT_TYPE
 from custody.keys import DeviceKey, LedgerKeyPair, kid_for
 from firmware_bridge.errors import ProtocolError
@@ -51,10 +60,22 @@ from firmware_bridge.protocols.rfid import (
     WIEGAND_FORMATS,
 )
 from firmware_bridge.protocols.scales import ToledoContinuousParser, Xk3190A9Parser
+from ledger.verify.authority import AuthorityKey
 from ledger.verify.bundle import verify_bundle
 from ledger.verify.checkpoint import CHECKPOINT_CONTENT_TYPE, verify_checkpoint
 from ledger.verify.policy import PUBLISHED_POLICIES
-from ledger.verify.registry import REGISTRY_CONTENT_TYPE, decode_registry
+from ledger.verify.registry import (
+    ENTRY_CONTENT_TYPE,
+    GENESIS_ENTRY_PREV,
+    LoggedEntry,
+    Op,
+    RegistryEntry,
+    RegistryState,
+    decode_entry,
+    entry_id_of,
+    entry_payload,
+    replay,
+)
 from sync.ack import ACK_CONTENT_TYPE, sign_ack, verify_ack
 from sync.batch import (
     FORMAT_CBOR,
@@ -68,6 +89,8 @@ from sync.batch import (
 )
 
 __all__ = [
+    "AUTHORITY",
+    "AUTHORITY_SIGNING",
     "BUNDLE_POLICY",
     "DEVICE_ID",
     "DEVICE_KEY",
@@ -104,10 +127,12 @@ SITE_ID = "SITE-FUZZ"
 DEVICE_KEY = DeviceKey(_seed("device"))
 LEDGER_KEYS = LedgerKeyPair("fuzz-ledger", _seed("ledger-signing"), _seed("ledger-sealing"))
 LEDGER = LEDGER_KEYS.public
+AUTHORITY_SIGNING = nacl.signing.SigningKey(_seed("registry-authority"))
+AUTHORITY = AuthorityKey("fuzz-registry", bytes(AUTHORITY_SIGNING.verify_key))
 # The seed bundle is proven under this policy (short range proofs keep one input fast); the
 # verifier is told it is published so that a valid bundle gets through every check.
 BUNDLE_POLICY = dataclasses.replace(
-    PUBLISHED_POLICIES[1], version=99, balance_bits=8, tolerance_bits=4, window=1
+    PUBLISHED_POLICIES[2], version=99, balance_bits=8, tolerance_bits=4, window=1, stock_bits=4
 )
 _POLICIES = {**PUBLISHED_POLICIES, BUNDLE_POLICY.version: BUNDLE_POLICY}
 _DEVICE_PUBLIC = DEVICE_KEY.public_key
@@ -238,7 +263,7 @@ def _check_batch(batch: Batch, payload: bytes) -> None:
             verify_envelope(envelope, _DEVICE_PUBLIC)
 
 
-# --- acks, checkpoints, registries --------------------------------------------------------
+# --- acks, checkpoints, registry entries -------------------------------------------------
 def fuzz_ack(data: bytes) -> None:
     with contextlib.suppress(VerificationError):
         verify_ack(data, LEDGER, device_id=DEVICE_ID, device_kid=DEVICE_KEY.kid)
@@ -270,28 +295,124 @@ def fuzz_checkpoint_payload(data: bytes) -> None:
     _integers(checkpoint.size, checkpoint.time_ms)
 
 
-def fuzz_registry(data: bytes) -> None:
-    with contextlib.suppress(VerificationError):
-        decode_registry(data, LEDGER)
-
-
-def fuzz_registry_payload(data: bytes) -> None:
-    signed = _signed(_LEDGER_SIGNING, REGISTRY_CONTENT_TYPE, data)
+def fuzz_registry_entry(data: bytes) -> None:
     try:
-        registry = decode_registry(signed, LEDGER)
+        entry = decode_entry(data, AUTHORITY)
     except VerificationError:
         return
-    if cbor.encode(registry.to_map()) != data:
-        raise InvariantViolation("an accepted registry does not re-encode to the signed bytes")
-    _integers(registry.time_ms)
-    for e in registry.entries:
-        _integers(e.enrolled_ms, e.valid_from_ms, e.revoked_ms)
+    _check_entry(entry, data)
+
+
+def fuzz_registry_entry_payload(data: bytes) -> None:
+    signed = _signed(AUTHORITY_SIGNING, ENTRY_CONTENT_TYPE, data)
+    try:
+        entry = decode_entry(signed, AUTHORITY)
+    except VerificationError:
+        return
+    _check_entry(entry, signed)
+
+
+def _check_entry(entry: RegistryEntry, signed: bytes) -> None:
+    """One encoding per meaning: an accepted entry is what its own fields sign to."""
+    if entry.entry_id != entry_id_of(signed):
+        raise InvariantViolation("an entry's id is not the SHA-256 of its bytes")
+    try:  # the authority's encoder, which checks as decode_entry does
+        payload = entry_payload(entry.authority_id, entry.seq, entry.prev, entry.time_ms,
+                                entry.op, _op_fields(entry))  # fmt: skip
+    except SchemaError as exc:
+        raise InvariantViolation(f"entry_payload refuses an accepted entry: {exc}") from exc
+    if _signed(AUTHORITY_SIGNING, ENTRY_CONTENT_TYPE, cbor.encode(payload)) != signed:
+        raise InvariantViolation("an accepted entry does not re-sign to the same bytes")
+    _integers(entry.seq, entry.time_ms, entry.last_seq)
+    if entry.op is Op.ENROL and entry.kid != kid_for(entry.public_key):
+        raise InvariantViolation("an enrolment's kid is not the kid of its key")
+
+
+def _op_fields(e: RegistryEntry) -> dict[str, Any]:
+    """The fields ``e``'s op adds to the payload (docs/zk-summaries.md §2.1)."""
+    if e.op is Op.ENROL:
+        return {"device": e.device_id, "site": e.site_id, "key": e.public_key}
+    if e.op is Op.RETIRE:
+        fields: dict[str, Any] = {"kid": e.kid, "last_seq": e.last_seq}
+        if e.last_checkpoint is not None:
+            fields["last_checkpoint"] = e.last_checkpoint
+        return fields
+    if e.op is Op.STOCK:
+        return {"site": e.site_id, "record": e.record}
+    return {}
+
+
+def fuzz_registry_replay(data: bytes) -> None:
+    """``data``: a CBOR array of ``[log index, entry]``, what a bundle's registry shows.
+
+    An entry is either COSE bytes, decoded as they are, or a payload map that the target signs
+    with the authority key; a map without ``"prev"`` gets the entry id of the entry before it,
+    so the fuzzer can build linked chains as well as broken ones. An input the decoders refuse
+    ends there, as a bundle showing it would.
+    """
+    try:
+        items = cbor.decode(data)
+    except DecodeError:
+        return
+    if not isinstance(items, list):
+        return
+    logged: list[LoggedEntry] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and _index(item[0])):
+            return
+        index, body = item
+        if isinstance(body, dict) and "prev" not in body:
+            body = {**body, "prev": logged[-1].entry.entry_id if logged else GENESIS_ENTRY_PREV}
+        signed = body if isinstance(body, bytes) else (
+            _signed(AUTHORITY_SIGNING, ENTRY_CONTENT_TYPE, cbor.encode(body))
+        )  # fmt: skip
+        try:
+            logged.append(LoggedEntry(index, decode_entry(signed, AUTHORITY)))
+        except VerificationError:
+            return
+    try:
+        state = replay(logged)
+    except ProofError:
+        return
+    _check_state(state, logged)
+
+
+def _index(value: object) -> bool:
+    """A log index as a bundle decoder admits it (a non-negative integer)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state(state: RegistryState, logged: list[LoggedEntry]) -> None:
+    if state.entries != tuple(logged):
+        raise InvariantViolation("replay's state does not hold the entries it was shown")
+    if [e.entry.seq for e in logged] != list(range(1, len(logged) + 1)):
+        raise InvariantViolation("replay accepted a chain that is not seq 1..n")
+    indexes = [e.index for e in logged]
+    if indexes != sorted(set(indexes)) or state.last_index != indexes[-1]:
+        raise InvariantViolation("replay accepted entries out of log order")
+    for prev, this in itertools.pairwise(logged):
+        if this.entry.prev != prev.entry.entry_id:
+            raise InvariantViolation("replay accepted an entry that does not link to the last")
+
+    # Each statement of the chain, in chain order (dicts keep insertion order), and no other.
+    def said(op: Op, what: Callable[[RegistryEntry], object]) -> list[tuple[object, int]]:
+        return [(what(e.entry), e.index) for e in logged if e.entry.op is op]
+
+    if said(Op.ENROL, lambda e: e.kid) != [(k, v.index) for k, v in state.enrolments.items()]:
+        raise InvariantViolation("replay's enrolments are not the chain's enrol entries")
+    if any(v.kid != kid_for(v.public_key) for v in state.enrolments.values()):
+        raise InvariantViolation("replay enrolled a key under another key's kid")
+    if said(Op.RETIRE, lambda e: e.kid) != [(k, v.index) for k, v in state.retirements.items()]:
+        raise InvariantViolation("replay's retirements are not the chain's retire entries")
+    stocks = said(Op.STOCK, lambda e: (e.site_id, e.record))
+    if stocks != [((s, r), i) for s, (r, i) in state.stocks.items()]:
+        raise InvariantViolation("replay's stocks are not the chain's stock entries")
 
 
 # --- lot summary bundles ------------------------------------------------------------------
 def fuzz_bundle(data: bytes) -> None:
     with contextlib.suppress(ProofError):
-        verify_bundle(data, LEDGER, policies=_POLICIES)
+        verify_bundle(data, LEDGER, AUTHORITY, policies=_POLICIES)
 
 
 # --- serial dialects ------------------------------------------------------------------------
@@ -452,9 +573,12 @@ def _table() -> dict[str, Target]:
         Target("checkpoint", fuzz_checkpoint, 2048, "ledger.verify.checkpoint.verify_checkpoint"),
         Target("checkpoint_payload", fuzz_checkpoint_payload, 1024,
                "verify_checkpoint on a validly signed, fuzzed payload"),
-        Target("registry", fuzz_registry, 8192, "ledger.verify.registry.decode_registry"),
-        Target("registry_payload", fuzz_registry_payload, 8192,
-               "decode_registry on a validly signed, fuzzed payload"),
+        Target("registry_entry", fuzz_registry_entry, 8192,
+               "ledger.verify.registry.decode_entry (authority-signed COSE)"),
+        Target("registry_entry_payload", fuzz_registry_entry_payload, 8192,
+               "decode_entry on a validly authority-signed, fuzzed payload"),
+        Target("registry_replay", fuzz_registry_replay, 16384,
+               "ledger.verify.registry.replay of entries signed from fuzzed payloads"),
         Target("bundle", fuzz_bundle, 32768, "ledger.verify.bundle.verify_bundle (offline)"),
         Target("seal_code", fuzz_seal_code, 4096,
                "firmware_bridge.protocols.codes.classify_code: GS1, Digital Link, opaque"),
