@@ -135,7 +135,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     out = _enrolment_json(args.data_dir, record)
     _print_json(out)
     print(
-        f"initialised {args.data_dir}; send the record above and {out['csr_file']} to the ledger",
+        f"initialised {args.data_dir}; send the record above to the registry authority (it "
+        f"enrols the key at its site) and {out['csr_file']} to the ledger's operator (for the "
+        "client certificate)",
         file=sys.stderr,
     )
     return 0

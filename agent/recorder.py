@@ -262,7 +262,13 @@ class Recorder:
         """
         old = self.key
         new = rotation.prepare(self.paths)
-        event = self.record(EventType.KEY_ROTATION, {"new_key": new.public_key})
+        with self._checkpoint_lock():
+            if self.ledger_keys is not None:
+                # The old chain's sums are closed right before it ends: a verifier accepts
+                # the rotation as the end of the chain only when it directly follows a
+                # checkpoint (docs/zk-summaries.md §2.3), so nothing between can go uncounted.
+                self._checkpoint_locked()
+            event = self.record(EventType.KEY_ROTATION, {"new_key": new.public_key})
         writer = self.writer
         writer.close()
         rotation.commit(self.paths, old, new)

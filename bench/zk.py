@@ -11,8 +11,9 @@ measured with 1 and 6 bags per site, to show it does not grow with bags.
 ``commit_seal_sign_ms`` is the gateway's work per mass-bearing event: commit to the mass,
 seal the opening to the ledger, build and sign the envelope (no storage), median per event.
 
-``--keep DIR`` leaves the typical lot's bundle, the ledger's public keys and the registry in DIR
-(``custody-verify DIR/typical.cbor`` then runs on it).
+``--keep DIR`` leaves the typical lot's bundle, the ledger's and the registry authority's public
+keys in DIR (``custody-verify DIR/typical.cbor --ledger-key DIR/ledger-public.json
+--registry-key DIR/authority-public.json`` then runs on it).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             times = []
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                verify_bundle(bundle.bundle, scenario.keys.public)
+                verify_bundle(bundle.bundle, scenario.keys.public, scenario.authority)
                 times.append(time.perf_counter() - t0)
             flat[f"verify_s_{bags}_bags_per_site"] = round(statistics.median(times), 3)
         result["verify_vs_bags"] = flat
@@ -93,7 +94,7 @@ def _workload(
     root: Path, sites: int, checkpoints: int, repeat: int, name: str, keep: Path | None
 ) -> dict[str, Any]:
     scenario = build_lot(root, sites=sites, checkpoints_per_site=checkpoints, bags_per_site=3)
-    policy = dataclasses.replace(PUBLISHED_POLICIES[1], window=checkpoints)
+    policy = dataclasses.replace(PUBLISHED_POLICIES[2], window=checkpoints)
     prove, verify, sizes = [], [], []
     bundle = b""
     checks = 0
@@ -110,12 +111,16 @@ def _workload(
         bundle, checks = made.bundle, made.balance_checks
         sizes.append(len(bundle))
         t0 = time.perf_counter()
-        verify_bundle(bundle, scenario.keys.public, policies={policy.version: policy})
+        verify_bundle(
+            bundle, scenario.keys.public, scenario.authority, policies={policy.version: policy}
+        )
         verify.append(time.perf_counter() - t0)
     if keep is not None and name == "typical":
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "typical.cbor").write_bytes(bundle)
         shutil.copy(scenario.ledger_dir / "ledger-public.json", keep / "ledger-public.json")
+        authority = "authority-public.json"
+        shutil.copy(scenario.authority_dir / authority, keep / authority)
         shutil.copy(scenario.ledger_dir / "disclosures.json", keep / "disclosures.json")
     return {
         "sites": sites, "checkpoints_per_site": checkpoints, "balance_proofs": checks,

@@ -8,7 +8,8 @@
 # and never touches data (/var/lib/custody) or an existing /etc/custody/*.env.
 #
 # What it installs (every path under --prefix when given):
-#   /opt/custody                 a Python venv with custody-agent, custody-ledger, custody-verify
+#   /opt/custody                 a Python venv with custody-agent, custody-ledger, custody-registry,
+#                                custody-verify
 #   /var/lib/custody             data (agent outbox and keys; the ledger's in ledger/), owner custody
 #   /etc/custody/                agent.env, ledger.env (ledger role), tls/ for certificates
 #   /etc/systemd/system/         custody-agent.service, custody-ledger.service (enabled, not started:

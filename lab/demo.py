@@ -3,8 +3,10 @@
 Embedded defaults, no hardware: everything lives in a temporary directory (or ``--data-dir``).
 The demo runs the same programs an operator would, and prints the commands as it goes:
 
-1. ``custody-ledger init`` makes the ledger's keys; ``custody-agent init`` makes the identities
-   of two gateways (a mine and a refiner), and ``custody-ledger enroll`` registers them.
+1. ``custody-registry init`` makes the consortium's registry authority key and
+   ``custody-ledger init`` the ledger's keys (pinning the authority); ``custody-agent init``
+   makes the identities of two gateways (a mine and a refiner), the authority enrols them
+   (``custody-registry enrol``) and the ledger logs its entries (``custody-ledger enroll``).
 2. A private Mosquitto (the production config template, TLS with client certificates from a
    throwaway PKI, per-device ACL) on free loopback ports, unless ``--broker`` names a plain
    ``mqtt://`` broker, and ``custody-ledger run`` taking records in.
@@ -24,9 +26,10 @@ The demo runs the same programs an operator would, and prints the commands as it
    ledger's signed log, and the last one gets an inclusion proof checked here.
 6. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
    total, the receipt within tolerance and the mine's mass balance in one zero-knowledge bundle
-   (``custody-ledger summary``). The buyer pins the ledger's public keys in a trust file of
+   (``custody-ledger summary``), after the authority's heartbeat shows the registry complete.
+   The buyer pins the ledger's and the registry authority's public keys in a trust file of
    their own (``custody-verify trust add``) and ``custody-verify`` checks the bundle offline
-   against that pin: nothing in the folder the seller hands over is trusted.
+   against those pins: nothing in the folder the seller hands over is trusted.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ SYNC_TIMEOUT_S = 60
 COMMANDS = {
     "custody-agent": "agent.cli",
     "custody-ledger": "ledger.cli",
+    "custody-registry": "ledger.authority_cli",
     "custody-verify": "ledger.verify.cli",
 }
 
@@ -175,7 +179,9 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> N
 
 
 # --- keys, broker, ledger ------------------------------------------------------------------------
-def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, device: str) -> Path:
+def enrol_gateway(
+    root: Path, ledger_dir: Path, ledger_pub: str, authority_dir: Path, site: str, device: str
+) -> Path:
     gw_dir = root / device
     record = run_cmd(
         "custody-agent", "--data-dir", str(gw_dir), "init", "--site", site,
@@ -184,8 +190,16 @@ def enrol_gateway(root: Path, ledger_dir: Path, ledger_pub: str, site: str, devi
     record_file = root / f"enrolment-{device}.json"
     record_file.write_text(record)
     print(f"enrolment record written to {record_file}")
-    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", str(record_file))
+    # The consortium's registry authority signs the enrolment; the ledger only logs it.
+    entry = run_cmd("custody-registry", "enrol", str(record_file), "--site", site,
+                    "--dir", str(authority_dir)).splitlines()[0]  # fmt: skip
+    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", entry)
     return gw_dir
+
+
+def registry_heartbeat(ledger_dir: Path, authority_dir: Path) -> None:
+    entry = run_cmd("custody-registry", "heartbeat", "--dir", str(authority_dir)).splitlines()[0]
+    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "registry", "add", entry)
 
 
 @contextlib.contextmanager
@@ -397,8 +411,8 @@ class Monitor:
         return snap
 
     def _ledger_log(self) -> int:
-        """The ledger's log size, read from its store (SQLite in WAL mode: readers never block
-        the running ledger)."""
+        """Device records in the ledger's log (its size less the registry's entries), read
+        from its store (SQLite in WAL mode: readers never block the running ledger)."""
         from ledger.cli import STORE_FILE
         from ledger.store import LedgerStore
 
@@ -408,7 +422,7 @@ class Monitor:
                 if not path.exists():
                     return 0
                 self._store = LedgerStore(path)
-            return self._store.log_size()
+            return self._store.log_size() - len(self._store.registry_entries())
 
     def close(self) -> None:
         with self._store_lock:
@@ -654,11 +668,18 @@ def receive_at_refiner(ref_dir: Path) -> None:
 def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
     ledger_dir = root / "ledger"
     console = Console()
-    step("1. keys: the ledger, two gateways (a mine and a refiner), their enrolment")
-    ledger_pub = run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "init").strip()
-    gw_dir = enrol_gateway(root, ledger_dir, ledger_pub, SITE_ID, DEVICE_ID)
-    ref_dir = enrol_gateway(root, ledger_dir, ledger_pub, REFINER_SITE, REFINER_DEVICE)
-    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "site", "stock", SITE_ID, "--kg", "0")
+    step("1. keys: the registry authority, the ledger, two gateways (a mine and a refiner)")
+    authority_dir = root / "consortium-registry"
+    run_cmd("custody-registry", "init", "--name", "consortium-registry",
+            "--dir", str(authority_dir))  # fmt: skip
+    authority_pub = str(authority_dir / "authority-public.json")
+    ledger_pub = run_cmd(
+        "custody-ledger", "--data-dir", str(ledger_dir), "init", "--authority", authority_pub
+    ).strip()
+    gw_dir = enrol_gateway(root, ledger_dir, ledger_pub, authority_dir, SITE_ID, DEVICE_ID)
+    ref_dir = enrol_gateway(
+        root, ledger_dir, ledger_pub, authority_dir, REFINER_SITE, REFINER_DEVICE
+    )
 
     with contextlib.ExitStack() as stack:
         step("2. a broker and the ledger")
@@ -701,6 +722,10 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
         try:
             morning(yard, monitor, gw_dir, console, broker)
 
+            # The gateway's scheduled checkpoint, due now: it shows a buyer that the mine's
+            # chain is complete past the lot (the service signs one every hour).
+            run_cmd("custody-agent", "--data-dir", str(gw_dir), "checkpoint")
+
             def drained() -> bool:
                 snap = monitor.scrape()
                 return snap.drained and snap.ledger_log == int(sum(snap.outbox.values()))
@@ -730,6 +755,8 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
             "--timeout", str(SYNC_TIMEOUT_S),
         )  # fmt: skip
     run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "devices")
+    # The authority's heartbeat, logged after the lot: the registry a buyer sees is complete.
+    registry_heartbeat(ledger_dir, authority_dir)
     # What the seller hands the buyer: the bundle, in a folder of the seller's making.
     bundle = root / "from-seller" / f"{LOT}.cbor"
     bundle.parent.mkdir()
@@ -742,6 +769,7 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
     # keeps its own). A key file in the seller's folder would be the seller's choice of ledger.
     trust = root / "buyer" / "trusted-ledgers.json"
     run_cmd("custody-verify", "trust", "add", ledger_pub, "--trust", str(trust))
+    run_cmd("custody-verify", "trust", "add", authority_pub, "--trust", str(trust))
     verdict = run_cmd("custody-verify", str(bundle), "--trust", str(trust))
 
     step("summary")

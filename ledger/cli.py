@@ -1,8 +1,9 @@
 """``custody-ledger``: the central ledger's command line, a thin shell over the library.
 
-``init`` creates the ledger's keys; ``enroll`` and ``revoke`` manage the device
-registry; ``devices``, ``alarms`` and ``log`` show what the ledger holds; ``run``
-is the MQTT intake service; ``export`` writes the captures as EPCIS 2.0.
+``init`` creates the ledger's keys; ``registry`` logs the registry authority's entries
+(``enroll`` is its shortcut for enrolments) and ``revoke`` stops a device at once;
+``devices``, ``alarms`` and ``log`` show what the ledger holds; ``run`` is the MQTT intake
+service; ``export`` writes the captures as EPCIS 2.0.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from custody.errors import (
 )
 from custody.event import validate_identifier
 from custody.files import replace_file
-from custody.keys import check_ed25519_public, kid_for
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
@@ -50,33 +50,124 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    create_ledger_keys(args.data_dir, args.ledger_id)
+    from ledger.registry import pin_authority
+    from ledger.verify.authority import read_authority_file
+
+    authority = read_authority_file(Path(args.authority)) if args.authority else None
+    keys = create_ledger_keys(args.data_dir, args.ledger_id)
     LedgerStore(args.data_dir / STORE_FILE).close()
+    if authority is not None:
+        pin_authority(args.data_dir, authority, keys.public)
     print(args.data_dir / PUBLIC_FILE)
     return 0
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    """Enrol a device from the record ``custody-agent init`` printed."""
-    source = str(args.record)
+    """Log the registry authority's enrolment entry for a gateway (``registry add``)."""
+    data = _read_entry(Path(args.record))
+    return _add_entries(args, [(Path(args.record), data)])
+
+
+def _read_entry(path: Path) -> bytes:
     try:
-        raw: Any = json.loads(Path(args.record).read_text(encoding="utf-8"))
-        device_id = validate_identifier(raw["device_id"], "device_id")
-        site_id = validate_identifier(raw["site_id"], "site_id")
-        public_key = check_ed25519_public(bytes.fromhex(raw["public_key"]), "public_key")
-    except (OSError, ValueError, KeyError, TypeError, SchemaError, KeyError_) as exc:
-        raise ConfigError(source, "-", f"not a valid enrolment record: {exc}") from exc
-    kid = kid_for(public_key)
-    if raw.get("kid") not in (None, kid.hex()):
-        raise ConfigError(source, "kid", "does not match the public key")
-    valid_from_ms = None if args.valid_from is None else _iso_ms(args.valid_from, "--valid-from")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot read it: {exc.strerror}") from exc
+    if data[:1] in (b"{", b"[") or data.strip()[:1] == b"{":
+        raise ConfigError(
+            str(path), "-",
+            "is a gateway's enrolment record (JSON), not a registry entry: the registry "
+            "authority enrols gateways (`custody-registry enrol "
+            f"{path.name}`) and gives you the signed entry to add here",
+        )  # fmt: skip
+    return data
+
+
+def _add_entries(args: argparse.Namespace, files: list[tuple[Path, bytes]]) -> int:
+    from ledger.registry import add_entry, pinned_authority
+
+    authority = pinned_authority(args.data_dir)
+    valid_from_ms = (
+        None if getattr(args, "valid_from", None) is None
+        else _iso_ms(args.valid_from, "--valid-from")
+    )  # fmt: skip
     store = _store(args)
     try:
-        store.enroll(device_id, site_id, public_key, kid, valid_from_ms)
+        for path, data in files:
+            try:
+                added = add_entry(store, authority, data, valid_from_ms=valid_from_ms)
+            except VerificationError as exc:
+                raise ConfigError(
+                    str(path), "-",
+                    f"not an entry signed by the pinned registry authority "
+                    f"{authority.authority_id} ({exc})",
+                ) from exc  # fmt: skip
+            e = added.entry
+            what = {
+                "enrol": f"enrols {e.device_id} at {e.site_id}, kid {e.kid.hex()}",
+                "retire": f"retires kid {e.kid.hex()} after seq {e.last_seq}",
+                "stock": f"pins the opening stock of {e.site_id}: record {e.record.hex()}",
+                "heartbeat": "heartbeat",
+            }[str(e.op)]
+            state = "logged" if added.new else "already logged"
+            print(f"registry entry {e.seq} {state} at log index {added.log_index}: {what}")
     finally:
         store.close()
-    when = "" if valid_from_ms is None else f", valid from {_iso(valid_from_ms)}"
-    print(f"enrolled {device_id} at {site_id}, kid {kid.hex()}{when}")
+    return 0
+
+
+def cmd_registry_trust(args: argparse.Namespace) -> int:
+    from ledger.keys import load_ledger_keypair
+    from ledger.registry import pin_authority
+    from ledger.verify.authority import read_authority_file
+
+    authority = read_authority_file(Path(args.file))
+    pin_authority(args.data_dir, authority, load_ledger_keypair(args.data_dir).public,
+                  replace=args.replace)  # fmt: skip
+    print(f"registry authority {authority.authority_id} pinned, key fingerprint (SHA-256) "
+          f"{authority.fingerprint}")  # fmt: skip
+    return 0
+
+
+def cmd_registry_add(args: argparse.Namespace) -> int:
+    return _add_entries(args, [(Path(f), _read_entry(Path(f))) for f in args.files])
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    from ledger.registry import pinned_authority
+    from ledger.verify.registry import decode_entry
+
+    authority = pinned_authority(args.data_dir)
+    store = _store(args)
+    try:
+        logged = store.registry_entries()
+    finally:
+        store.close()
+    rows = []
+    for item in logged:
+        e = decode_entry(item.entry, authority)
+        row: dict[str, Any] = {"seq": e.seq, "log_index": item.log_index, "op": str(e.op),
+                               "entry_id": e.entry_id.hex()}  # fmt: skip
+        if e.device_id:
+            row["device"] = e.device_id
+        if e.site_id:
+            row["site"] = e.site_id
+        if e.kid:
+            row["kid"] = e.kid.hex()
+        if e.op == "retire":
+            row["last_seq"] = e.last_seq
+        if e.record:
+            row["record"] = e.record.hex()
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"authority": authority.authority_id, "entries": rows}))
+        return 0
+    print(f"registry authority {authority.authority_id} ({authority.fingerprint}): "
+          f"{len(rows)} entries")  # fmt: skip
+    for row in rows:
+        extra = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("seq", "log_index", "op",
+                                                                          "entry_id"))  # fmt: skip
+        print(f"  {row['seq']:>4}  log {row['log_index']:>6}  {row['op']:<9} {extra}")
     return 0
 
 
@@ -104,6 +195,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         n = store.revoke(args.device)
+        ends = _chain_ends(store, args.device)
     finally:
         store.close()
     pki = Pki(_pki_dir(args))
@@ -116,7 +208,27 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             f"revoked {len(certs)} certificate(s) in {pki.crl_file}: reload the broker "
             "(systemctl reload mosquitto) to refuse its TLS connections"
         )
+    # The ledger can stop logging a device; only the registry authority can tell verifiers
+    # where its chain ends.
+    for kid, seq, checkpoint in ends:
+        option = f" --last-checkpoint {checkpoint.hex()}" if checkpoint else ""
+        print(
+            f"ask the registry authority to retire key {kid.hex()} where the ledger's log of it "
+            f"ends: custody-registry retire {kid.hex()} --last-seq {seq}{option}"
+        )
     return 0
+
+
+def _chain_ends(store: Store, device_id: str) -> list[tuple[bytes, int, bytes | None]]:
+    """(kid, last logged seq, last logged checkpoint's event id) of each of the device's keys."""
+    checkpoints: dict[bytes, bytes] = {}
+    for event in store.events(device_id=device_id, types=["checkpoint"]):
+        checkpoints[event.kid] = event.event_id  # in log order: the last one wins
+    return [
+        (k.kid, store.head(k.kid)[0], checkpoints.get(k.kid))
+        for k in store.device_keys()
+        if k.device_id == device_id and k.last_seq is None
+    ]
 
 
 def _pki_dir(args: argparse.Namespace) -> Path:
@@ -416,39 +528,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_site_stock(args: argparse.Namespace) -> int:
-    from decimal import Decimal, InvalidOperation
-
-    from ledger.sites import declare_stock
-
-    try:
-        units = Decimal(args.kg) * 10
-    except InvalidOperation as exc:
-        raise ConfigError("command line", "--kg", f"{args.kg!r} is not a number") from exc
-    if units != units.to_integral_value() or units < 0:
-        raise ConfigError("command line", "--kg", "a non-negative mass in 0.1 kg steps")
-    declare_stock(args.data_dir, args.site, int(units))
-    print(f"opening stock of {args.site}: {args.kg} kg (committed in the next registry)")
-    return 0
-
-
-def cmd_registry_export(args: argparse.Namespace) -> int:
-    from ledger.keys import load_ledger_keypair
-    from ledger.registry import sign_registry, snapshot
-    from ledger.sites import stock_commitments
-
-    keys = load_ledger_keypair(args.data_dir)
-    store = _store(args)
-    try:
-        sites = {k.site_id for k in store.device_keys()}
-        registry = snapshot(store, keys.ledger_id, stock_commitments(keys, args.data_dir, sites))
-    finally:
-        store.close()
-    replace_file(Path(args.out), sign_registry(keys, registry), mode=None)
-    print(f"signed registry of {len(registry.entries)} key(s) written to {args.out}")
-    return 0
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """The logged captures as one EPCIS 2.0 document, with the clear masses the ledger verified."""
     import time
@@ -509,8 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"create the ledger's signing and sealing keys (0600) and {PUBLIC_FILE} for gateways",
     )  # fmt: skip
     p.add_argument("--ledger-id", default="ledger", help="a name for this ledger")
-    p = add("enroll", cmd_enroll, "enrol a gateway from its `custody-agent init` record")
-    p.add_argument("record", help="the enrolment record JSON file")
+    p.add_argument(
+        "--authority", metavar="FILE",
+        help="pin the registry authority's authority-public.json (or later: registry trust)",
+    )  # fmt: skip
+    p = add(
+        "enroll", cmd_enroll,
+        "log the registry authority's enrolment entry for a gateway (as registry add)",
+    )  # fmt: skip
+    p.add_argument("record", help="the entry file custody-registry enrol wrote")
     p.add_argument(
         "--valid-from", metavar="ISO8601",
         help="accept the key's records only from this time on (default: now; UTC without an "
@@ -607,23 +693,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="who receives it (the disclosure policy depends on it; default buyer)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
-    site = add("site", _needs_action, "sites: declare an opening stock for mass balance")
-    site_sub = site.add_subparsers(dest="site_command", required=True, metavar="ACTION")
-    p = site_sub.add_parser(
-        "stock", help="declare a site's opening stock (once; committed in the registry)",
-        description="Declare a site's opening stock in kg (0.1 kg resolution), once.",
-    )  # fmt: skip
-    p.add_argument("site", help="site id")
-    p.add_argument("--kg", required=True, help="opening stock in kg")
-    p.set_defaults(func=cmd_site_stock)
-    reg = add("registry", _needs_action, "the device registry as a signed snapshot")
+    reg = add("registry", _needs_action, "the device registry: the registry authority's entries")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
     p = reg_sub.add_parser(
-        "export", help="write the registry signed by the ledger key (for verifiers)",
-        description="Write the device registry, signed by the ledger key, for offline verifiers.",
+        "trust", help="pin the registry authority whose entries this ledger logs",
+        description="Pin the registry authority (its authority-public.json): only entries it "
+        "signed are logged. It must not be this ledger's own key.",
     )  # fmt: skip
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the snapshot")
-    p.set_defaults(func=cmd_registry_export)
+    p.add_argument("file", metavar="FILE", help="the authority's authority-public.json")
+    p.add_argument(
+        "--replace", action="store_true",
+        help="replace another pinned authority (only when the consortium did)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_registry_trust)
+    p = reg_sub.add_parser(
+        "add", help="log registry entries the authority signed (enrol, retire, stock, heartbeat)",
+        description="Verify registry entries under the pinned authority and log them, in seq "
+        "order; an entry logged already is reported, not logged again.",
+    )  # fmt: skip
+    p.add_argument("files", nargs="+", metavar="ENTRY", help="entry files (custody-registry)")
+    p.add_argument(
+        "--valid-from", metavar="ISO8601",
+        help="for enrolments: accept the key's records only from this time on (UTC without an "
+        "offset); earlier arrivals are rejected as 'key not yet valid' and kept by the device",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_registry_add)
+    p = reg_sub.add_parser(
+        "list", help="the registry entries this ledger logged",
+        description="List the registry entries this ledger logged, in seq order.",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_registry_list)
     log = add("log", _needs_action, "the transparency log: checkpoints and proofs")
     log_sub = log.add_subparsers(dest="log_command", required=True, metavar="ACTION")
     p = log_sub.add_parser(

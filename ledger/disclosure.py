@@ -1,6 +1,6 @@
 """The disclosure policy, enforced: which aggregates the ledger proves, and to whom.
 
-Written policy (docs/zk-summaries.md §4): opening or proving two overlapping aggregates reveals
+Written policy (docs/zk-summaries.md §7): opening or proving two overlapping aggregates reveals
 their difference. The ledger therefore proves only lot totals (with tolerance and balance
 claims, never a per-site figure), and keeps a register of every summary it issued, in
 ``disclosures.json`` in its data dir:

@@ -21,8 +21,9 @@ transaction, each envelope goes through, in order:
 6. append to the transparency log (RFC 9162 leaf = the event id) and advance
    the device's head; waiting successors are then taken in order.
 
-Key rotation. A device key is enrolled by an operator (``custody-ledger
-enroll``) or by one route only: a ``key_rotation`` event (body ``{new_key}``)
+Key rotation. A device key is enrolled by the registry authority (its entry,
+logged with ``custody-ledger registry add``) or by one route only: a
+``key_rotation`` event (body ``{new_key}``)
 signed by an enrolled, unrevoked key of the same device and logged in its
 chain. In the same transaction as that append the new key is enrolled for the
 device and site (valid from the event's device time, or now if that is later)
@@ -794,6 +795,7 @@ class Intake:
             device_id, old.site_id, item.kid, new_kid, item.new_key,
             valid_from_ms=min(item.time_ms, now_ms),
             retired_ms=min(item.time_ms + 1, MAX_TIME_MS), enrol_new=enrol_new,
+            last_seq=item.seq,
         )  # fmt: skip
         tx.keys.pop(item.kid, None)  # re-read: now retired
         tx.keys.pop(new_kid, None)
@@ -883,8 +885,16 @@ def _key_refusal(key: DeviceKeyRecord | None, item: _Checked, now_ms: int) -> Re
     """Whether ``key`` may log ``item`` now: unrevoked, valid from before now, and the
     record names the site the key was enrolled at (a device cannot credit its output to
     another site)."""
-    if key is None or key.revoked:
+    if key is None:
         return Refusal(Reason.REVOKED)
+    if key.revoked:
+        # A retirement by the registry authority fixes where the chain ends: records up to
+        # there still count (they arrive late from a device that lost its link), later ones
+        # never. Revoked by the ledger alone (no last seq yet): nothing more is logged.
+        if key.last_seq is None:
+            return Refusal(Reason.REVOKED)
+        if item.seq is None or item.seq > key.last_seq:
+            return Refusal(Reason.REVOKED, f"after its key's last seq {key.last_seq}")
     if not key.valid_yet(now_ms):
         return Refusal(Reason.NOT_YET_VALID)
     if item.site_id != key.site_id:

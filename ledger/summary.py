@@ -1,14 +1,16 @@
-"""``custody-ledger summary``: prove a lot's claim in one bundle (docs/zk-summaries.md §2).
+"""``custody-ledger summary``: prove a lot's claim in one bundle (docs/zk-summaries.md §4).
 
 The ledger assembles the lot from its contributions and the refiner's receipt, chooses each
-contributing site's balance window, signs a log checkpoint and a registry snapshot, opens the
-commitments it needs with its sealing key, and proves everything under one Fiat–Shamir
-transcript. Which record plays which role, and which commitment each proof is about, come from
-``ledger.verify.bundle`` (the verifier's own code), so prover and verifier cannot disagree.
+contributing site's balance window, gathers what makes the bundle complete (the registry
+authority's entries up to one logged after every record, and for every key of a contributing
+site its base, its window and its fence), signs a log checkpoint, opens the commitments it
+needs with its sealing key, and proves everything under one Fiat–Shamir transcript. Which
+record plays which role, and which commitment each proof is about, come from
+``ledger.verify`` (the verifier's own code), so prover and verifier cannot disagree.
 
 A claim that is false cannot be proven: a receipt outside the tolerance or a site whose outputs
-exceeded its inputs × p/q at a checkpoint raises ``SummaryError`` naming it, instead of
-producing a bundle that would fail verification.
+exceeded its inputs × p/q plus opening stock at a checkpoint raises ``SummaryError`` naming it,
+and so does a bundle that could not be shown complete (the error says what to wait for or do).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from custody import cbor, cose
 from custody.commitment import Opening, open_sealed
 from custody.envelope import Envelope, event_id_of
-from custody.errors import CustodyError
+from custody.errors import CustodyError, ProofError
 from custody.event import EventType, Payload
 from custody.group import ED25519, Group, Scalar
 from custody.keys import LedgerKeyPair
@@ -30,25 +32,36 @@ from custody.zk.rangeproof import RangeProof, RangeProver
 from custody.zk.sigma import SchnorrProof, SchnorrProver, SubProver, prove_all
 from ledger.disclosure import LotDisclosure, Register
 from ledger.log import issue_checkpoint, prove_inclusion
-from ledger.registry import sign_registry, snapshot
-from ledger.sites import declared_stocks, stock_commitments, stock_opening
-from ledger.store import LoggedEvent, Store
+from ledger.registry import pinned_authority
+from ledger.store import LoggedEvent, LoggedRegistryEntry, Store
 from ledger.verify.bundle import (
     Bundle,
-    Derived,
-    Logged,
     LoggedRecord,
     Statement,
     SummaryProof,
-    counted_field,
-    derive,
     public_points,
     summary_transcript,
 )
 from ledger.verify.policy import PUBLISHED_POLICIES, Policy, tolerance_for
-from ledger.verify.registry import Registry, RegistryEntry, decode_registry
+from ledger.verify.registry import LoggedEntry, RegistryState, decode_entry, replay
+from ledger.verify.roles import Derived, KeyBook, KeyState, Logged, derive
 
-__all__ = ["SummaryError", "SummaryResult", "build_summary"]
+__all__ = [
+    "CURRENT_POLICY",
+    "Selection",
+    "SummaryError",
+    "SummaryResult",
+    "build_summary",
+    "prove",
+    "select",
+]
+
+CURRENT_POLICY = PUBLISHED_POLICIES[max(PUBLISHED_POLICIES)]
+# The record kinds a summary can use; nothing else of the log is read or decoded.
+_KINDS = (
+    EventType.LOT_CONTRIBUTION, EventType.WEIGHING, EventType.CHECKPOINT,
+    EventType.KEY_ROTATION, EventType.OPENING_STOCK,
+)  # fmt: skip
 
 
 class SummaryError(CustodyError):
@@ -63,14 +76,19 @@ class SummaryResult:
     balance_checks: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
-    logged: LoggedEvent
-    payload: Payload
+@dataclass
+class Selection:
+    """What a bundle for the lot shows, before anything is signed or proven."""
 
-    @property
-    def body(self) -> Mapping[str, Any]:
-        return self.payload.body
+    lot: str
+    refiner: str
+    sites: tuple[str, ...]
+    windows: dict[str, int]
+    registry: RegistryState
+    entries: list[LoggedRegistryEntry]  # the authority's entries 1..n, as logged
+    records: dict[int, Logged]  # by log index
+    contributions: list[Logged]
+    receipt: Logged
 
 
 def build_summary(
@@ -80,129 +98,227 @@ def build_summary(
     lot: str,
     *,
     audience: str = "buyer",
-    policy: Policy = PUBLISHED_POLICIES[1],
+    policy: Policy = CURRENT_POLICY,
     group: Group = ED25519,
 ) -> SummaryResult:
     """Assemble, check against the disclosure policy, prove, record; return the bundle bytes."""
-    site_of = {k.kid: k.site_id for k in store.device_keys()}
-    # Only the record kinds a summary uses are read and decoded, not the whole log.
-    kinds = (EventType.LOT_CONTRIBUTION, EventType.WEIGHING, EventType.CHECKPOINT)
-    relevant = [_Event(e, _payload(e.envelope)) for e in store.events(types=kinds)]
+    selection = select(store, data_dir, lot, policy)
+    return prove(store, keys, data_dir, selection, audience=audience, policy=policy, group=group)
+
+
+def select(store: Store, data_dir: Path, lot: str, policy: Policy) -> Selection:
+    """The records and registry entries a complete bundle for ``lot`` must show."""
+    authority = pinned_authority(data_dir)
+    logged_entries = store.registry_entries()
+    if not logged_entries:
+        raise SummaryError(
+            "the ledger has logged no registry entries: keys are enrolled by the registry "
+            "authority (custody-registry enrol) and added with `custody-ledger registry add`"
+        )
+    registry = replay(
+        LoggedEntry(e.log_index, decode_entry(e.entry, authority)) for e in logged_entries
+    )
+    book = KeyBook(registry)
+    usable = _admitted(store, book, lot)
     contributions = [
-        e for e in relevant
-        if e.payload.type is EventType.LOT_CONTRIBUTION and e.body["lot"] == lot
+        r for r in usable
+        if r.type is EventType.LOT_CONTRIBUTION and r.body["lot"] == lot
     ]  # fmt: skip
     if not contributions:
         raise SummaryError(f"lot {lot} has no contributions (run `custody-agent lot close {lot}`)")
-    sites = tuple(sorted({site_of[c.logged.kid] for c in contributions}))
+    sites = tuple(sorted({c.key.site_id for c in contributions}))
     receipts = [
-        e for e in relevant
-        if e.payload.type is EventType.WEIGHING and e.body.get("lot") == lot
-        and e.body.get("direction") == "in" and "mass" in e.body
-        and site_of[e.logged.kid] not in sites
+        r for r in usable
+        if r.type is EventType.WEIGHING and r.key.site_id not in sites
+        and "net" in r.body.get("mass", {})
     ]  # fmt: skip
     if len(receipts) != 1:
         raise SummaryError(
-            f"lot {lot} needs exactly one receipt weighing by the refiner "
-            f"(direction in, lot {lot}); found {len(receipts)}"
+            f"lot {lot} needs exactly one two-pass receipt weighing by the refiner "
+            f"(direction in, lot {lot}, with a net mass); found {len(receipts)}"
         )
     receipt = receipts[0]
-    refiner = site_of[receipt.logged.kid]
-
     windows: dict[str, int] = {}
-    chosen: list[_Event] = [*contributions, receipt]
+    chosen: dict[int, Logged] = {r.index: r for r in (*contributions, receipt)}
     for site in sites:
-        start, picked = _window(site, site_of, relevant, contributions, policy)
+        start, picked = _site_records(site, book, registry, usable, contributions, policy)
         windows[site] = start
-        chosen.extend(picked)
+        chosen.update((r.index, r) for r in picked)
+    # Keys introduced by rotation need their rotation record, and so on back to an enrolment.
+    for rec in list(chosen.values()):
+        chosen.update((r.index, r) for r in _introductions(rec.key, usable))
+    last = max(chosen)
+    if registry.last_index < last:
+        raise SummaryError(
+            f"the registry authority's newest entry is logged at {registry.last_index}, before "
+            f"the lot's records (up to {last}): a buyer could not tell that no entry is missing. "
+            "Ask the authority for a heartbeat (`custody-registry heartbeat`), add it with "
+            "`custody-ledger registry add`, and build the summary again"
+        )
+    return Selection(lot, receipt.key.site_id, sites, windows, registry, logged_entries,
+                     chosen, contributions, receipt)  # fmt: skip
 
-    openings = {c.logged.event_id: _open(keys, c.body) for c in contributions}
+
+def prove(
+    store: Store,
+    keys: LedgerKeyPair,
+    data_dir: Path,
+    selection: Selection,
+    *,
+    audience: str = "buyer",
+    policy: Policy = CURRENT_POLICY,
+    group: Group = ED25519,
+) -> SummaryResult:
+    """Check the selection against the disclosure policy, sign, prove, record."""
+    sel = selection
+    openings = {c.env.event_id: _open(keys, c.body) for c in sel.contributions}
     total = sum(o["total"].value for o in openings.values())
     statement = Statement(
-        lot, refiner, total, tolerance_for(total, policy), sites, policy, os.urandom(16),
-        audience, windows,
+        sel.lot, sel.refiner, total, tolerance_for(total, policy), sel.sites, policy,
+        os.urandom(16), audience, sel.windows,
     )  # fmt: skip
     register = Register(data_dir)
     disclosure = LotDisclosure(
-        total, sites, tuple(sorted(c.logged.event_id.hex() for c in contributions))
+        total, sel.sites, tuple(sorted(c.env.event_id.hex() for c in sel.contributions))
     )
-    register.check(lot, disclosure, audience, policy)
+    register.check(sel.lot, disclosure, audience, policy)
 
-    all_sites = set(site_of.values())
-    stocks = stock_commitments(keys, data_dir, all_sites, group)
-    registry_bytes = sign_registry(keys, snapshot(store, keys.ledger_id, stocks))
-    registry = decode_registry(registry_bytes, keys.public)
     checkpoint, log_bytes = issue_checkpoint(store, keys)
-    chosen.sort(key=lambda e: e.logged.log_index)
+    ordered = sorted(sel.records.values(), key=lambda r: r.index)
     records = tuple(
-        LoggedRecord(
-            e.logged.log_index,
-            e.logged.envelope,
-            tuple(prove_inclusion(store, e.logged.log_index, checkpoint.size)),
-        )
-        for e in chosen
+        LoggedRecord(r.index, r.env.cose, tuple(prove_inclusion(store, r.index, checkpoint.size)))
+        for r in ordered
     )
-    logged = [
-        Logged(
-            e.logged.log_index,
-            Envelope(e.logged.envelope, event_id_of(e.logged.envelope), e.logged.kid, e.payload),
-            _entry(registry, e.logged.kid),
-        )
-        for e in chosen
-    ]
-    derived = derive(statement, logged)
-    points = public_points(
-        statement, derived, {s: group.point(c) for s, c in stocks.items()}, group
-    )
-    provers = _provers(keys, data_dir, statement, derived, openings, group)
-    tr = summary_transcript(statement, registry_bytes, log_bytes, records, points, group)
+    entries = tuple(
+        LoggedRecord(e.log_index, e.entry,
+                     tuple(prove_inclusion(store, e.log_index, checkpoint.size)))
+        for e in sel.entries
+    )  # fmt: skip
+    # The verifier's own derivation, on a key book that saw exactly the bundle's records.
+    shown = KeyBook(sel.registry)
+
+    def derivation() -> Derived:
+        admitted = [shown.admit(r.index, r.env) for r in ordered]
+        return derive(sel.lot, sel.refiner, sel.sites, sel.windows, policy.window, shown, admitted)
+
+    derived = _step(derivation)
+    points = _step(lambda: public_points(statement, derived, group))
+    provers = _provers(keys, statement, derived, openings, group)
+    tr = summary_transcript(statement, log_bytes, entries, records, points, group)
     challenge, responses = prove_all(tr, provers)
-    schnorr = responses[0]
-    ranges = [r for r in responses[1:] if isinstance(r, RangeProof)]
+    schnorr, ranges = responses[0], responses[1:]
     assert isinstance(schnorr, SchnorrProof)
-    assert len(ranges) == len(responses) - 1
-    proof = SummaryProof(challenge, schnorr, (ranges[0], ranges[1]), tuple(ranges[2:]))
-    bundle = Bundle(statement, registry_bytes, log_bytes, records, proof).to_bytes()
-    register.record(lot, disclosure, audience, statement.summary_id)
+    proofs = [r for r in ranges if isinstance(r, RangeProof)]
+    assert len(proofs) == len(ranges)
+    n_stocks = len(derived.stocks)
+    stock_proofs, balance_proofs = proofs[2 : 2 + n_stocks], proofs[2 + n_stocks :]
+    proof = SummaryProof(
+        challenge, schnorr, (proofs[0], proofs[1]), tuple(stock_proofs), tuple(balance_proofs)
+    )
+    bundle = Bundle(statement, log_bytes, entries, records, proof).to_bytes()
+    register.record(sel.lot, disclosure, audience, statement.summary_id)
     return SummaryResult(bundle, statement, len(records), len(derived.checks))
 
 
-def _window(
-    site: str, site_of: dict[bytes, str], relevant: Sequence[_Event],
-    contributions: Sequence[_Event], policy: Policy,
-) -> tuple[int, list[_Event]]:  # fmt: skip
-    """The site's balance window and the checkpoints the bundle must carry for it."""
-    checkpoints = sorted(
-        (e for e in relevant
-         if e.payload.type is EventType.CHECKPOINT and site_of[e.logged.kid] == site),
-        key=lambda e: e.logged.log_index,
-    )  # fmt: skip
+def _admitted(store: Store, book: KeyBook, lot: str) -> list[Logged]:
+    """Records of the kinds a summary uses that a verifier would accept, in log order.
+
+    Weighings are kept only when they are this lot's receipt candidates (bags and trucks are
+    never shown). A record the registry does not back (a key enrolled before the authority
+    signed its enrolment, a record after its key's last seq) is left out: no bundle could
+    use it."""
+    out = []
+    for event in store.events(types=_KINDS):
+        payload = _payload(event)
+        if payload.type is EventType.WEIGHING and (
+            payload.body.get("lot") != lot or payload.body.get("direction") != "in"
+        ):
+            continue
+        env = Envelope(event.envelope, event_id_of(event.envelope), event.kid, payload)
+        try:
+            out.append(book.admit(event.log_index, env))
+        except ProofError:
+            continue
+    return out
+
+
+def _site_records(
+    site: str, book: KeyBook, registry: RegistryState, usable: Sequence[Logged],
+    contributions: Sequence[Logged], policy: Policy,
+) -> tuple[int, list[Logged]]:  # fmt: skip
+    """The site's window start and what the bundle must show for it (bases, window, fences,
+    key rotations, its opening stock)."""
+    checkpoints = [r for r in usable if r.type is EventType.CHECKPOINT and r.key.site_id == site]
+    chains: dict[bytes, list[Logged]] = {}
+    for cp in checkpoints:
+        chains.setdefault(cp.key.kid, []).append(cp)
     end = -1
     for c in contributions:
-        if site_of[c.logged.kid] != site:
+        if c.key.site_id != site:
             continue
-        covering = [
-            e.logged.log_index for e in checkpoints
-            if e.logged.kid == c.logged.kid and e.payload.body["upto"] >= c.logged.seq
-        ]  # fmt: skip
-        if not covering:
+        cover = next((cp for cp in chains.get(c.key.kid, []) if cp.body["upto"] >= c.seq), None)
+        if cover is None:
             raise SummaryError(
-                f"site {site}: the contribution at seq {c.logged.seq} is not yet under a logged "
+                f"site {site}: the contribution at seq {c.seq} is not yet under a logged "
                 "checkpoint (sync the gateway)"
             )
-        end = max(end, min(covering))
-    upto_end = [e for e in checkpoints if e.logged.log_index <= end]
+        end = max(end, cover.index)
+    upto_end = [cp for cp in checkpoints if cp.index <= end]
     window = upto_end[-policy.window :]
-    start = window[0].logged.log_index
-    bases: dict[bytes, _Event] = {}
-    for e in upto_end:
-        if e.logged.log_index < start:
-            bases[e.logged.kid] = e  # the latest before the window, per chain
-    return start, [*bases.values(), *window]
+    start = window[0].index
+    for c in contributions:
+        if c.key.site_id == site:
+            cover = next(cp for cp in chains[c.key.kid] if cp.body["upto"] >= c.seq)
+            if cover.index < start:
+                raise SummaryError(
+                    f"site {site}: its contributions to the lot lie further apart than the "
+                    f"policy's window of {policy.window} checkpoints"
+                )
+    picked: list[Logged] = list(window)
+    rotations = {r.key.kid: r for r in usable if r.type is EventType.KEY_ROTATION}
+    for key in book.keys.values():
+        if key.site_id != site or key.introduced >= end:
+            continue
+        chain = chains.get(key.kid, [])
+        base = [cp for cp in chain if cp.index < start][-1:]
+        fence = [cp for cp in chain if cp.index > end][:1]
+        picked.extend(base + fence)
+        if not fence:
+            upto_end_here = [cp for cp in chain if cp.index <= end]
+            last = upto_end_here[-1] if upto_end_here else None
+            rotation = rotations.get(key.kid)
+            if rotation is not None:
+                picked.append(rotation)
+            elif key.retired is None or key.retired.last_checkpoint != (
+                last.env.event_id if last else None
+            ):
+                raise SummaryError(
+                    f"site {site}: {key.name} has no checkpoint logged after the window's end "
+                    f"(log index {end}) yet, so the bundle could not show its chain complete; "
+                    "sync that gateway (it checkpoints on its schedule), or, if it is out of "
+                    "service, ask the registry authority to retire it at its last checkpoint"
+                )
+    pinned = registry.stocks.get(site)
+    if pinned is not None:
+        stock = next((r for r in usable if r.env.event_id == pinned[0]), None)
+        if stock is not None and stock.index < start:
+            picked.append(stock)
+    return start, picked
+
+
+def _introductions(key: KeyState, usable: Sequence[Logged]) -> list[Logged]:
+    """The rotation records that introduced ``key``, back to an enrolled key."""
+    out: list[Logged] = []
+    current = key
+    while current.by_rotation:
+        rotation = next(r for r in usable if r.index == current.introduced)
+        out.append(rotation)
+        current = rotation.key
+    return out
 
 
 def _provers(
-    keys: LedgerKeyPair, data_dir: Path, statement: Statement, derived: Derived,
+    keys: LedgerKeyPair, statement: Statement, derived: Derived,
     contrib_openings: dict[bytes, dict[str, Opening]], group: Group,
 ) -> list[SubProver]:  # fmt: skip
     assert derived.receipt is not None
@@ -212,7 +328,7 @@ def _provers(
         rho = g.scalar_add(rho, o["total"].blinding)
     provers: list[SubProver] = [SchnorrProver("total", rho, g)]
 
-    recv = _open(keys, derived.receipt.body)[counted_field(derived.receipt)]
+    recv = _open(keys, derived.receipt.body)["net"]
     w, tau = statement.total, statement.tolerance
     low, high = w + tau - recv.value, recv.value - w + tau
     if not (0 <= low < 2**pol.tolerance_bits and 0 <= high < 2**pol.tolerance_bits):
@@ -223,11 +339,21 @@ def _provers(
     provers.append(RangeProver("tol_low", low, g.scalar_neg(recv.blinding), pol.tolerance_bits, g))
     provers.append(RangeProver("tol_high", high, recv.blinding, pol.tolerance_bits, g))
 
-    declared = declared_stocks(data_dir)
+    stocks: dict[str, Opening] = {}
+    for i, (site, rec) in enumerate(sorted(derived.stocks.items())):
+        stock = _open(keys, rec.body)["stock"]
+        if not _in_range(stock.value, pol.stock_bits):
+            raise SummaryError(
+                f"site {site}: its declared opening stock is above the policy's maximum of "
+                f"{2**pol.stock_bits - 1} units"
+            )
+        stocks[site] = stock
+        provers.append(RangeProver(f"stock{i}", stock.value, stock.blinding, pol.stock_bits, g))
+
     p, q = g.scalar_from_int(pol.recovery_p), g.scalar_from_int(pol.recovery_q)
     cache: dict[bytes, dict[str, Opening]] = {}
     for i, check in enumerate(derived.checks):
-        stock = stock_opening(keys, check.site, declared.get(check.site, 0), g)
+        stock = stocks.get(check.site, Opening(0, _zero(g)))
         v_in = v_out = 0
         r_in = r_out = _zero(g)
         for cp in check.checkpoints:
@@ -241,7 +367,7 @@ def _provers(
         blinding = g.scalar_add(
             g.scalar_mul(p, r_in), g.scalar_mul(q, g.scalar_sub(stock.blinding, r_out))
         )
-        if not _balance_ok(value, pol.balance_bits):
+        if not _in_range(value, pol.balance_bits):
             raise SummaryError(
                 f"site {check.site}: at log index {check.index} outputs exceed inputs × "
                 f"{pol.recovery_p}/{pol.recovery_q} plus opening stock: the mass balance "
@@ -251,26 +377,28 @@ def _provers(
     return provers
 
 
-def _balance_ok(value: int, bits: int) -> bool:
+def _in_range(value: int, bits: int) -> bool:
     return 0 <= value < (1 << bits)
+
+
+def _step(fn: Any) -> Any:
+    """The verifier's derivation refusing what the builder assembled is a builder bug or a
+    log the verifier could not accept: either way, say it as the summary's error."""
+    try:
+        return fn()
+    except ProofError as exc:
+        raise SummaryError(f"the bundle would not verify: {exc}") from exc
 
 
 def _zero(g: Group) -> Scalar:
     return g.scalar_from_int(0)
 
 
-def _payload(envelope: bytes) -> Payload:
+def _payload(event: LoggedEvent) -> Payload:
     # Logged envelopes were strictly verified at intake; decode without re-verifying.
-    return Payload.from_map(cbor.decode(cose.decode_sign1(envelope).payload))
+    return Payload.from_map(cbor.decode(cose.decode_sign1(event.envelope).payload))
 
 
 def _open(keys: LedgerKeyPair, body: Mapping[str, Any]) -> dict[str, Opening]:
     """The sealed openings of a logged record (checked against its commitments at intake)."""
     return open_sealed(body["sealed"], keys.public.sealing_key, keys.sealing_secret)
-
-
-def _entry(registry: Registry, kid: bytes) -> RegistryEntry:
-    entry = registry.by_kid(kid)
-    if entry is None:  # pragma: no cover - every logged key is enrolled
-        raise SummaryError(f"key {kid.hex()} is not in the registry")
-    return entry

@@ -24,8 +24,11 @@ from tests.support import REPO, run_cli
 # captures (two ore trucks and the dispatch truck, two passes each), and the bagging station's
 # boot, three bags each with its checkpoint and seal scan, a mistaken scan and its void, the
 # aggregation, the lot contribution and its checkpoint.
-MINE_RECORDS = 1 + 6 + 1 + 3 * 3 + 2 + 1 + 2
+# Then the boot and the checkpoint of `custody-agent checkpoint` (the scheduled one, forced:
+# the fence a buyer's bundle needs after the lot).
+MINE_RECORDS = 1 + 6 + 1 + 3 * 3 + 2 + 1 + 2 + 2
 REFINER_RECORDS = 3
+REGISTRY_ENTRIES = 3  # the two enrolments and the heartbeat before the summary
 
 
 def test_demo_runs_the_gateway_service_on_simulated_devices_to_a_verified_lot(
@@ -72,20 +75,22 @@ def test_demo_runs_the_gateway_service_on_simulated_devices_to_a_verified_lot(
     weighings = [e for e in listed if e["type"] == "weighing" and "gross" in e.get("mass_kg", {})]
     nets = sorted(float(e["mass_kg"]["net"]) for e in weighings if "net" in e["mass_kg"])
     assert nets == [4520.0, 24120.0, 26240.0]  # two ore deliveries and the dispatch
-    dispatch = run_cli("--data-dir", str(gw), "events", "show", listed[-1]["event_id"]).stdout
+    last_weighing = [e for e in listed if e["type"] == "weighing"][-1]
+    dispatch = run_cli("--data-dir", str(gw), "events", "show", last_weighing["event_id"]).stdout
     assert all(seal in dispatch for seal in SEALS)  # the seals scanned at the bridge
     assert "4A0017F3D2" in dispatch  # the truck named by its RFID tag
     assert run_cli("--data-dir", str(gw), "events", "verify").returncode == 0
     # ... and the ledger's database holds both gateways' records.
     store = LedgerStore(root / "ledger" / STORE_FILE)
     try:
-        assert store.log_size() == n + REFINER_RECORDS
+        assert store.log_size() == n + REFINER_RECORDS + REGISTRY_ENTRIES
         assert len(store.events(DEVICE_ID)) == n
     finally:
         store.close()
     # The seller's folder holds the bundle only; the pin is the buyer's, outside it.
     assert [p.name for p in (root / "from-seller").iterdir()] == ["LOT-2026-0042.cbor"]
     assert json.loads(trust.read_text())["ledgers"].keys() == {"ledger"}
+    assert json.loads(trust.read_text())["authorities"].keys() == {"consortium-registry"}
 
 
 def test_demo_refuses_a_tls_broker_url_without_the_private_pki(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Central side: ``custody-ledger init``, ``pki init``, ``pki issue-broker``, ``pki issue-ledger``,
 a private Mosquitto on the production config using that CA's files, and ``custody-ledger run``
 as a real process. Gateway side: ``custody-agent init`` (signing key, TLS key, CSR), the ledger
-operator's ``enroll`` + ``pki issue --csr``, then ``custody-agent enrol`` with what came back.
+registry authority's ``custody-registry enrol``, the ledger operator's ``enroll`` of that entry
++ ``pki issue --csr``, then ``custody-agent enrol`` with what came back.
 Records then sync and end acked. Revocation: the registry rejects later records with a reason
 the gateway's ``status`` shows, and the broker refuses the gateway's TLS connection once it
 reloads the CRL.
@@ -33,6 +34,13 @@ from tests.support import REPO, run_cli
 def ledger_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ledger.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def registry_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.authority_cli", *map(str, args)],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
     )  # fmt: skip
 
@@ -87,7 +95,9 @@ class LedgerProcess:
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[Central]:
     data = tmp_path / "ledger"
-    ok(ledger_cli("--data-dir", data, "init"))
+    registry = tmp_path / "registry"
+    ok(registry_cli("init", "--name", "consortium-registry", "--dir", registry))
+    ok(ledger_cli("--data-dir", data, "init", "--authority", registry / "authority-public.json"))
     ok(ledger_cli("--data-dir", data, "pki", "init"))
     ok(ledger_cli("--data-dir", data, "pki", "issue-broker", "--host", "localhost",
                   "--host", "127.0.0.1"))  # fmt: skip
@@ -105,8 +115,11 @@ def enrol_gateway(tmp_path: Path, central: Central, device_id: str, site: str = 
     record = json.loads(out)
     record_file = tmp_path / f"{device_id}.json"
     record_file.write_text(out)
-    # 2. At the ledger: enrol the signing key, issue the client certificate from the CSR.
-    ok(ledger_cli("--data-dir", central.data, "enroll", record_file))
+    # 2. The registry authority enrols the signing key at its site; the ledger logs its
+    #    entry and issues the client certificate from the CSR.
+    entry = ok(registry_cli("enrol", record_file, "--site", site,
+                            "--dir", central.data.parent / "registry")).splitlines()[0]  # fmt: skip
+    ok(ledger_cli("--data-dir", central.data, "enroll", entry))
     cert = ok(ledger_cli("--data-dir", central.data, "pki", "issue", device_id,
                          "--csr", record["csr_file"])).strip()  # fmt: skip
     # 3. Back on the gateway: ledger keys, CA, certificate, broker.

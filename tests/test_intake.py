@@ -206,21 +206,33 @@ def test_ledger_cli_enrolls_lists_and_revokes(tmp_path: Path, gateway: Gateway) 
             capture_output=True, text=True, check=False,
         )  # fmt: skip
 
-    assert ledger_cli("init").returncode == 0
+    def registry_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.authority_cli", *args, "--dir", str(tmp_path / "R")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    assert registry_cli("init", "--name", "consortium").returncode == 0
+    assert ledger_cli("init", "--authority", str(tmp_path / "R" / "authority-public.json")
+                      ).returncode == 0  # fmt: skip
     record = tmp_path / "enrol.json"
     shown = run_cli("keys", "show", "--json", "--data-dir", str(gateway.data_dir))
     record.write_text(shown.stdout)
-    done = ledger_cli("enroll", str(record))
+    entry = registry_cli("enrol", str(record)).stdout.splitlines()[0]
+    done = ledger_cli("enroll", entry)
     assert done.returncode == 0, done.stderr
-    again = ledger_cli("enroll", str(record))
-    assert again.returncode == 5 and "already enrolled" in again.stderr
+    again = ledger_cli("enroll", entry)
+    assert again.returncode == 0 and "already logged" in again.stdout
+    twice = registry_cli("enrol", str(record))
+    assert twice.returncode == 3 and "already enrolled" in twice.stderr
     listed = json.loads(ledger_cli("devices", "--json").stdout)
     assert [(d["device_id"], d["revoked_ms"]) for d in listed] == [(DEVICE, None)]
-    assert ledger_cli("revoke", DEVICE).returncode == 0
+    revoked = ledger_cli("revoke", DEVICE)
+    assert revoked.returncode == 0 and "custody-registry retire" in revoked.stdout
     assert json.loads(ledger_cli("devices", "--json").stdout)[0]["revoked_ms"] is not None
     assert ledger_cli("revoke", "nobody").returncode == 3
     record.write_text('{"device_id": "x", "site_id": "y", "public_key": "00"}')
-    bad = ledger_cli("enroll", str(record))
+    bad = registry_cli("enrol", str(record))
     assert bad.returncode == 3 and "not a valid enrolment record" in bad.stderr
 
 

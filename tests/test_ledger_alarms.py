@@ -22,11 +22,8 @@ from custody.envelope import EventSigner, event_id_of
 from custody.event import DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey
 from ledger.intake import Intake
-from ledger.keys import load_ledger_keypair
-from ledger.registry import sign_registry, snapshot
 from ledger.store import LedgerStore, Store
 from ledger.store_pg import PostgresLedgerStore
-from ledger.verify.registry import decode_registry
 from sync.ack import Ack, verify_ack
 from sync.batch import encode_batch
 from tests.conftest import Gateway
@@ -195,15 +192,18 @@ def test_a_key_is_refused_before_its_validity_starts(
 def test_enroll_valid_from_on_the_command_line(
     gateway: Gateway, ledger_dir: Path, location: str, tmp_path: Path
 ) -> None:
+    from ledger.authority import Authority, create_authority
+    from ledger.keys import load_ledger_keypair
+    from ledger.registry import pin_authority
+
     key = load_device_key(gateway.data_dir / "device.key")
-    record = tmp_path / "enrol.json"
-    record.write_text(
-        json.dumps({"device_id": DEVICE, "site_id": SITE, "public_key": key.public_key.hex()})
-    )
-    bad = ledger_cli(ledger_dir, location, "enroll", str(record), "--valid-from", "soon")
+    authority = create_authority(tmp_path / "registry", "consortium-registry")
+    pin_authority(ledger_dir, authority, load_ledger_keypair(ledger_dir).public)
+    entry = Authority(tmp_path / "registry").enrol(DEVICE, SITE, key.public_key)[0]
+    bad = ledger_cli(ledger_dir, location, "enroll", str(entry), "--valid-from", "soon")
     assert bad.returncode == 3 and "ISO 8601" in bad.stderr
     done = ledger_cli(
-        ledger_dir, location, "enroll", str(record), "--valid-from", "2031-05-01T06:00:00+02:00"
+        ledger_dir, location, "enroll", str(entry), "--valid-from", "2031-05-01T06:00:00+02:00"
     )
     assert done.returncode == 0, done.stderr
     (listed,) = json.loads(ledger_cli(ledger_dir, location, "devices", "--json").stdout)
@@ -212,41 +212,6 @@ def test_enroll_valid_from_on_the_command_line(
     assert (
         "valid from 2031-05-01T04:00:00+00:00" in ledger_cli(ledger_dir, location, "devices").stdout
     )
-
-
-def test_the_signed_registry_carries_validity_starts(
-    store: Store, ledger_dir: Path, device_key: DeviceKey
-) -> None:
-    keys = load_ledger_keypair(ledger_dir)
-    store.enroll(DEVICE, SITE, device_key.public_key, device_key.kid, 5_000)
-    registry = decode_registry(sign_registry(keys, snapshot(store, keys.ledger_id)), keys.public)
-    (entry,) = registry.entries
-    assert entry.valid_from == 5_000
-    assert (entry.valid_at(4_999), entry.valid_at(5_000)) == (False, True)
-
-
-def test_a_registry_snapshot_without_validity_starts_still_decodes(ledger_dir: Path) -> None:
-    from nacl.signing import SigningKey
-
-    from custody import cbor, cose
-    from custody.keys import kid_for
-    from ledger.verify.registry import REGISTRY_CONTENT_TYPE
-
-    keys = load_ledger_keypair(ledger_dir)
-    device = DeviceKey.generate()
-    old = {
-        "v": 1, "ledger": keys.ledger_id, "t": 9,
-        "devices": [{"device": DEVICE, "site": SITE, "kid": device.kid,
-                     "key": device.public_key, "enrolled": 7}],
-    }  # fmt: skip
-    protected = {
-        cose.HDR_ALG: cose.ALG_EDDSA, cose.HDR_CONTENT_TYPE: REGISTRY_CONTENT_TYPE,
-        cose.HDR_KID: kid_for(keys.public.signing_key),
-    }  # fmt: skip
-    data = cose.sign1(SigningKey(keys.signing_seed), protected, cbor.encode(old))
-    (entry,) = decode_registry(data, keys.public).entries
-    assert (entry.valid_from_ms, entry.valid_from) == (None, 7)
-    assert (entry.valid_at(6), entry.valid_at(7)) == (False, True)
 
 
 # --- migrations -----------------------------------------------------------------------------
@@ -269,7 +234,7 @@ def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path, device_key: Device
         assert key.valid_from_ms == 1234  # valid since its enrolment, as before
         assert store.forks() == []
         version = store.conn.execute("PRAGMA user_version").fetchone()[0]
-        assert version == store_module.SCHEMA_VERSION == 3
+        assert version == store_module.SCHEMA_VERSION == 4
         assert store.dead_letters() == [] and store.rejection_rows() == 0
     finally:
         store.close()
@@ -299,7 +264,7 @@ def test_a_version_1_postgres_store_is_migrated(pg_dsn: str, device_key: DeviceK
         store.close()
     with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute("SELECT version FROM ledger_schema ORDER BY version").fetchall()
-    assert rows == [(1,), (2,), (3,)]
+    assert rows == [(1,), (2,), (3,), (4,)]
 
 
 # --- the check-worker pool --------------------------------------------------------------------

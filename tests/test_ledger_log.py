@@ -12,14 +12,12 @@ from nacl.signing import SigningKey
 
 from custody import cbor, cose
 from custody.errors import DecodeError, SchemaError, SignatureError
-from custody.keys import DeviceKey, LedgerKeyPair, kid_for
+from custody.keys import LedgerKeyPair
 from custody.merkle import leaf_hash, root, verify_consistency, verify_inclusion
 from ledger.intake import Intake
 from ledger.keys import load_ledger_keypair
 from ledger.log import sign_checkpoint, verify_checkpoint
-from ledger.registry import sign_registry
 from ledger.store import LedgerStore
-from ledger.verify.registry import Registry, RegistryEntry, decode_registry
 from sync.batch import encode_batch
 from tests.conftest import Gateway
 from tests.support import REPO
@@ -90,40 +88,6 @@ def test_out_of_range_requests_are_refused(logged: list[bytes], ledger_dir: Path
     assert bad.returncode == 3 and "not below tree size" in bad.stderr
 
 
-def test_registry_snapshot_is_signed_and_strict(
-    logged: list[bytes], ledger_dir: Path, gateway: Gateway
-) -> None:
-    from custody import cbor, cose
-    from custody.errors import SchemaError
-    from ledger.verify.registry import decode_registry
-
-    out = ledger_dir / "registry.cose"
-    subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "--data-dir", str(ledger_dir), "registry", "export",
-         "--out", str(out)],
-        check=True, capture_output=True, cwd=REPO,
-    )  # fmt: skip
-    keys = load_ledger_keypair(ledger_dir)
-    registry = decode_registry(out.read_bytes(), keys.public)
-    with gateway.recorder() as rec:
-        entry = registry.by_kid(rec.key.kid)
-        assert entry is not None and entry.public_key == rec.key.public_key
-    assert (entry.device_id, entry.site_id, entry.revoked_ms) == (DEVICE, "KOL-01", None)
-    assert entry.valid_at(entry.enrolled_ms) and not entry.valid_at(entry.enrolled_ms - 1)
-    with pytest.raises(SignatureError):
-        decode_registry(out.read_bytes(), LedgerKeyPair.generate("other").public)
-    # A snapshot whose entry claims a kid that is not its key's is refused even when signed.
-    msg = cose.decode_sign1(out.read_bytes())
-    payload = cbor.decode(msg.payload)
-    payload["devices"][0]["kid"] = bytes(8)
-    forged = cose.sign1(
-        SigningKey(keys.signing_seed), {},
-        cbor.encode(payload), protected_bytes=msg.protected_bytes,
-    )  # fmt: skip
-    with pytest.raises(SchemaError, match="kid"):
-        decode_registry(forged, keys.public)
-
-
 def _resigned(keys: LedgerKeyPair, document: bytes, **changes: object) -> bytes:
     """``document`` with payload fields replaced, signed again under its own header."""
     msg = cose.decode_sign1(document)
@@ -144,24 +108,3 @@ def test_a_checkpoint_with_a_field_of_another_type_is_refused(change: dict[str, 
     assert verify_checkpoint(good, keys.public).size == 3
     with pytest.raises(SchemaError):
         verify_checkpoint(_resigned(keys, good, **change), keys.public)
-
-
-def _registry(keys: LedgerKeyPair, public_key: bytes) -> bytes:
-    entry = RegistryEntry("gw-1", "KOL-01", kid_for(public_key), public_key, 1_767_000_000_000)
-    return sign_registry(keys, Registry(keys.ledger_id, 1_767_225_600_000, (entry,)))
-
-
-@pytest.mark.parametrize("change", [{"v": True}, {"t": False}, {"ledger": 7}])
-def test_a_registry_with_a_field_of_another_type_is_refused(change: dict[str, object]) -> None:
-    keys = LedgerKeyPair.generate("ledger-test")
-    good = _registry(keys, DeviceKey.generate().public_key)
-    assert decode_registry(good, keys.public).ledger_id == "ledger-test"
-    with pytest.raises(SchemaError):
-        decode_registry(_resigned(keys, good, **change), keys.public)
-
-
-def test_a_registry_entry_with_an_unusable_key_is_a_schema_error() -> None:
-    # The identity point: kid and key agree, but it is of small order (standards.md §2.3).
-    keys = LedgerKeyPair.generate("ledger-test")
-    with pytest.raises(SchemaError, match="not a valid Ed25519 public key"):
-        decode_registry(_registry(keys, bytes([1]) + bytes(31)), keys.public)

@@ -61,13 +61,14 @@ def test_replacement_sends_the_broken_gateways_outbox(tmp_path: Path, central: C
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["device_id"] == "gw-old"
-    # 2 weighings (4 records) + rotate (boot + key_rotation) under the old key; 2 under the new.
-    assert summary["acked"] == 8
-    assert summary["outbox"]["acked"] == 8
+    # 2 weighings (4 records) + rotate (boot, the chain's closing checkpoint, key_rotation)
+    # under the old key; 2 under the new.
+    assert summary["acked"] == 9
+    assert summary["outbox"]["acked"] == 9
     heads = {
         r["kid"]: int(str(r["head_seq"])) for r in central.devices() if r["device_id"] == "gw-old"
     }
-    assert sorted(heads.values()) == [2, 6]
+    assert sorted(heads.values()) == [2, 7]
     # The replacement's own outbox is untouched: it recorded nothing and sent nothing.
     status = json.loads(ok(run_cli("--data-dir", str(new), "status", "--json")))
     assert status["events"]["acked"] == 0

@@ -207,12 +207,13 @@ def test_rotation_mid_stream_over_the_broker(tmp_path: Path, central: Central) -
         result = sync(gw)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["acked"] == 4 + 2 + 4  # old tail + rotate's boot + rotation; 4 new
+    # old tail + rotate's boot, closing checkpoint and rotation; 4 new
+    assert summary["acked"] == 4 + 3 + 4
     assert summary["outbox"]["pending"] + summary["outbox"]["sent"] == 0
     assert summary["rejected"] == 0
     keys = {r["kid"]: r for r in central.devices()}
     assert set(keys) == {rotated["old_kid"], rotated["new_kid"]}
-    assert keys[rotated["old_kid"]]["head_seq"] == rotated["rotation_seq"] == 10
+    assert keys[rotated["old_kid"]]["head_seq"] == rotated["rotation_seq"] == 11
     assert keys[rotated["old_kid"]]["revoked_ms"] is not None
     assert keys[rotated["new_kid"]]["head_seq"] == 4
     assert keys[rotated["new_kid"]]["revoked_ms"] is None

@@ -31,6 +31,7 @@ class Ledger:
     key_file: Path  # the ledger's own ledger-public.json
     bundle: Path  # in the seller's folder, with a copy of key_file beside it
     keys: LedgerKeyPair
+    authority_file: Path  # the registry authority the ledger logs (authority-public.json)
 
     @property
     def fingerprint(self) -> str:
@@ -54,13 +55,15 @@ def _ledger(root: Path, seed: int) -> Ledger:
     bundle.write_bytes(result.bundle)
     key_file = scenario.ledger_dir / PUBLIC_FILE
     (seller / PUBLIC_FILE).write_bytes(key_file.read_bytes())
-    return Ledger(key_file, bundle, scenario.keys)
+    return Ledger(key_file, bundle, scenario.keys,
+                  scenario.authority_dir / "authority-public.json")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def ledgers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, Ledger]:
     a = _ledger(tmp_path_factory.mktemp("ledger-a"), seed=1)
     b = _ledger(tmp_path_factory.mktemp("ledger-b"), seed=2)
+    AUTHORITY[:] = [a.authority_file]
     # The attack needs B to pass for A by name: same ledger id, another key.
     assert a.keys.ledger_id == b.keys.ledger_id and a.kid != b.kid
     return a, b
@@ -77,10 +80,16 @@ def buyer(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+# Both test ledgers' registries are signed by ledger A's authority key file, named on every
+# run: this module is about ledger keys (registry authorities: test_registry_authority.py).
+AUTHORITY: list[Path] = []
+
+
 def verify(
     capsys: pytest.CaptureFixture[str], env: dict[str, str], *argv: str
 ) -> tuple[int, str, str]:
-    code = main(list(argv), env=env)
+    extra = ["--registry-key", str(AUTHORITY[0])] if AUTHORITY else []
+    code = main([*argv, *extra], env=env)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -187,8 +196,9 @@ def test_a_pinned_key_accepts_and_the_claim_names_ledger_fingerprint_and_file(
     a, _ = ledgers
     code, out, err = verify(capsys, buyer, str(a.bundle), "--ledger-key", str(a.key_file))
     assert code == 0, out + err
-    accepted, signed = out.splitlines()
+    accepted, signed, registry = out.splitlines()
     assert accepted.startswith("ACCEPTED: lot LOT-2026-0042: ")
+    assert registry.startswith("  registry signed by registry authority 'lab-registry'")
     assert signed == (
         f"  signed by ledger 'lab-ledger', signing key fingerprint (SHA-256) {a.fingerprint}, "
         f"pinned in {a.key_file} (--ledger-key)"
@@ -245,7 +255,7 @@ def test_the_per_user_trust_file_is_used_and_picks_the_bundles_ledger(
     [
         ("{not json", "not JSON"),
         ('{"ledgers": {}}', "format: not a trust file"),
-        (json.dumps({"format": TRUST_FORMAT}), "ledgers: must be the only other field"),
+        (json.dumps({"format": TRUST_FORMAT}), "ledgers: the fields are ledgers and, optionally"),
         (json.dumps({"format": TRUST_FORMAT, "ledgers": {"x": {"signing_key": "00"}}}),
          "ledgers.x: must hold signing_key and sealing_key"),
         (json.dumps({"format": TRUST_FORMAT, "ledgers": {"x": {
@@ -312,13 +322,14 @@ def test_trust_add_list_remove(
     assert main(["trust", "list", "--json", *t], env=buyer) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == {"trust_file": str(trust), "ledgers": [
-        {"id": "lab-ledger", "key_fingerprint": a.fingerprint, "kid": a.kid}]}  # fmt: skip
+        {"id": "lab-ledger", "key_fingerprint": a.fingerprint, "kid": a.kid}],
+        "authorities": []}  # fmt: skip
     assert main(["trust", "add", str(b.key_file), "--replace", *t], env=buyer) == 0
     assert main(["trust", "list", *t], env=buyer) == 0
     assert b.fingerprint in capsys.readouterr().out
     assert main(["trust", "remove", "lab-ledger", *t], env=buyer) == 0
     assert main(["trust", "remove", "lab-ledger", *t], env=buyer) == 2
-    assert "not pinned" in capsys.readouterr().err
+    assert "nothing is pinned there as 'lab-ledger'" in capsys.readouterr().err
     assert json.loads(trust.read_text()) == {"format": TRUST_FORMAT, "ledgers": {}}
 
 

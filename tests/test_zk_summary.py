@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from ledger.verify.bundle import PublicPoints, Statement, verify_bundle
 from ledger.verify.policy import PUBLISHED_POLICIES, Policy
 from tests.support import REPO
 
-POLICY = PUBLISHED_POLICIES[1]
+POLICY = PUBLISHED_POLICIES[2]
 
 
 def summarise(
@@ -48,7 +47,9 @@ def summarise(
 
 
 def verify(data: bytes, scenario: LotScenario, policy: Policy = POLICY) -> Any:
-    return verify_bundle(data, scenario.keys.public, policies={policy.version: policy})
+    return verify_bundle(
+        data, scenario.keys.public, scenario.authority, policies={policy.version: policy}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -221,91 +222,53 @@ def test_an_inflated_total_is_caught(fresh: LotScenario, monkeypatch: pytest.Mon
         verify(data, fresh)
 
 
-def _patch_window(
-    monkeypatch: pytest.MonkeyPatch, change: Callable[[str, list[Any]], list[Any]]
-) -> None:
-    real = summary_mod._window
-
-    def window(site: str, *args: Any) -> tuple[int, list[Any]]:
-        start, picked = real(site, *args)
-        return start, change(site, picked)
-
-    monkeypatch.setattr(summary_mod, "_window", window)
-
-
-def test_a_dropped_checkpoint_inside_the_window_is_caught(
-    fresh: LotScenario, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _patch_window(monkeypatch, lambda site, picked: picked[:1] + picked[2:])
-    with pytest.raises(ProofError, match=r"contiguous|window"):
-        verify(summarise(fresh).bundle, fresh)
-
-
-def test_hiding_the_outputs_after_an_older_checkpoint_is_caught(
-    fresh: LotScenario, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The ledger ends a site's window before the checkpoint that covers the contribution."""
-    _patch_window(monkeypatch, lambda site, picked: picked[:-1])
-    with pytest.raises(ProofError, match=r"contribution|window"):
-        verify(summarise(fresh).bundle, fresh)
-
-
-def test_a_swapped_checkpoint_is_caught(
-    fresh: LotScenario, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One site's checkpoint replaced by another site's (valid, signed, logged) one."""
-    stolen: dict[str, Any] = {}
-
-    def swap(site: str, picked: list[Any]) -> list[Any]:
-        if not stolen:
-            stolen["cp"] = picked[-2]
-            return picked
-        return [*picked[:-2], stolen["cp"], picked[-1]]
-
-    _patch_window(monkeypatch, swap)
-    with pytest.raises(ProofError, match="checkpoint"):
-        verify(summarise(fresh).bundle, fresh)
-
-
 TRANSCRIPT_ELEMENTS = [
-    "statement", "registry", "log", "records", "contrib_sum", "receipt", "tol_low", "tol_high",
-    "balances",
+    "statement", "log", "registry", "records", "contrib_sum", "receipt", "tol_low", "tol_high",
+    "stocks", "balances",
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("omitted", TRANSCRIPT_ELEMENTS)
 def test_a_prover_that_omits_a_transcript_element_is_caught(
-    fresh: LotScenario, monkeypatch: pytest.MonkeyPatch, omitted: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, omitted: str
 ) -> None:
     from custody.zk.transcript import Transcript
     from ledger.verify import bundle as bundle_mod
 
+    # With an opening stock, so that the stocks' points are in the statement too.
+    scenario = build_lot(tmp_path, sites=1, checkpoints_per_site=2, bags_per_site=1,
+                         opening_stock=1_000)  # fmt: skip
+
     def deficient(
-        statement: Any, registry: bytes, log: bytes, records: Any, points: PublicPoints,
+        statement: Any, log: bytes, registry: Any, records: Any, points: PublicPoints,
         group: Any = None,
     ) -> Transcript:  # fmt: skip
         tr = Transcript(bundle_mod.TRANSCRIPT_DOMAIN)
         if omitted != "statement":
             tr.message("statement", cbor.encode(statement.to_map()))
-        if omitted != "registry":
-            tr.message("registry", registry)
         if omitted != "log":
             tr.message("log", log)
+        if omitted != "registry":
+            for entry in registry:
+                tr.integer("registry/index", entry.index)
+                tr.message("registry/entry", entry.data)
         if omitted != "records":
             for rec in records:
                 tr.integer("record/index", rec.index)
-                tr.message("record/envelope", rec.envelope)
+                tr.message("record/envelope", rec.data)
         for name in ("contrib_sum", "receipt", "tol_low", "tol_high"):
             if omitted != name:
                 tr.point(name, getattr(points, name))
+        if omitted != "stocks":
+            tr.points("stocks", list(points.stocks))
         if omitted != "balances":
             tr.points("balances", list(points.balances))
         return tr
 
     monkeypatch.setattr(summary_mod, "summary_transcript", deficient)
-    data = summarise(fresh).bundle
+    data = summarise(scenario).bundle
     with pytest.raises(ProofError, match="Fiat-Shamir"):
-        verify(data, fresh)
+        verify(data, scenario)
 
 
 def test_a_proof_replayed_into_another_summary_is_caught(fresh: LotScenario) -> None:
@@ -335,7 +298,7 @@ def test_a_site_shipping_more_than_it_took_in_gets_no_bundle(
             self.value = value % 2**bits
 
     monkeypatch.setattr(summary_mod, "RangeProver", Wrapping)
-    monkeypatch.setattr(summary_mod, "_balance_ok", lambda value, bits: True)
+    monkeypatch.setattr(summary_mod, "_in_range", lambda value, bits: True)
     with pytest.raises(ProofError, match="zero-knowledge proofs"):
         verify(summarise(over).bundle, over)
 
@@ -357,7 +320,7 @@ def test_unpublished_policy_constants_are_refused(fresh: LotScenario) -> None:
     looser = dataclasses.replace(POLICY, recovery_p=2)
     data = summarise(fresh, looser).bundle
     with pytest.raises(ProofError, match="policy"):
-        verify_bundle(data, fresh.keys.public)  # only the published v1
+        verify_bundle(data, fresh.keys.public, fresh.authority)  # only the published v2
 
 
 def test_a_second_summary_with_a_different_total_is_refused(
@@ -388,8 +351,8 @@ def test_a_wrong_ledger_key_is_refused(typical: tuple[LotScenario, SummaryResult
 
     _scenario, result = typical
     other = LedgerKeyPair.generate("impostor").public
-    with pytest.raises(ProofError, match="registry signature"):
-        verify_bundle(result.bundle, other)
+    with pytest.raises(ProofError, match="log checkpoint signature"):
+        verify_bundle(result.bundle, other, _scenario.authority)
 
 
 # --- the command line --------------------------------------------------------------------
@@ -410,16 +373,19 @@ def test_ledger_summary_and_custody_verify_commands(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["balance_checks"] == 24
     key = scenario.ledger_dir / "ledger-public.json"
-    ok = run("-m", "ledger.verify.cli", str(out), "--ledger-key", str(key))
+    authority = str(scenario.authority_dir / "authority-public.json")
+    ok = run("-m", "ledger.verify.cli", str(out), "--ledger-key", str(key), "--registry-key",
+             authority)  # fmt: skip
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("ACCEPTED: lot LOT-2026-0042")
     as_json = json.loads(run("-m", "ledger.verify.cli", str(out), "--ledger-key", str(key),
-                             "--json").stdout)  # fmt: skip
+                             "--registry-key", authority, "--json").stdout)  # fmt: skip
     assert as_json["accepted"] is True and as_json["total_kg"] == scenario.total / 10
     bad = bytearray(out.read_bytes())
     bad[-100] ^= 0x10
     (tmp_path / "bad.cbor").write_bytes(bytes(bad))
-    rejected = run("-m", "ledger.verify.cli", str(tmp_path / "bad.cbor"), "--ledger-key", str(key))
+    rejected = run("-m", "ledger.verify.cli", str(tmp_path / "bad.cbor"), "--ledger-key", str(key),
+                   "--registry-key", authority)  # fmt: skip
     assert rejected.returncode == 1 and rejected.stdout.startswith("REJECTED: ")
     # Nothing pinned (an empty home, no trust file named): a usage error, not a verdict.
     (tmp_path / "home").mkdir()
@@ -428,6 +394,8 @@ def test_ledger_summary_and_custody_verify_commands(tmp_path: Path) -> None:
     bare["HOME"] = str(tmp_path / "home")
     missing = run("-m", "ledger.verify.cli", str(out), env=bare)
     assert missing.returncode == 2 and "no ledger key is pinned" in missing.stderr
+    no_authority = run("-m", "ledger.verify.cli", str(out), "--ledger-key", str(key), env=bare)
+    assert no_authority.returncode == 2 and "no registry authority is pinned" in no_authority.stderr
 
 
 def test_the_verifier_runs_with_only_custody_and_ledger_verify(tmp_path: Path) -> None:
@@ -436,15 +404,16 @@ def test_the_verifier_runs_with_only_custody_and_ledger_verify(tmp_path: Path) -
     out = tmp_path / "b.cbor"
     out.write_bytes(summarise(scenario).bundle)
     key = scenario.ledger_dir / "ledger-public.json"
+    authority = scenario.authority_dir / "authority-public.json"
     code = (
         "import sys\n"
         "from ledger.verify.cli import main\n"
-        "rc = main([sys.argv[1], '--ledger-key', sys.argv[2]])\n"
+        "rc = main([sys.argv[1], '--ledger-key', sys.argv[2], '--registry-key', sys.argv[3]])\n"
         "ours = {m.split('.')[0] for m in sys.modules} & {'agent', 'sync', 'lab', 'bench'}\n"
         "extra = {m for m in sys.modules\n"
         "         if m.startswith('ledger.') and not m.startswith('ledger.verify')}\n"
         "assert not ours and not extra, (ours, extra)\n"
         "sys.exit(rc)\n"
     )
-    done = run("-c", code, str(out), str(key))
+    done = run("-c", code, str(out), str(key), str(authority))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,61 +1,66 @@
-"""Lot summary bundles: the format, the shared derivation, and the offline verifier.
+"""Lot summary bundles: the format, the public points, and the offline verifier.
 
-A bundle is deterministic CBOR (docs/zk-summaries.md)::
+A bundle is deterministic CBOR (docs/zk-summaries.md §4)::
 
-    {"v": 1, "kind": "cobalt-custody/lot-summary",
+    {"v": 2, "kind": "cobalt-custody/lot-summary",
      "statement": {"lot", "refiner", "total", "tau", "sites", "policy", "id", "audience",
-                   "windows": {site: first log index of the site's window}},
-     "registry": COSE registry snapshot, "log": COSE log checkpoint,
+                   "windows": {site: log index of the first checkpoint of its window}},
+     "log": COSE log checkpoint,
      "hashes": [32-byte Merkle nodes used by the inclusion proofs, each once],
+     "registry": [{"i": log index, "entry": COSE registry entry, "path": [positions]}],
      "records": [{"i": log index, "env": COSE envelope, "path": [positions in "hashes"]}],
      "proof": {"e": 16 bytes, "total": 32 bytes, "tolerance": [2 range proofs],
-               "balance": [range proofs, by site then log index]}}
+               "stocks": [range proofs, by site], "balance": [range proofs, by site then index]}}
 
-Prover (``ledger.summary``) and verifier share ``derive`` (which records play which role and
-which commitment every proof is about) and ``summary_transcript`` (the one Fiat–Shamir
-transcript), so the two cannot drift apart. Everything here needs only ``custody`` and
-``ledger.verify``; the verifier runs offline.
+Prover (``ledger.summary``) and verifier share ``ledger.verify.roles`` (which record plays
+which role), ``public_points`` (which commitment every proof is about) and
+``summary_transcript`` (the one Fiat–Shamir transcript), so the two cannot drift apart.
+Everything here needs only ``custody`` and ``ledger.verify``; the verifier runs offline.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from custody import cbor, cose
-from custody.envelope import Envelope, verify_envelope
+from custody.envelope import verify_envelope
 from custody.errors import CommitmentError, CustodyError, ProofError, SchemaError
-from custody.event import EventType, validate_identifier
+from custody.event import validate_identifier
 from custody.group import ED25519, Group, Point
 from custody.keys import LedgerPublicKeys
 from custody.merkle import leaf_hash, verify_inclusion
 from custody.zk.rangeproof import RangeProof, RangeVerifier
 from custody.zk.sigma import SchnorrProof, SchnorrVerifier, SubVerifier, verify_all
 from custody.zk.transcript import CHALLENGE_BYTES, Transcript
+from ledger.verify.authority import AuthorityKey
 from ledger.verify.checkpoint import Checkpoint, verify_checkpoint
-from ledger.verify.policy import PUBLISHED_POLICIES, Policy, tolerance_for
-from ledger.verify.registry import Registry, RegistryEntry, decode_registry
+from ledger.verify.policy import PUBLISHED_POLICIES, UNSOUND_POLICIES, Policy, tolerance_for
+from ledger.verify.registry import LoggedEntry, RegistryState, decode_entry, replay
+from ledger.verify.roles import Derived, KeyBook, Logged, derive
 
 __all__ = [
     "BUNDLE_KIND",
+    "BUNDLE_VERSION",
     "Bundle",
     "Claim",
-    "Derived",
     "LoggedRecord",
+    "PublicPoints",
     "Statement",
     "SummaryProof",
-    "derive",
+    "public_points",
     "summary_transcript",
     "verify_bundle",
 ]
 
 T = TypeVar("T")
 BUNDLE_KIND = "cobalt-custody/lot-summary"
-TRANSCRIPT_DOMAIN = "cobalt-custody/lot-summary/v1"
+BUNDLE_VERSION = 2
+TRANSCRIPT_DOMAIN = "cobalt-custody/lot-summary/v2"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_RECORDS = 100_000
+MAX_ENTRIES = 100_000
 
 
 # --- format ------------------------------------------------------------------------
@@ -117,28 +122,30 @@ AUDIENCES = frozenset({"buyer", "regulator", "auditor"})
 
 @dataclass(frozen=True, slots=True)
 class LoggedRecord:
+    """A logged document (a device record, or a registry entry) with its inclusion proof."""
+
     index: int
-    envelope: bytes
+    data: bytes  # the COSE bytes
     path: tuple[bytes, ...]  # the RFC 9162 inclusion proof under the bundle's log checkpoint
 
-    def to_map(self, pool: dict[bytes, int]) -> dict[str, Any]:
+    def to_map(self, pool: dict[bytes, int], name: str) -> dict[str, Any]:
         # Inclusion proofs of neighbouring records share most upper nodes: each node is sent
         # once in the bundle's "hashes" and referenced by position (a third of the bytes).
-        return {"i": self.index, "env": self.envelope, "path": [pool[h] for h in self.path]}
+        return {"i": self.index, name: self.data, "path": [pool[h] for h in self.path]}
 
     @classmethod
-    def from_map(cls, raw: Any, pool: Sequence[bytes], used: set[int]) -> LoggedRecord:
-        if not isinstance(raw, dict) or set(raw) != {"i", "env", "path"}:
-            raise SchemaError("record fields")
-        if not _uint(raw["i"]) or not isinstance(raw["env"], bytes):
-            raise SchemaError("record index or envelope")
+    def from_map(cls, raw: Any, name: str, pool: Sequence[bytes], used: set[int]) -> LoggedRecord:
+        if not isinstance(raw, dict) or set(raw) != {"i", name, "path"}:
+            raise SchemaError(f"{name} item fields")
+        if not _uint(raw["i"]) or not isinstance(raw[name], bytes):
+            raise SchemaError(f"{name} item index or bytes")
         path = raw["path"]
         if not isinstance(path, list) or len(path) > 64:
-            raise SchemaError("record inclusion path")
+            raise SchemaError(f"{name} item inclusion path")
         if not all(_uint(k) and k < len(pool) for k in path):
-            raise SchemaError("record inclusion path refers to no hash")
+            raise SchemaError(f"{name} item inclusion path refers to no hash")
         used.update(path)
-        return cls(raw["i"], raw["env"], tuple(pool[k] for k in path))
+        return cls(raw["i"], raw[name], tuple(pool[k] for k in path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class SummaryProof:
     challenge: int
     total: SchnorrProof
     tolerance: tuple[RangeProof, RangeProof]
+    stocks: tuple[RangeProof, ...]
     balance: tuple[RangeProof, ...]
 
     def to_map(self) -> dict[str, Any]:
@@ -153,22 +161,24 @@ class SummaryProof:
             "e": self.challenge.to_bytes(CHALLENGE_BYTES, "little"),
             "total": self.total.to_bytes(),
             "tolerance": [p.to_bytes() for p in self.tolerance],
+            "stocks": [p.to_bytes() for p in self.stocks],
             "balance": [p.to_bytes() for p in self.balance],
         }
 
     @classmethod
     def from_map(cls, raw: Any, policy: Policy, group: Group) -> SummaryProof:
-        if not isinstance(raw, dict) or set(raw) != {"e", "total", "tolerance", "balance"}:
+        if not isinstance(raw, dict) or set(raw) != {"e", "total", "tolerance", "stocks",
+                                                     "balance"}:  # fmt: skip
             raise SchemaError("proof fields")
         e = raw["e"]
         if not isinstance(e, bytes) or len(e) != CHALLENGE_BYTES:
             raise SchemaError("proof challenge must be 16 bytes")
-        tol, bal = raw["tolerance"], raw["balance"]
-        if not isinstance(tol, list) or len(tol) != 2 or not isinstance(bal, list):
-            raise SchemaError("proof tolerance/balance lists")
-        if not all(isinstance(p, bytes) for p in (*tol, *bal)) or not isinstance(
-            raw["total"], bytes
-        ):
+        tol, stocks, bal = raw["tolerance"], raw["stocks"], raw["balance"]
+        if not isinstance(tol, list) or len(tol) != 2:
+            raise SchemaError("proof tolerance must be a list of two proofs")
+        if not isinstance(stocks, list) or not isinstance(bal, list):
+            raise SchemaError("proof stocks and balance must be lists")
+        if not all(isinstance(p, bytes) for p in (*tol, *stocks, *bal, raw["total"])):
             raise SchemaError("proofs must be byte strings")
         return cls(
             int.from_bytes(e, "little"),
@@ -177,6 +187,7 @@ class SummaryProof:
                 RangeProof.from_bytes(tol[0], group, bits=policy.tolerance_bits),
                 RangeProof.from_bytes(tol[1], group, bits=policy.tolerance_bits),
             ),
+            tuple(RangeProof.from_bytes(p, group, bits=policy.stock_bits) for p in stocks),
             tuple(RangeProof.from_bytes(p, group, bits=policy.balance_bits) for p in bal),
         )
 
@@ -184,20 +195,22 @@ class SummaryProof:
 @dataclass(frozen=True, slots=True)
 class Bundle:
     statement: Statement
-    registry: bytes
     log: bytes
-    records: tuple[LoggedRecord, ...]
+    registry: tuple[LoggedRecord, ...]  # the authority's entries 1..n, in seq order
+    records: tuple[LoggedRecord, ...]  # device records, by log index
     proof: SummaryProof
 
     def to_bytes(self) -> bytes:
         pool: dict[bytes, int] = {}
-        for rec in self.records:
+        for rec in (*self.registry, *self.records):
             for h in rec.path:
                 pool.setdefault(h, len(pool))
         return cbor.encode({
-            "v": 1, "kind": BUNDLE_KIND, "statement": self.statement.to_map(),
-            "registry": self.registry, "log": self.log, "hashes": list(pool),
-            "records": [r.to_map(pool) for r in self.records], "proof": self.proof.to_map(),
+            "v": BUNDLE_VERSION, "kind": BUNDLE_KIND, "statement": self.statement.to_map(),
+            "log": self.log, "hashes": list(pool),
+            "registry": [r.to_map(pool, "entry") for r in self.registry],
+            "records": [r.to_map(pool, "env") for r in self.records],
+            "proof": self.proof.to_map(),
         })  # fmt: skip
 
     @classmethod
@@ -207,14 +220,22 @@ class Bundle:
             raise ProofError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
         try:
             raw = cbor.decode(data)
-            keys = {"v", "kind", "statement", "registry", "log", "hashes", "records", "proof"}
+            if isinstance(raw, dict) and raw.get("kind") == BUNDLE_KIND:
+                version = raw.get("v")
+                if isinstance(version, int) and version in UNSOUND_POLICIES:
+                    raise ProofError(
+                        f"a version {version} bundle: policy v{version} is refused because "
+                        f"{UNSOUND_POLICIES[version]}; ask the ledger for a version "
+                        f"{BUNDLE_VERSION} bundle"
+                    )
+            keys = {"v", "kind", "statement", "log", "hashes", "registry", "records", "proof"}
             if not isinstance(raw, dict) or set(raw) != keys:
                 raise SchemaError("bundle fields")
-            if raw["v"] != 1 or raw["kind"] != BUNDLE_KIND:
-                raise SchemaError("not a version 1 lot summary bundle")
+            if raw["v"] != BUNDLE_VERSION or raw["kind"] != BUNDLE_KIND:
+                raise SchemaError(f"not a version {BUNDLE_VERSION} lot summary bundle")
             statement = Statement.from_map(raw["statement"])
-            if not isinstance(raw["registry"], bytes) or not isinstance(raw["log"], bytes):
-                raise SchemaError("registry and log must be byte strings")
+            if not isinstance(raw["log"], bytes):
+                raise SchemaError("log must be a byte string")
             pool = raw["hashes"]
             if not isinstance(pool, list) or not all(
                 isinstance(h, bytes) and len(h) == 32 for h in pool
@@ -222,149 +243,27 @@ class Bundle:
                 raise SchemaError("bundle hashes must be 32-byte nodes")
             if len(set(pool)) != len(pool):
                 raise SchemaError("bundle hashes must not repeat")
-            records = raw["records"]
+            entries, records = raw["registry"], raw["records"]
+            if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
+                raise SchemaError("bundle registry")
             if not isinstance(records, list) or not 0 < len(records) <= MAX_RECORDS:
                 raise SchemaError("bundle records")
             used: set[int] = set()
-            decoded = tuple(LoggedRecord.from_map(r, pool, used) for r in records)
+            registry = tuple(LoggedRecord.from_map(r, "entry", pool, used) for r in entries)
+            decoded = tuple(LoggedRecord.from_map(r, "env", pool, used) for r in records)
             if len(used) != len(pool):
                 raise SchemaError("bundle hashes that no inclusion proof uses")
             indexes = [r.index for r in decoded]
             if indexes != sorted(set(indexes)):
                 raise SchemaError("records must be sorted by log index, without duplicates")
+            if set(indexes) & {r.index for r in registry}:
+                raise SchemaError("a log index holds either a record or a registry entry")
             proof = SummaryProof.from_map(raw["proof"], statement.policy, group)
+        except ProofError:
+            raise
         except (CustodyError, ValueError) as exc:
             raise ProofError(f"decoding: {exc}") from exc
-        return cls(statement, raw["registry"], raw["log"], decoded, proof)
-
-
-# --- the shared derivation ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """A verified envelope at its log index, with the registry entry of its key."""
-
-    index: int
-    env: Envelope
-    entry: RegistryEntry
-
-    @property
-    def body(self) -> Mapping[str, Any]:
-        return self.env.payload.body
-
-    @property
-    def device(self) -> str:
-        return self.entry.device_id
-
-    @property
-    def chain(self) -> bytes:
-        """Checkpoints chain per device key (a re-keyed gateway starts a new chain)."""
-        return self.entry.kid
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceCheck:
-    site: str
-    index: int  # the site checkpoint this balance is taken at
-    checkpoints: tuple[Logged, ...]  # each device's latest checkpoint at or before ``index``
-
-
-@dataclass
-class Derived:
-    contributions: list[Logged] = field(default_factory=list)
-    receipt: Logged | None = None
-    checks: list[BalanceCheck] = field(default_factory=list)
-
-
-def derive(statement: Statement, records: Sequence[Logged]) -> Derived:
-    """Which record plays which role; raises ``ProofError`` naming what does not fit."""
-    out = Derived()
-    by_site: dict[str, list[Logged]] = {s: [] for s in statement.sites}
-    for rec in records:
-        site, kind = rec.entry.site_id, rec.env.payload.type
-        if kind is EventType.LOT_CONTRIBUTION:
-            if rec.body.get("lot") != statement.lot or site not in by_site:
-                raise ProofError(f"record {rec.index}: a contribution that is not this lot's")
-            out.contributions.append(rec)
-        elif kind is EventType.WEIGHING:
-            if (rec.body.get("lot"), rec.body.get("direction"), site) != (
-                statement.lot, "in", statement.refiner,
-            ):  # fmt: skip
-                raise ProofError(f"record {rec.index}: a weighing that is not this lot's receipt")
-            if out.receipt is not None:
-                raise ProofError("more than one receipt of the lot")
-            out.receipt = rec
-        elif kind is EventType.CHECKPOINT:
-            if site not in by_site:
-                raise ProofError(f"record {rec.index}: a checkpoint of a non-contributing site")
-            by_site[site].append(rec)
-        else:
-            raise ProofError(f"record {rec.index}: a {kind.value} record has no role here")
-    if out.receipt is None:
-        raise ProofError(f"no receipt of lot {statement.lot} by refiner {statement.refiner}")
-    contributing = {c.entry.site_id for c in out.contributions}
-    if contributing != set(statement.sites):
-        raise ProofError("the contributions' sites are not the statement's sites")
-    for site in statement.sites:
-        contribs = [c for c in out.contributions if c.entry.site_id == site]
-        out.checks.extend(_site_checks(statement, site, by_site[site], contribs))
-    return out
-
-
-def _site_checks(
-    statement: Statement, site: str, checkpoints: list[Logged], contribs: list[Logged]
-) -> list[BalanceCheck]:
-    """Chains, window and end anchor of one site (docs/zk-summaries.md §2)."""
-    start = statement.windows[site]
-    per_chain: dict[bytes, list[Logged]] = {}
-    for cp in checkpoints:
-        per_chain.setdefault(cp.chain, []).append(cp)
-    bases: dict[bytes, Logged] = {}
-    for kid, chain in per_chain.items():
-        name = f"{chain[0].device} (key {kid.hex()[:16]})"
-        chain.sort(key=lambda c: c.index)
-        for prev, cur in itertools.pairwise(chain):
-            if (
-                cur.body["epoch"] != prev.body["epoch"] + 1
-                or cur.body.get("prev_checkpoint") != prev.env.event_id
-            ):
-                raise ProofError(f"site {site}: checkpoints of {name} are not contiguous")
-        if chain[0].index < start:
-            bases[kid] = chain[0]
-            if len(chain) > 1 and chain[1].index < start:
-                raise ProofError(
-                    f"site {site}: {name} has more than one checkpoint before the window"
-                )
-        elif chain[0].body["epoch"] != 1:
-            raise ProofError(f"site {site}: {name}'s first checkpoint in the window has no base")
-    in_window = sorted((c for c in checkpoints if c.index >= start), key=lambda c: c.index)
-    if not in_window:
-        raise ProofError(f"site {site}: no checkpoint in the balance window")
-    if len(in_window) > statement.policy.window or (
-        bases and len(in_window) < statement.policy.window
-    ):
-        raise ProofError(f"site {site}: the window holds {len(in_window)} checkpoints, "
-                         f"the policy {statement.policy.window}")  # fmt: skip
-    # End anchor: the window ends at the checkpoint that covers the site's last contribution.
-    end = in_window[-1].index
-    covering = []
-    for contrib in contribs:
-        chain = per_chain.get(contrib.chain, [])
-        cover = [c for c in chain if c.body["upto"] >= contrib.env.seq and c.index >= start]
-        if not cover:
-            raise ProofError(
-                f"site {site}: contribution {contrib.index} is not under a checked checkpoint"
-            )
-        covering.append(min(c.index for c in cover))
-    if max(covering) != end:
-        raise ProofError(f"site {site}: the window does not end at the contribution's checkpoint")
-    latest = dict(bases)
-    checks = []
-    for cp in in_window:
-        latest[cp.chain] = cp
-        checks.append(BalanceCheck(site, cp.index, tuple(latest[d] for d in sorted(latest))))
-    return checks
+        return cls(statement, raw["log"], registry, decoded, proof)
 
 
 # --- commitments every proof is about ---------------------------------------------------
@@ -377,53 +276,43 @@ def mass_point(rec: Logged, name: str, group: Group = ED25519) -> Point:
         raise ProofError(f"record {rec.index}: mass {name!r}: {exc}") from exc
 
 
-def counted_field(rec: Logged) -> str:
-    """The mass a weighing counts: net for a two-pass weighing, else bag, else gross."""
-    mass = rec.body["mass"]
-    for name in ("net", "bag", "gross"):
-        if name in mass:
-            return name
-    raise ProofError(f"record {rec.index}: no countable mass")
-
-
 @dataclass(frozen=True, slots=True)
 class PublicPoints:
     contrib_sum: Point | None
     receipt: Point
     tol_low: Point | None  # (W + τ)·H − C_recv
     tol_high: Point | None  # C_recv − (W − τ)·H
+    stocks: tuple[Point, ...]  # C_S of each site with an opening stock, in site order
     balances: tuple[Point | None, ...]
 
 
-def public_points(
-    statement: Statement, derived: Derived, stocks: Mapping[str, Point], group: Group = ED25519
-) -> PublicPoints:
+def public_points(statement: Statement, derived: Derived, group: Group = ED25519) -> PublicPoints:
     g, pol = group, statement.policy
     total: Point | None = None
     for c in derived.contributions:
         total = g.add(total, mass_point(c, "total", g))
     assert derived.receipt is not None
-    recv = mass_point(derived.receipt, counted_field(derived.receipt), g)
+    recv = mass_point(derived.receipt, "net", g)
     w, tau = statement.total, statement.tolerance
     low = g.sub(_times_h(g, w + tau), recv)
     high = g.sub(recv, _times_h(g, w - tau)) if w >= tau else g.add(recv, _times_h(g, tau - w))
+    stocks = {site: mass_point(rec, "stock", g) for site, rec in sorted(derived.stocks.items())}
     p, q = g.scalar_from_int(pol.recovery_p), g.scalar_from_int(pol.recovery_q)
     balances = []
     for check in derived.checks:
-        if check.site not in stocks:
-            raise ProofError(f"site {check.site} has no opening stock in the registry")
         ins: Point | None = None
         outs: Point | None = None
         for cp in check.checkpoints:
             ins = g.add(ins, mass_point(cp, "in", g))
             outs = g.add(outs, mass_point(cp, "out", g))
         # C_B = p·ΣC_in + q·(C_S − ΣC_out) commits to p·I + q·(S − O) >= 0, i.e.
-        # q·O <= p·I + q·S: outputs never above inputs × p/q plus the opening stock.
-        stock_left = g.sub(stocks[check.site], outs)
+        # q·O <= p·I + q·S: outputs never above inputs × p/q plus the opening stock
+        # (none declared: S = 0).
+        stock_left = g.sub(stocks.get(check.site), outs)
         p_in = None if ins is None else g.mul(p, ins)
         q_rest = None if stock_left is None else g.mul(q, stock_left)
         balances.append(g.add(p_in, q_rest))
-    return PublicPoints(total, recv, low, high, tuple(balances))
+    return PublicPoints(total, recv, low, high, tuple(stocks.values()), tuple(balances))
 
 
 def _times_h(g: Group, value: int) -> Point | None:
@@ -431,21 +320,24 @@ def _times_h(g: Group, value: int) -> Point | None:
 
 
 def summary_transcript(
-    statement: Statement, registry: bytes, log: bytes, records: Sequence[LoggedRecord],
-    points: PublicPoints, group: Group = ED25519,
+    statement: Statement, log: bytes, registry: Sequence[LoggedRecord],
+    records: Sequence[LoggedRecord], points: PublicPoints, group: Group = ED25519,
 ) -> Transcript:  # fmt: skip
-    """The statement, the signed context, every record and every commitment, in a fixed order."""
+    """The statement, the signed context, every entry, record and commitment, in order."""
     tr = Transcript(TRANSCRIPT_DOMAIN, group)
     tr.message("statement", cbor.encode(statement.to_map()))
-    tr.message("registry", registry)
     tr.message("log", log)
+    for entry in registry:
+        tr.integer("registry/index", entry.index)
+        tr.message("registry/entry", entry.data)
     for rec in records:
         tr.integer("record/index", rec.index)
-        tr.message("record/envelope", rec.envelope)
+        tr.message("record/envelope", rec.data)
     tr.point("contrib_sum", points.contrib_sum)
     tr.point("receipt", points.receipt)
     tr.point("tol_low", points.tol_low)
     tr.point("tol_high", points.tol_high)
+    tr.points("stocks", list(points.stocks))
     tr.points("balances", list(points.balances))
     return tr
 
@@ -463,18 +355,23 @@ class Claim:
     tolerance: int
     sites: tuple[str, ...]
     balance_checks: int
+    stock_sites: tuple[str, ...]  # sites whose balance starts from a declared opening stock
     log_size: int
     policy_version: int
+    authority_id: str
+    authority_fingerprint: str
 
     def describe(self) -> str:
-        kg = _kg(self.total)
+        stocks = ", ".join(self.stock_sites) if self.stock_sites else "none"
         return (
-            f"lot {self.lot}: {kg} kg from {len(self.sites)} registered site(s) "
+            f"lot {self.lot}: {_kg(self.total)} kg from {len(self.sites)} registered site(s) "
             f"({', '.join(self.sites)}), received by {self.refiner} "
             f"within {_kg(self.tolerance)} kg; "
-            f"mass balance held at {self.balance_checks} site checkpoint(s); "
-            f"every record is in the ledger's signed log of {self.log_size} entries "
-            f"(policy v{self.policy_version})"
+            f"mass balance held at each of {self.balance_checks} site checkpoint(s) "
+            f"(declared opening stocks: {stocks}); "
+            f"every key of those sites is accounted for in the registry of "
+            f"{self.authority_id}; every record is in the ledger's signed log of "
+            f"{self.log_size} entries (policy v{self.policy_version})"
         )
 
 
@@ -485,17 +382,20 @@ def _kg(units: int) -> str:
 def verify_bundle(
     data: bytes,
     ledger: LedgerPublicKeys,
+    authority: AuthorityKey,
     *,
-    registry_key: LedgerPublicKeys | None = None,
     policies: Mapping[int, Policy] = PUBLISHED_POLICIES,
     group: Group = ED25519,
 ) -> Claim:
     """Every check of docs/zk-summaries.md §3 in order; ``ProofError`` names the first failure."""
+    group.self_test()  # a libsodium that accepts torsion points would make proofs meaningless
     bundle = Bundle.from_bytes(data, group)
     st = bundle.statement
-    registry = _step(
-        "registry signature", lambda: decode_registry(bundle.registry, registry_key or ledger)
-    )
+    if authority.signing_key == ledger.signing_key:
+        raise ProofError(
+            "registry: the pinned registry authority key is the ledger's own signing key; "
+            "a ledger cannot be its own registry authority"
+        )
     log: Checkpoint = _step(
         "log checkpoint signature", lambda: verify_checkpoint(bundle.log, ledger)
     )
@@ -506,24 +406,43 @@ def verify_bundle(
             f"log checkpoint: signed as ledger {log.ledger_id!r}, "
             f"but the pinned key is ledger {ledger.ledger_id!r}"
         )
-    records = [_verify_record(rec, registry, log) for rec in bundle.records]
-    derived = _step("record roles", lambda: derive(st, records))
-    stocks = _step("opening stocks", lambda: _stocks(registry, st.sites, group))
-    points = _step("commitments", lambda: public_points(st, derived, stocks, group))
-    if len(bundle.proof.balance) != len(points.balances):
+    registry = _step("registry", lambda: _registry(bundle.registry, authority, log))
+    book = KeyBook(registry)
+    records = _step("records", lambda: [_record(rec, book, log) for rec in bundle.records])
+    last = max(r.index for r in records)
+    if registry.last_index < last:
         raise ProofError(
-            f"proofs: {len(bundle.proof.balance)} balance proofs for {len(points.balances)} checks"
+            f"registry: its newest entry shown is logged at {registry.last_index}, before the "
+            f"record at {last}; entries logged in between could be missing (the registry "
+            "must be shown up to an entry logged after every record)"
         )
-    tr = summary_transcript(st, bundle.registry, bundle.log, bundle.records, points, group)
-    w_minus_total = g_sub_total(group, points.contrib_sum, st.total)
     pol = st.policy
+    derived = _step(
+        "record roles",
+        lambda: derive(st.lot, st.refiner, st.sites, st.windows, pol.window, book, records),
+    )
+    points = _step("commitments", lambda: public_points(st, derived, group))
+    if len(bundle.proof.balance) != len(points.balances) or len(bundle.proof.stocks) != len(
+        points.stocks
+    ):
+        raise ProofError(
+            f"proofs: {len(bundle.proof.balance)} balance and {len(bundle.proof.stocks)} stock "
+            f"proofs for {len(points.balances)} checks and {len(points.stocks)} stocks"
+        )
+    tr = summary_transcript(st, bundle.log, bundle.registry, bundle.records, points, group)
     verifiers: list[SubVerifier] = [
-        SchnorrVerifier("total", w_minus_total, bundle.proof.total, group),
+        SchnorrVerifier(
+            "total", g_sub_total(group, points.contrib_sum, st.total), bundle.proof.total, group
+        ),
         RangeVerifier(
             "tol_low", points.tol_low, bundle.proof.tolerance[0], pol.tolerance_bits, group
         ),
         RangeVerifier(
             "tol_high", points.tol_high, bundle.proof.tolerance[1], pol.tolerance_bits, group
+        ),
+        *(
+            RangeVerifier(f"stock{i}", c, p, pol.stock_bits, group)
+            for i, (c, p) in enumerate(zip(points.stocks, bundle.proof.stocks, strict=True))
         ),
         *(
             RangeVerifier(f"balance{i}", c, p, pol.balance_bits, group)
@@ -538,8 +457,11 @@ def verify_bundle(
         raise ProofError("policy: the tolerance is not the policy's for this total")
     if len(st.sites) == 1 and st.audience != "auditor" and not pol.single_site_lots:
         raise ProofError("policy: single-site lots may not be proven to this audience")
-    return Claim(st.lot, st.refiner, st.total, st.tolerance, st.sites, len(points.balances),
-                 log.size, pol.version)  # fmt: skip
+    return Claim(
+        st.lot, st.refiner, st.total, st.tolerance, st.sites, len(points.balances),
+        tuple(sorted(derived.stocks)), log.size, pol.version, authority.authority_id,
+        authority.fingerprint,
+    )  # fmt: skip
 
 
 def g_sub_total(group: Group, contrib_sum: Point | None, total: int) -> Point | None:
@@ -547,40 +469,52 @@ def g_sub_total(group: Group, contrib_sum: Point | None, total: int) -> Point | 
     return group.sub(contrib_sum, _times_h(group, total))
 
 
-def _verify_record(rec: LoggedRecord, registry: Registry, log: Checkpoint) -> Logged:
+def _registry(
+    shown: Sequence[LoggedRecord], authority: AuthorityKey, log: Checkpoint
+) -> RegistryState:
+    entries = []
+    for item in shown:
+        where = f"entry at log index {item.index}"
+        try:
+            entry = decode_entry(item.data, authority)
+        except CustodyError as exc:
+            raise ProofError(
+                f"{where}: not a valid entry of the pinned registry authority "
+                f"{authority.authority_id} ({exc})"
+            ) from exc
+        _included(item, entry.entry_id, log, where)
+        entries.append(LoggedEntry(item.index, entry))
+    return replay(entries)
+
+
+def _record(rec: LoggedRecord, book: KeyBook, log: Checkpoint) -> Logged:
     where = f"record at log index {rec.index}"
     try:
-        msg = cose.decode_sign1(rec.envelope)
+        msg = cose.decode_sign1(rec.data)
         kid = msg.protected.get(cose.HDR_KID)
-        entry = next((e for e in registry.entries if e.kid == kid), None)
-        if entry is None:
-            raise ProofError(f"{where}: signed by a key that is not in the registry")
-        env = verify_envelope(rec.envelope, entry.public_key)
-        if env.payload.device_id != entry.device_id or env.payload.site_id != entry.site_id:
-            raise ProofError(f"{where}: device or site differs from the key's enrolment")
-        made = env.payload.time.ms
-        if entry.revoked_ms is not None and made >= entry.revoked_ms:
-            raise ProofError(f"{where}: made after its key was revoked")
-        if entry.valid_from_ms is not None and made < entry.valid_from_ms:
-            raise ProofError(f"{where}: made before its key's validity started")
-        if rec.index >= log.size:
-            raise ProofError(f"{where}: beyond the signed log of {log.size} entries")
-        verify_inclusion(leaf_hash(env.event_id), rec.index, log.size, rec.path, log.root)
-    except ProofError:
-        raise
+        key = book.key(kid) if isinstance(kid, bytes) else None
+        if key is None:
+            raise ProofError(
+                f"{where}: signed by a key that neither the registry nor a rotation enrolled"
+            )
+        env = verify_envelope(rec.data, key.public_key)
+        _included(rec, env.event_id, log, where)
+        return book.admit(rec.index, env)
+    except ProofError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ProofError(f"{where}: {exc}") from exc
     except CustodyError as exc:
         raise ProofError(f"{where}: {exc}") from exc
-    return Logged(rec.index, env, entry)
 
 
-def _stocks(registry: Registry, sites: Sequence[str], group: Group) -> dict[str, Point]:
-    out: dict[str, Point] = {}
-    for site in sites:
-        encoded = registry.opening_stocks.get(site)
-        if encoded is None:
-            raise ProofError(f"site {site} has no opening stock in the registry")
-        out[site] = group.point(encoded)  # validated: subgroup, canonical, not the identity
-    return out
+def _included(item: LoggedRecord, leaf_input: bytes, log: Checkpoint, where: str) -> None:
+    if item.index >= log.size:
+        raise ProofError(f"{where}: beyond the signed log of {log.size} entries")
+    try:
+        verify_inclusion(leaf_hash(leaf_input), item.index, log.size, item.path, log.root)
+    except CustodyError as exc:
+        raise ProofError(f"{where}: not in the signed log ({exc})") from exc
 
 
 def _step(name: str, fn: Callable[[], T]) -> T:

@@ -24,14 +24,18 @@ from pathlib import Path
 
 from custody.errors import CustodyError, ProofError
 from custody.keys import LedgerPublicKeys
+from ledger.verify.authority import AUTHORITY_FORMAT, AuthorityKey, read_authority_file
 from ledger.verify.bundle import MAX_BUNDLE_BYTES, verify_bundle
 from ledger.verify.trust import (
     TRUST_ENV,
+    AuthorityPin,
     BundleLedger,
     Pin,
     TrustFile,
+    bundle_authority,
     bundle_ledger,
     choose,
+    choose_authority,
     configured_trust_file,
     key_fingerprint,
     read_key_file,
@@ -65,15 +69,17 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         description=(
             "Verify a cobalt-custody lot summary bundle offline: signatures, registry, log "
             "inclusion, checkpoint chains and the zero-knowledge proofs of the lot total, the "
-            "receipt tolerance and every site's mass balance. Only a ledger key you pinned is "
-            "trusted: --ledger-key FILE, or a trust file (--trust FILE, else "
-            f"${TRUST_ENV}, else {user_file} when it exists). A ledger-public.json next to the "
-            "bundle is never used."
+            "receipt tolerance and every site's mass balance. Only keys you pinned are "
+            "trusted: the ledger's (--ledger-key FILE, or a trust file: --trust FILE, else "
+            f"${TRUST_ENV}, else {user_file} when it exists) and the registry authority's "
+            "(--registry-key FILE, or the trust file's). Key files next to the bundle are "
+            "never used."
         ),
         epilog=(
-            f"Pin a ledger once with `{PROG} trust add ledger-public.json` (see `{PROG} trust "
-            "--help`). Exit status: 0 accepted, 1 rejected (also a bundle from a ledger that is "
-            "not pinned), 2 usage: no pinned key, missing, unreadable or malformed files."
+            f"Pin a ledger and the registry authority once with `{PROG} trust add "
+            f"ledger-public.json` and `{PROG} trust add authority-public.json` (see `{PROG} "
+            "trust --help`). Exit status: 0 accepted, 1 rejected (also a bundle from a ledger "
+            "that is not pinned), 2 usage: no pinned key, missing, unreadable or malformed files."
         ),
     )
     parser.add_argument("bundle", type=Path, help="the bundle (custody-ledger summary --out)")
@@ -88,7 +94,8 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )  # fmt: skip
     parser.add_argument(
         "--registry-key", type=Path, metavar="FILE",
-        help="the registry authority's public keys, when it is not the ledger",
+        help="trust only this registry authority: its authority-public.json (default: the "
+        "authorities pinned in the trust file)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
@@ -108,25 +115,31 @@ def build_trust_parser(env: Mapping[str, str] | None = None) -> argparse.Argumen
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = sub.add_parser(
-        "add", formatter_class=_Formatter, help="pin a ledger's public keys",
-        description="Pin a ledger: add its ledger-public.json to the trust file (created if "
-        "needed) and print its signing key fingerprint to compare with its operator's.",
+        "add", formatter_class=_Formatter,
+        help="pin a ledger's or a registry authority's public key",
+        description="Pin a ledger (its ledger-public.json) or a registry authority (its "
+        "authority-public.json): add it to the trust file (created if needed) and print its "
+        "key fingerprint to compare with its operator's.",
     )  # fmt: skip
-    add.add_argument("key_file", type=Path, metavar="FILE", help="the ledger's ledger-public.json")
+    add.add_argument(
+        "key_file", type=Path, metavar="FILE",
+        help="ledger-public.json of a ledger, or authority-public.json of a registry authority",
+    )  # fmt: skip
     add.add_argument(
         "--replace", action="store_true",
         help="replace the key pinned for this ledger id (only when its operator says it changed)",
     )  # fmt: skip
     listed = sub.add_parser(
         "list", formatter_class=_Formatter, help="list the pinned ledgers",
-        description="List the pinned ledgers: id and signing key fingerprint (SHA-256).",
+        description="List the pinned ledgers and registry authorities: id and key "
+        "fingerprint (SHA-256).",
     )  # fmt: skip
     listed.add_argument("--json", action="store_true", help="print the list as JSON")
     remove = sub.add_parser(
-        "remove", formatter_class=_Formatter, help="stop trusting a ledger",
-        description="Remove a ledger's pin from the trust file.",
+        "remove", formatter_class=_Formatter, help="stop trusting a ledger or authority",
+        description="Remove a ledger's or registry authority's pin from the trust file.",
     )  # fmt: skip
-    remove.add_argument("ledger_id", metavar="LEDGER_ID", help="the ledger id to unpin")
+    remove.add_argument("ledger_id", metavar="ID", help="the ledger or authority id to unpin")
     for command in (add, listed, remove):
         command.add_argument(
             "--trust", type=Path, metavar="FILE",
@@ -147,7 +160,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(_how_to_pin(environ), file=sys.stderr)
             return 2
         pins, source = found
-        registry = read_key_file(args.registry_key) if args.registry_key else None
+        authorities = _authority_pins(args, environ)
+        if not authorities:
+            print(_how_to_pin_authority(environ), file=sys.stderr)
+            return 2
         data = args.bundle.read_bytes()
     except CustodyError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -157,22 +173,27 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     named: BundleLedger | None = None
     pin: Pin | None = None
+    authority: AuthorityPin | None = None
     started = time.perf_counter()
     try:
         named = bundle_ledger(data, MAX_BUNDLE_BYTES)
         pin = choose(pins, named, source)
-        claim = verify_bundle(data, pin.keys, registry_key=registry)
+        authority = choose_authority(authorities, bundle_authority(data))
+        claim = verify_bundle(data, pin.keys, authority.key)
     except ProofError as exc:
         if args.json:
             print(json.dumps({
                 "accepted": False, "failed": str(exc),
                 "ledger": pin.to_map() if pin else None,
+                "authority": authority.to_map() if authority else None,
                 "bundle_ledger": named.to_map() if named else None,
             }))  # fmt: skip
         else:
             print(f"REJECTED: {exc}")
             if pin is not None:
                 print(f"  checked against {pin.describe()}")
+            if authority is not None:
+                print(f"  and {authority.describe()}")
         return 1
     seconds = time.perf_counter() - started
     if args.json:
@@ -180,13 +201,43 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             "accepted": True, "lot": claim.lot, "refiner": claim.refiner,
             "total_kg": claim.total / 10, "tolerance_kg": claim.tolerance / 10,
             "sites": list(claim.sites), "balance_checks": claim.balance_checks,
+            "opening_stock_sites": list(claim.stock_sites),
             "log_size": claim.log_size, "policy": claim.policy_version,
-            "ledger": pin.to_map(), "verify_s": round(seconds, 3),
+            "ledger": pin.to_map(), "authority": authority.to_map(),
+            "verify_s": round(seconds, 3),
         }))  # fmt: skip
     else:
         print(f"ACCEPTED: {claim.describe()}")
         print(f"  signed by {pin.describe()}")
+        print(f"  registry signed by {authority.describe()}")
     return 0
+
+
+def _authority_pins(args: argparse.Namespace, env: Mapping[str, str]) -> list[AuthorityPin]:
+    """The registry authorities the buyer pinned: --registry-key, else the trust file's."""
+    if args.registry_key is not None:
+        key = read_authority_file(args.registry_key)
+        return [AuthorityPin(key, args.registry_key, "--registry-key")]
+    if args.trust is not None:
+        return TrustFile.load(args.trust).authority_pins("--trust")
+    configured = configured_trust_file(env)
+    if configured is None:
+        return []
+    path, how = configured
+    return TrustFile.load(path).authority_pins(how)
+
+
+def _how_to_pin_authority(env: Mapping[str, str]) -> str:
+    return (
+        f"{PROG}: no registry authority is pinned, so nothing tells which gateway keys are "
+        "enrolled at which site.\n"
+        "Get the registry authority's authority-public.json from the consortium (never from "
+        "whoever handed you the bundle), then either name it:\n"
+        f"  {PROG} BUNDLE --registry-key authority-public.json\n"
+        "or pin it once (compare the fingerprint it prints with the consortium's):\n"
+        f"  {PROG} trust add authority-public.json\n"
+        f"which keeps it in {user_trust_file(env)}."
+    )
 
 
 def _pins(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[list[Pin], Path] | None:
@@ -242,6 +293,9 @@ def trust_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
+    if _file_format(key_file) == AUTHORITY_FORMAT:
+        return _trust_add_authority(path, read_authority_file(key_file), key_file,
+                                    replace=replace)  # fmt: skip
     keys = read_key_file(key_file)
     trust = TrustFile.load(path, missing_ok=True)
     fingerprint = key_fingerprint(keys)
@@ -267,6 +321,41 @@ def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
     return 0
 
 
+def _file_format(key_file: Path) -> object:
+    try:
+        raw = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # read_key_file says what is wrong with it
+    return raw.get("format") if isinstance(raw, dict) else None
+
+
+def _trust_add_authority(path: Path, key: AuthorityKey, key_file: Path, *, replace: bool) -> int:
+    trust = TrustFile.load(path, missing_ok=True)
+    for lid, ledger in trust.ledgers.items():
+        if ledger.signing_key == key.signing_key:
+            return _refuse(
+                f"{key_file}: this is the signing key of ledger {lid!r}; a registry authority "
+                "must be a key the ledger does not hold"
+            )
+    old = trust.authorities.get(key.authority_id)
+    if old == key:
+        print(f"registry authority {key.authority_id!r} is already pinned in {path} with this key")
+        print(f"  key fingerprint (SHA-256) {key.fingerprint}")
+        return 0
+    if old is not None and not replace:
+        return _refuse(
+            f"{path}: registry authority {key.authority_id!r} is already pinned with another key "
+            f"(fingerprint {old.fingerprint}; {key_file} has {key.fingerprint}); check with the "
+            "consortium, then add it with --replace"
+        )
+    trust.authorities[key.authority_id] = key
+    trust.save()
+    print(f"{'replaced' if old else 'pinned'} registry authority {key.authority_id!r} in {path}")
+    print(f"  key fingerprint (SHA-256) {key.fingerprint}")
+    print("  compare it with the fingerprint the consortium gave you")
+    return 0
+
+
 def _trust_list(path: Path, *, as_json: bool) -> int:
     trust = TrustFile.load(path, missing_ok=True)
     pins = trust.pins(TRUST_COMMAND)
@@ -275,23 +364,34 @@ def _trust_list(path: Path, *, as_json: bool) -> int:
             {"id": p.keys.ledger_id, "key_fingerprint": p.fingerprint, "kid": p.kid.hex()}
             for p in pins
         ]
-        print(json.dumps({"trust_file": str(path), "ledgers": ledgers}))
+        authorities = [
+            {"id": a.key.authority_id, "key_fingerprint": a.key.fingerprint}
+            for a in trust.authority_pins(TRUST_COMMAND)
+        ]
+        print(json.dumps({"trust_file": str(path), "ledgers": ledgers,
+                          "authorities": authorities}))  # fmt: skip
         return 0
-    if not pins:
+    if not pins and not trust.authorities:
         print(f"no ledgers pinned in {path}")
         return 0
     print(f"pinned in {path}:")
     for p in pins:
-        print(f"  {p.keys.ledger_id}  signing key fingerprint (SHA-256) {p.fingerprint}")
+        print(f"  ledger {p.keys.ledger_id}  signing key fingerprint (SHA-256) {p.fingerprint}")
+    for a in trust.authority_pins(TRUST_COMMAND):
+        print(f"  registry authority {a.key.authority_id}  key fingerprint (SHA-256) "
+              f"{a.key.fingerprint}")  # fmt: skip
     return 0
 
 
 def _trust_remove(path: Path, ledger_id: str) -> int:
     trust = TrustFile.load(path)
-    if trust.ledgers.pop(ledger_id, None) is None:
-        return _refuse(f"{path}: ledger {ledger_id!r} is not pinned there")
+    ledger = trust.ledgers.pop(ledger_id, None)
+    authority = trust.authorities.pop(ledger_id, None)
+    if ledger is None and authority is None:
+        return _refuse(f"{path}: nothing is pinned there as {ledger_id!r}")
     trust.save()
-    print(f"removed ledger {ledger_id!r} from {path}")
+    what = " and ".join(w for w, k in (("ledger", ledger), ("registry authority", authority)) if k)
+    print(f"removed {what} {ledger_id!r} from {path}")
     return 0
 
 

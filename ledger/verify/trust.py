@@ -12,6 +12,10 @@ that ledger's ``ledger-public.json``, or only its two keys::
     {"format": "cobalt-custody/trusted-ledgers/v1",
      "ledgers": {"consortium-ledger": {"signing_key": "<hex>", "sealing_key": "<hex>"}}}
 
+It may also pin registry authorities (``ledger.verify.authority``), by authority id, under
+``"authorities": {"consortium-registry": {"signing_key": "<hex>"}}``: the keys whose entries
+the verifier accepts as the device registry.
+
 It is found from ``--trust FILE``, else ``$CUSTODY_TRUST_FILE``, else the per-user file
 ``$XDG_CONFIG_HOME/custody/trusted-ledgers.json`` (``~/.config/...``) when it exists; never
 next to the bundle, where whoever hands over the bundle would choose it.
@@ -32,16 +36,20 @@ from custody import cbor, cose
 from custody.errors import ConfigError, CustodyError, KeyError_, ProofError, StorageError
 from custody.files import replace_file
 from custody.keys import LEDGER_KEYS_FORMAT, LedgerPublicKeys, kid_for
+from ledger.verify.authority import AUTHORITY_FORMAT, AuthorityKey
 
 __all__ = [
     "TRUST_ENV",
     "TRUST_FORMAT",
+    "AuthorityPin",
     "BundleLedger",
     "NotPinned",
     "Pin",
     "TrustFile",
+    "bundle_authority",
     "bundle_ledger",
     "choose",
+    "choose_authority",
     "configured_trust_file",
     "key_fingerprint",
     "read_key_file",
@@ -54,6 +62,7 @@ USER_TRUST_FILE = Path("custody") / "trusted-ledgers.json"
 # A trust file lists public keys only; anything larger is not one.
 MAX_TRUST_BYTES = 1024 * 1024
 _ENTRY_FIELDS = {"format", "ledger_id", "signing_key", "sealing_key"}
+_AUTHORITY_FIELDS = {"format", "authority", "signing_key"}
 
 
 def key_fingerprint(keys: LedgerPublicKeys) -> str:
@@ -124,12 +133,34 @@ def read_key_file(path: Path) -> LedgerPublicKeys:
     return LedgerPublicKeys.from_json(text, source=str(path))
 
 
+@dataclass(frozen=True, slots=True)
+class AuthorityPin:
+    """A registry authority key the buyer pinned, and where the verifier read it."""
+
+    key: AuthorityKey
+    source: Path
+    how: str
+
+    def describe(self) -> str:
+        return (
+            f"registry authority {self.key.authority_id!r}, key fingerprint (SHA-256) "
+            f"{self.key.fingerprint}, pinned in {self.source} ({self.how})"
+        )
+
+    def to_map(self) -> dict[str, str]:
+        return {
+            "id": self.key.authority_id, "key_fingerprint": self.key.fingerprint,
+            "key_file": str(self.source), "pinned_by": self.how,
+        }  # fmt: skip
+
+
 @dataclass
 class TrustFile:
     """The pinned ledgers of one trust file, by ledger id."""
 
     path: Path
     ledgers: dict[str, LedgerPublicKeys] = field(default_factory=dict)
+    authorities: dict[str, AuthorityKey] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, *, missing_ok: bool = False) -> TrustFile:
@@ -151,7 +182,7 @@ class TrustFile:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(str(path), "(file)", f"cannot read it: {reason}") from exc
-        return cls(path, _parse(text, str(path)))
+        return cls(path, *_parse(text, str(path)))
 
     def to_json(self) -> str:
         ledgers = {
@@ -161,7 +192,14 @@ class TrustFile:
             }
             for lid, k in sorted(self.ledgers.items())
         }  # fmt: skip
-        return json.dumps({"format": TRUST_FORMAT, "ledgers": ledgers}, indent=2) + "\n"
+        out: dict[str, Any] = {"format": TRUST_FORMAT, "ledgers": ledgers}
+        if self.authorities:
+            out["authorities"] = {
+                aid: {"format": AUTHORITY_FORMAT, "authority": aid,
+                      "signing_key": k.signing_key.hex()}
+                for aid, k in sorted(self.authorities.items())
+            }  # fmt: skip
+        return json.dumps(out, indent=2) + "\n"
 
     def save(self) -> None:
         """Replace the file whole (``custody.files``): a crash leaves the old pins or the new."""
@@ -174,16 +212,21 @@ class TrustFile:
     def pins(self, how: str) -> list[Pin]:
         return [Pin(k, self.path, how) for _, k in sorted(self.ledgers.items())]
 
+    def authority_pins(self, how: str) -> list[AuthorityPin]:
+        return [AuthorityPin(k, self.path, how) for _, k in sorted(self.authorities.items())]
 
-def _parse(text: str, source: str) -> dict[str, LedgerPublicKeys]:
+
+def _parse(text: str, source: str) -> tuple[dict[str, LedgerPublicKeys], dict[str, AuthorityKey]]:
     try:
         raw: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, "(file)", f"not JSON: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("format") != TRUST_FORMAT:
         raise ConfigError(source, "format", f'not a trust file ("format": "{TRUST_FORMAT}")')
-    if set(raw) != {"format", "ledgers"} or not isinstance(raw["ledgers"], dict):
-        raise ConfigError(source, "ledgers", "must be the only other field: ledger id -> keys")
+    if not {"format", "ledgers"} <= set(raw) <= {"format", "ledgers", "authorities"}:
+        raise ConfigError(source, "ledgers", "the fields are ledgers and, optionally, authorities")
+    if not isinstance(raw["ledgers"], dict):
+        raise ConfigError(source, "ledgers", "must map ledger ids to keys")
     out: dict[str, LedgerPublicKeys] = {}
     for lid, entry in raw["ledgers"].items():
         where = f"ledgers.{lid}"
@@ -199,6 +242,29 @@ def _parse(text: str, source: str) -> dict[str, LedgerPublicKeys]:
             out[lid] = LedgerPublicKeys(
                 lid, bytes.fromhex(entry["signing_key"]), bytes.fromhex(entry["sealing_key"])
             )
+        except (ValueError, TypeError, CustodyError) as exc:
+            raise ConfigError(source, where, f"not a valid key: {exc}") from exc
+    return out, _parse_authorities(raw.get("authorities", {}), source)
+
+
+def _parse_authorities(raw: Any, source: str) -> dict[str, AuthorityKey]:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "authorities", "must map authority ids to keys")
+    out: dict[str, AuthorityKey] = {}
+    for aid, entry in raw.items():
+        where = f"authorities.{aid}"
+        if not isinstance(entry, dict) or "signing_key" not in entry:
+            raise ConfigError(source, where, "must hold signing_key (hex)")
+        if set(entry) - _AUTHORITY_FIELDS:
+            raise ConfigError(
+                source, where, f"unknown fields {sorted(set(entry) - _AUTHORITY_FIELDS)}"
+            )
+        if entry.get("format", AUTHORITY_FORMAT) != AUTHORITY_FORMAT:
+            raise ConfigError(source, where, f"format must be {AUTHORITY_FORMAT}")
+        if entry.get("authority", aid) != aid:
+            raise ConfigError(source, where, f"holds the key of authority {entry['authority']!r}")
+        try:
+            out[aid] = AuthorityKey(aid, bytes.fromhex(entry["signing_key"]))
         except (ValueError, TypeError, CustodyError) as exc:
             raise ConfigError(source, where, f"not a valid key: {exc}") from exc
     return out
@@ -267,3 +333,31 @@ def choose(pins: list[Pin], named: BundleLedger, source: Path) -> Pin:
         )
     listed = ", ".join(f"{p.keys.ledger_id!r} (key id {p.kid.hex()})" for p in pins) or "none"
     raise NotPinned(f"the bundle names {said}, which is not pinned in {source} (pinned: {listed})")
+
+
+def bundle_authority(data: bytes) -> str | None:
+    """The registry authority a bundle's first registry entry names (unverified), if any."""
+    try:
+        raw = cbor.decode(data)
+        first = raw["registry"][0]["entry"]
+        payload = cbor.decode(cose.decode_sign1(first).payload)
+        named = payload["authority"]
+    except (CustodyError, KeyError, IndexError, TypeError):
+        return None
+    return named if isinstance(named, str) else None
+
+
+def choose_authority(pins: list[AuthorityPin], named: str | None) -> AuthorityPin:
+    """The pinned authority for a bundle: by the id its entries name, or the only one pinned.
+
+    Whatever is chosen, every entry is verified under the pinned key: a bundle naming an
+    authority that is not pinned, or pinned with another key, fails there."""
+    for pin in pins:
+        if pin.key.authority_id == named:
+            return pin
+    if len(pins) == 1:
+        return pins[0]
+    listed = ", ".join(repr(p.key.authority_id) for p in pins)
+    raise NotPinned(
+        f"the bundle's registry names authority {named!r}, which is not pinned (pinned: {listed})"
+    )
