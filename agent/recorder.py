@@ -26,6 +26,7 @@ from agent import balance, rotation
 from agent.clock import Clock, SystemClock
 from agent.identity import create_device_key, load_device_key, load_ledger_keys
 from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
+from agent.outbox.writer import ChainMovedError
 from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
 from custody.commitment import (
@@ -38,7 +39,7 @@ from custody.commitment import (
 )
 from custody.envelope import EventSigner, verify_envelope
 from custody.errors import CaptureError, InvalidMassError, NotInitialisedError
-from custody.event import MAX_TEXT, EventType
+from custody.event import MAX_TEXT, EventType, next_seq
 from custody.files import move_file
 from custody.group import ED25519
 from custody.keys import DeviceKey, LedgerPublicKeys
@@ -46,6 +47,9 @@ from custody.keys import DeviceKey, LedgerPublicKeys
 __all__ = ["Recorder", "kg_to_units", "units_to_kg"]
 
 _UNITS_PER_KG = 1000 // MASS_UNIT_G
+# A checkpoint is prepared again when another process wrote meanwhile; it settles at once
+# unless something writes without pause.
+CHECKPOINT_ATTEMPTS = 20
 
 
 def kg_to_units(kg: str | Decimal | int, *, limit: int = MAX_MASS_UNITS) -> int:
@@ -167,12 +171,10 @@ class Recorder:
             "seals": seals, "note": note, "scale": scale, "alibi": alibi, "photo": photo,
             "inbound": inbound, "tare_event": tare_event,
         }  # fmt: skip
-        event = self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
-        if direction == "out" and bag is not None:
-            # ZK.md: a checkpoint right after every output, so that balances are proven at
-            # every point where outputs grew ("never exceeded", not only at period end).
-            self.checkpoint()
-        return event
+        # No checkpoint after an output: checkpoints follow a fixed schedule (the service's
+        # checkpoint worker), so their number and times never say how many bags were weighed
+        # (docs/zk-summaries.md §1, §6).
+        return self.record(EventType.WEIGHING, _body(fields, manual), masses=masses)
 
     def weighing_outcome(
         self,
@@ -290,14 +292,16 @@ class Recorder:
         return self.record(EventType.VOID, {"target": target, "reason": reason})
 
     def record(
-        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None
-    ) -> StoredEvent:
-        """Record one event and return it once durable."""
-        return self.submit(type_, body, masses=masses).result()
+        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None,
+        after: int | None = None,
+    ) -> StoredEvent:  # fmt: skip
+        """Record one event and return it once durable (``after``: see ``Draft.after``)."""
+        return self.submit(type_, body, masses=masses, after=after).result()
 
     def submit(
-        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None
-    ) -> Future[StoredEvent]:
+        self, type_: EventType, body: Mapping[str, Any], *, masses: Mapping[str, int] | None = None,
+        after: int | None = None,
+    ) -> Future[StoredEvent]:  # fmt: skip
         """Prepare a draft in this thread and queue it; the future resolves when durable."""
         now = self.clock.now()
         full = dict(body)
@@ -311,7 +315,7 @@ class Recorder:
             points, openings = commit_masses(masses)
             full["mass"] = {n: p.encoded for n, p in points.items()}
             full["sealed"] = seal_openings(openings, self.ledger_keys.sealing_key)
-        return self.writer.submit(Draft(type_, full, now, openings))
+        return self.writer.submit(Draft(type_, full, now, openings, after))
 
     # --- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -340,15 +344,28 @@ class Recorder:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def _checkpoint_locked(self) -> StoredEvent:
+        """The sums up to the chain's head, in a checkpoint that follows that head directly
+        (its seq padded, docs/protocol.md §4), so it covers every record before it: ``upto`` is
+        its seq − 1. Another process that writes in between makes the writer refuse it, and
+        the sums are taken again."""
         kid = self.key.kid
-        state = balance.last_checkpoint(self.outbox, kid)
-        head = self.outbox.head(kid)
-        upto = head[0] if head is not None else 0
-        inputs, outputs = balance.next_sums(self.outbox, kid, state, upto)
-        body: dict[str, Any] = {"epoch": state.epoch + 1, "upto": upto}
-        if state.event_id is not None:
-            body["prev_checkpoint"] = state.event_id
-        return self.record(EventType.CHECKPOINT, body, masses={"in": inputs, "out": outputs})
+        for _ in range(CHECKPOINT_ATTEMPTS):
+            state = balance.last_checkpoint(self.outbox, kid)
+            head = self.outbox.head(kid)
+            head_seq = head[0] if head is not None else 0
+            inputs, outputs = balance.next_sums(self.outbox, kid, state, head_seq)
+            upto = next_seq(head_seq, EventType.CHECKPOINT) - 1
+            body: dict[str, Any] = {"epoch": state.epoch + 1, "upto": upto}
+            if state.event_id is not None:
+                body["prev_checkpoint"] = state.event_id
+            try:
+                masses = {"in": inputs, "out": outputs}
+                return self.record(EventType.CHECKPOINT, body, masses=masses, after=head_seq)
+            except ChainMovedError:
+                continue
+        raise CaptureError(
+            f"the chain kept moving while a checkpoint was taken ({CHECKPOINT_ATTEMPTS} tries)"
+        )
 
     def _opening_stock(self) -> StoredEvent | None:
         """The declaration in this outbox, under the current key or a retired one."""

@@ -216,8 +216,10 @@ SETTINGS: tuple[Setting, ...] = (
             "so systemd restarts the service."),
     Setting("service.checkpoint_interval_s", "checkpoint_interval_s", 3600,
             _int_range(0, 86_400),
-            "The service signs a checkpoint of the running input/output sums this often "
-            "(seconds; 0 = only `custody-agent checkpoint` and lot close)."),
+            "The service signs a checkpoint of the running input/output sums at every multiple "
+            "of this many seconds of UTC time, busy or idle, so checkpoints reveal the "
+            "schedule, never the pace (seconds; 0 = only `custody-agent checkpoint` and lot "
+            "close)."),
     Setting("devices.ports", "device_ports", (), _port_specs,
             'Serial devices the service reads, as "DIALECT@URL" (see `devices dialects`), '
             'e.g. ["xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"].'),

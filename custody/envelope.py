@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from custody import cbor, cose
 from custody.errors import CaptureError, ChainError, DecodeError, SignatureError
-from custody.event import CONTENT_TYPE, GENESIS_PREV, Payload
+from custody.event import CONTENT_TYPE, GENESIS_PREV, Payload, follows, next_seq
 from custody.keys import DeviceKey, kid_for
 
 __all__ = [
@@ -123,8 +123,8 @@ def check_link(previous: Envelope | None, current: Envelope) -> None:
     q = previous.payload
     if current.kid != previous.kid or p.device_id != q.device_id:
         raise ChainError(f"seq {p.seq}: device or key changed inside one chain")
-    if p.seq != q.seq + 1:
-        raise ChainError(f"seq {p.seq}: expected seq {q.seq + 1} (gap or reordering)")
+    if not follows(q.seq, p.seq, p.type):
+        raise ChainError(f"seq {p.seq}: expected seq {next_seq(q.seq, p.type)} (gap or reordering)")
     if p.prev != previous.event_id:
         raise ChainError(f"seq {p.seq}: prev does not match the event id of seq {q.seq}")
 

@@ -28,12 +28,16 @@ __all__ = [
     "GENESIS_PREV",
     "MAX_SEQ",
     "MAX_TIME_MS",
+    "PADDED_TYPES",
     "SCHEMA_VERSION",
+    "SEQ_STRIDE",
     "DeviceTime",
     "EventType",
     "Payload",
     "TimeQuality",
     "TimeSource",
+    "follows",
+    "next_seq",
     "validate_identifier",
 ]
 
@@ -74,6 +78,31 @@ class EventType(StrEnum):
     CHECKPOINT = "checkpoint"
     LOT_CONTRIBUTION = "lot_contribution"
     OPENING_STOCK = "opening_stock"
+
+
+# The records a lot summary shows (checkpoints, lot contributions, opening stocks) start at a
+# multiple of SEQ_STRIDE: the chain is padded up to it, as if by that many empty records that
+# nobody sends. Their seq, and a checkpoint's upto, then count only such records, never the bag
+# weighings and other records between them (docs/protocol.md §4, docs/zk-summaries.md §6).
+# 2^20 records between two checkpoints is far beyond any scale; 2^43 strides fit in a seq.
+SEQ_STRIDE = 2**20
+PADDED_TYPES = frozenset(
+    {EventType.CHECKPOINT, EventType.LOT_CONTRIBUTION, EventType.OPENING_STOCK}
+)
+
+
+def next_seq(head: int, type_: EventType) -> int:
+    """The seq of a record of ``type_`` written after ``head``: head + 1, or for a padded
+    type the next multiple of ``SEQ_STRIDE`` (which is head + 1 when head + 1 is one)."""
+    if type_ in PADDED_TYPES:
+        return (head // SEQ_STRIDE + 1) * SEQ_STRIDE
+    return head + 1
+
+
+def follows(head: int, seq: int, type_: EventType) -> bool:
+    """Whether a record of ``type_`` at ``seq`` may directly follow ``head`` in its chain:
+    the next seq, or a padded type at its padded seq."""
+    return seq == head + 1 or seq == next_seq(head, type_)
 
 
 # EPCIS 2.0 event class and CBV 2.0 action/bizStep for each capture type

@@ -83,7 +83,7 @@ def build_lot(
     """A lot whose every site has at least ``checkpoints_per_site`` checkpoints.
 
     Each site takes in ore (inputs, enough for its outputs at the ``recovery`` factor p/q),
-    weighs bags of this lot and of other lots (each output bag is followed by a checkpoint),
+    weighs bags of this lot and of other lots (a scheduled checkpoint after each bag),
     closes the lot; the refiner then weighs the lot in, ``receipt_delta`` units off the total.
     ``bag_range`` bounds the bag masses (``(0, 0)``: zero-mass bags); a negative
     ``ore_margin`` makes every site ship more than its inputs allow at p/q. With
@@ -120,10 +120,13 @@ def build_lot(
                     load = min(ore, 400_000)
                     rec.weighing(gross=load + 150_000, tare=150_000, direction="in", stage="out")
                     ore -= load
+                # A scheduled checkpoint after each bag: the checkpoints a window holds.
                 for units in other_bags:
                     rec.weighing(bag=units, lot=f"OTHER-{site}", direction="out")
+                    rec.checkpoint()
                 for units in bags:
                     rec.weighing(bag=units, lot=lot, direction="out")
+                    rec.checkpoint()
                 rec.lot_close(lot)
                 # The gateway's next scheduled checkpoint: the fence that shows a buyer its
                 # chain is complete up to the lot's window.

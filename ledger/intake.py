@@ -68,7 +68,7 @@ from custody.errors import (
     KeyError_,
     VerificationError,
 )
-from custody.event import MAX_SEQ, MAX_TIME_MS, EventType
+from custody.event import MAX_SEQ, MAX_TIME_MS, EventType, next_seq
 from custody.group import ED25519, Point
 from custody.keys import LedgerKeyPair, check_ed25519_public, kid_for
 from custody.merkle import CompactRange, leaf_hash
@@ -177,6 +177,16 @@ def _claimed_seq(payload: bytes) -> int | None:
     if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ:
         return seq
     return None
+
+
+def _parked_prev(envelope: bytes) -> bytes | None:
+    """The ``prev`` of a parked record (verified strictly when it parked)."""
+    try:
+        payload = cbor.decode(cose.decode_sign1(envelope).payload)
+    except CustodyError:
+        return None
+    prev = payload.get("prev") if isinstance(payload, dict) else None
+    return prev if isinstance(prev, bytes) else None
 
 
 def _protected_bytes(data: bytes) -> bytes | None:
@@ -681,7 +691,10 @@ class Intake:
                 return None
             self._fork(device_id, item, kept or bytes(32), "logged", result, prog)
             return None
-        if seq > head_seq + 1:
+        padded_next = seq == next_seq(head_seq, EventType(item.type_)) and item.prev == head_id
+        if seq > head_seq + 1 and not padded_next:
+            # A padded record (docs/protocol.md §4) at the next stride waits too when its
+            # prev is a record still missing between the head and it.
             prog.gap = True
             parked = self.store.waiting_envelope(kid, seq)
             if parked is not None and parked != item.envelope:
@@ -731,10 +744,19 @@ class Intake:
         and this message may still release one."""
         if not tx.waiting_count(kid) or result.released >= MAX_RELEASED_PER_MESSAGE:
             return None
-        seq = tx.head(kid)[0] + 1
+        head_seq, head_id = tx.head(kid)
+        seq = head_seq + 1
         parked = self.store.take_waiting(kid, seq)
         if parked is None:
-            return None
+            # Or a padded record at the next stride, if it follows the head itself (its
+            # type was checked when it parked; it is checked again below).
+            seq = next_seq(head_seq, EventType.CHECKPOINT)
+            waiting = self.store.waiting_envelope(kid, seq) if seq != head_seq + 1 else None
+            if waiting is None or _parked_prev(waiting) != head_id:
+                return None
+            parked = self.store.take_waiting(kid, seq)
+            if parked is None:
+                return None
         tx.waiting[kid] -= 1
         if (kid, seq) in tx.parked_here:
             result.waiting -= 1  # parked and released within this message

@@ -143,7 +143,8 @@ def ore(rec: Recorder, units: int) -> None:
 
 def bags(rec: Recorder, lot: str, units: list[int]) -> None:
     for u in units:
-        rec.weighing(bag=u, lot=lot, direction="out")  # each followed by a checkpoint
+        rec.weighing(bag=u, lot=lot, direction="out")
+        rec.checkpoint()  # the gateway's scheduled checkpoint, here after each bag
 
 
 def refused_at(step: str, excinfo: pytest.ExceptionInfo[ProofError]) -> str:

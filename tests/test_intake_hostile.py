@@ -381,3 +381,44 @@ def test_released_parked_records_are_charged_to_the_sender(
     # One envelope in the message, six parked records checked again and logged.
     assert after_parking - service.budget.tokens(DEVICE, 0.0)["records"] == 7
     assert link.acked == [1, 2] and ledger.store.log_size() == 7
+
+
+# --- padded seqs: a summary record at the next stride follows its head ------------------------
+def _checkpoint(ledger: Intake, key: DeviceKey, seq: int, prev: bytes) -> bytes:
+    from custody.commitment import commit_masses, seal_openings
+
+    points, openings = commit_masses({"in": 0, "out": 0})
+    body = {"epoch": 1, "upto": seq - 1, "mass": {n: p.encoded for n, p in points.items()},
+            "sealed": seal_openings(openings, ledger.keys.public.sealing_key)}  # fmt: skip
+    return signed(key, seq, prev, body=body, type_=EventType.CHECKPOINT)
+
+
+def test_a_padded_checkpoint_waits_for_its_predecessor_and_follows_it(
+    ledger: Intake, gateway: Gateway
+) -> None:
+    from custody.event import SEQ_STRIDE
+
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32))
+    second = signed(key, 2, event_id_of(first))
+    checkpoint = _checkpoint(ledger, key, SEQ_STRIDE, event_id_of(second))
+    # The checkpoint arrives before seq 2: its prev is not the head, so it waits.
+    early = ledger.ingest(DEVICE, encode_batch(DEVICE, [first, checkpoint]))
+    assert (early.logged, early.waiting) == (1, 1)
+    late = ledger.ingest(DEVICE, encode_batch(DEVICE, [second]))
+    assert late.logged == 2 and ledger.store.waiting_count(key.kid) == 0
+    assert [e.seq for e in ledger.store.events()] == [1, 2, SEQ_STRIDE]
+    after = signed(key, SEQ_STRIDE + 1, event_id_of(checkpoint))
+    assert ledger.ingest(DEVICE, encode_batch(DEVICE, [after])).logged == 1
+
+
+def test_only_summary_records_may_skip_to_the_next_stride(ledger: Intake, gateway: Gateway) -> None:
+    from custody.event import SEQ_STRIDE
+
+    key = device_key(gateway)
+    first = signed(key, 1, bytes(32))
+    skipping = signed(key, SEQ_STRIDE, event_id_of(first))  # a seal scan, not padded
+    result = ledger.ingest(DEVICE, encode_batch(DEVICE, [first, skipping]))
+    assert (result.logged, result.waiting) == (1, 1)  # waits for a seq 2 that never comes
+    ack = ack_of(ledger, key.kid, result.acks[0])
+    assert (ack.seq, ack.resend_from) == (1, 2)

@@ -22,7 +22,7 @@ from agent.outbox import Outbox
 from agent.paths import DataDir
 from agent.recorder import Recorder
 from custody.envelope import EventSigner
-from custody.event import DeviceTime, EventType, Payload, TimeQuality, TimeSource
+from custody.event import SEQ_STRIDE, DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey
 from ledger.intake import Intake
 from ledger.store import LedgerStore
@@ -213,7 +213,8 @@ def test_rotation_mid_stream_over_the_broker(tmp_path: Path, central: Central) -
     assert summary["rejected"] == 0
     keys = {r["kid"]: r for r in central.devices()}
     assert set(keys) == {rotated["old_kid"], rotated["new_kid"]}
-    assert keys[rotated["old_kid"]]["head_seq"] == rotated["rotation_seq"] == 11
+    # The rotation follows the old chain's closing checkpoint, whose seq is padded to 2^20.
+    assert keys[rotated["old_kid"]]["head_seq"] == rotated["rotation_seq"] == SEQ_STRIDE + 1
     assert keys[rotated["old_kid"]]["revoked_ms"] is not None
     assert keys[rotated["new_kid"]]["head_seq"] == 4
     assert keys[rotated["new_kid"]]["revoked_ms"] is None

@@ -903,7 +903,7 @@ def test_ack_size_bound() -> None:
         ({"event_id": bytes(31)}, "ack event id"),
         ({"device_id": "gw/1"}, "device id"),
         ({"device_kid": bytes(7)}, "kid"),
-        ({"log_size": 2}, "below the acked seq"),
+        ({"log_size": 0}, "log size 0 with seq 3"),
         ({"log_size": -1}, "log size"),
         ({"root": bytes(33)}, "root"),
         ({"time_ms": -5}, "ack time"),

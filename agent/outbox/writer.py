@@ -46,9 +46,9 @@ from custody.errors import (
     SchemaError,
     StorageError,
 )
-from custody.event import BODY_SCHEMAS, GENESIS_PREV, DeviceTime, EventType, Payload
+from custody.event import BODY_SCHEMAS, GENESIS_PREV, DeviceTime, EventType, Payload, next_seq
 
-__all__ = ["DiskBudget", "Draft", "OutboxWriter", "WriterStats"]
+__all__ = ["ChainMovedError", "DiskBudget", "Draft", "OutboxWriter", "WriterStats"]
 
 QUEUE_MAX = 4096
 # Rows carry their id explicitly so a whole batch goes in with one executemany:
@@ -61,6 +61,11 @@ _INSERT_EVENT = (
 _INSERT_OPENING = "INSERT INTO openings (event_id, field, value, blinding) VALUES (?, ?, ?, ?)"
 
 
+class ChainMovedError(CaptureError):
+    """A record prepared to follow one chain head found another: nothing was recorded; the
+    caller prepares it again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     """A capture ready to be sequenced and signed."""
@@ -69,6 +74,9 @@ class Draft:
     body: Mapping[str, Any]
     time: DeviceTime
     openings: Mapping[str, Opening] = field(default_factory=dict)
+    # The chain head this record must directly follow (a checkpoint's sums were computed up
+    # to it); ``ChainMovedError`` when another process wrote a record in between.
+    after: int | None = None
 
     @property
     def manual(self) -> bool:
@@ -268,17 +276,24 @@ class OutboxWriter:
         opening_rows: list[tuple[bytes, str, int, bytes]] = []
         for req in batch:
             d = req.draft
+            if d.after is not None and d.after != seq:
+                results.append(ChainMovedError(
+                    f"the chain moved from seq {d.after} to {seq} while the record was prepared"
+                ))  # fmt: skip
+                continue
+            following = next_seq(seq, d.type)
             try:
                 payload = Payload(
-                    self.device_id, self.site_id, seq + 1, prev, d.time, self.boot, d.type, d.body
-                )
+                    self.device_id, self.site_id, following, prev, d.time, self.boot, d.type,
+                    d.body,
+                )  # fmt: skip
                 env = self.signer.sign(payload)
             except CustodyError as exc:
                 # Refuse this capture alone (e.g. an envelope over the size limit);
                 # it takes no seq, and the rest of the batch is recorded.
                 results.append(exc)
                 continue
-            seq += 1
+            seq = following
             values = (
                 next_id, kid, seq, env.event_id, prev, str(d.type), d.time.ms,
                 str(d.time.quality), self.boot, int(d.manual), env.cose, now_ms,

@@ -16,7 +16,7 @@ Workers built in here:
   workflows) through ``BoundedQueue``s that drop the newest item when full and
   count it, so a slow workflow never stalls a serial port.
 - ``CheckpointWorker``: signs a checkpoint of the running input/output sums
-  every ``service.checkpoint_interval_s`` (``Recorder.checkpoint``, which
+  at every multiple of ``service.checkpoint_interval_s`` of UTC time (``Recorder.checkpoint``, which
   serialises with other processes on the data dir).
 - ``SyncWorker``: ``sync.uplink.Uplink`` over the outbox, as ``custody-agent
   sync --once`` builds it, run until stopped instead of until drained. It
@@ -26,6 +26,7 @@ Workers built in here:
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -390,38 +391,49 @@ class SyncWorker:
 
 
 class CheckpointWorker:
-    """Signs a checkpoint every ``interval_s`` seconds, the first one ``interval_s`` after start."""
+    """Signs a checkpoint at every multiple of ``interval_s`` seconds of UTC time (the hour, by
+    default), whether records arrived or not.
+
+    A checkpoint's existence, time and seq must not say whether the site was busy: on a fixed
+    schedule they reveal the schedule only (docs/zk-summaries.md §6). A slot missed while the
+    gateway was off is not made up, and the slot a start falls in is skipped: the first
+    checkpoint comes at the first slot a whole interval after the start (records of the
+    partial slot go into it), so a service that runs for less than an interval signs none."""
 
     name = "checkpoint"
 
     def __init__(
-        self, recorder: Recorder, *, interval_s: float, heartbeat_timeout_s: float
-    ) -> None:
+        self, recorder: Recorder, *, interval_s: float, heartbeat_timeout_s: float,
+        wall: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
         self.recorder = recorder
         self.interval_s = interval_s
         self.heartbeat = Heartbeat(heartbeat_timeout_s)
         self.signed = 0
-        self.due_count = 0  # intervals that came due (signed or, when idle, skipped)
+        self.due_count = 0  # slots that came due
         self.last_seq: int | None = None
+        self._wall = wall
         self._running = False
+
+    def next_slot(self, now: float) -> float:
+        """The UTC time (s) of the first slot after ``now``."""
+        return (math.floor(now / self.interval_s) + 1) * self.interval_s
 
     def run(self, stop: threading.Event) -> None:
         self._running = True
-        due = time.monotonic() + self.interval_s
+        due = self.next_slot(self._wall() + self.interval_s)
         try:
             while not stop.is_set():
                 self.heartbeat.beat()
-                now = time.monotonic()
+                now = self._wall()
                 if now >= due:
                     self.due_count += 1
-                    # An idle gateway signs nothing new: only records since the last one count.
-                    if self.recorder.checkpoint_due():
-                        event = self.recorder.checkpoint()  # CustodyError: unexpected
-                        self.signed += 1
-                        self.last_seq = event.seq
-                    due = now + self.interval_s
+                    event = self.recorder.checkpoint()  # CustodyError: unexpected
+                    self.signed += 1
+                    self.last_seq = event.seq
+                    due = self.next_slot(now)
                 # Wake often enough to keep the heartbeat fresh while waiting.
-                stop.wait(min(1.0, max(0.0, due - time.monotonic())))
+                stop.wait(min(1.0, max(0.0, due - self._wall())))
         finally:
             self._running = False
 
