@@ -307,6 +307,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 "valid_from_ms": k.valid_from_ms,
                 "revoked_ms": k.revoked_ms,
                 "head_seq": store.head(k.kid)[0],
+                # Where the registry (or a rotation) ends the key's chain; None while open.
+                "last_seq": k.last_seq,
+                "enrolled_index": k.enrolled_index,
                 "forks": forks.get(k.kid.hex(), 0),
             }
             for k in store.device_keys()
@@ -317,7 +320,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        if r["revoked_ms"]:
+        if r["revoked_ms"] and r["last_seq"] is not None:
+            state = f"ENDS AT SEQ {r['last_seq']}"
+        elif r["revoked_ms"]:
             state = "REVOKED"
         elif r["valid_from_ms"] > now:
             state = f"valid from {_iso(r['valid_from_ms'])}"
