@@ -520,7 +520,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         "lot": st.lot, "refiner": st.refiner, "total_kg": st.total / 10,
         "tolerance_kg": st.tolerance / 10, "sites": list(st.sites),
         "records": result.records, "balance_checks": result.balance_checks,
-        "bytes": len(result.bundle), "out": str(args.out),
+        "bytes": len(result.bundle), "out": str(args.out), "notes": list(result.notes),
     }  # fmt: skip
     if args.json:
         print(json.dumps(info))
@@ -530,6 +530,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             f"{result.records} records, {result.balance_checks} balance checks; "
             f"{len(result.bundle)} bytes written to {args.out}"
         )
+        for note in result.notes:
+            print(f"note: {note}")
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class SummaryResult:
     statement: Statement
     records: int
     balance_checks: int
+    notes: tuple[str, ...] = ()  # what the operator should know (e.g. a stock left out)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Selection:
     records: dict[int, Logged]  # by log index
     contributions: list[Logged]
     receipt: Logged
+    notes: list[str] = field(default_factory=list)
 
 
 def build_summary(
@@ -139,9 +141,10 @@ def select(store: Store, data_dir: Path, lot: str, policy: Policy) -> Selection:
         )
     receipt = receipts[0]
     windows: dict[str, int] = {}
+    notes: list[str] = []
     chosen: dict[int, Logged] = {r.index: r for r in (*contributions, receipt)}
     for site in sites:
-        start, picked = _site_records(site, book, registry, usable, contributions, policy)
+        start, picked = _site_records(site, book, registry, usable, contributions, policy, notes)
         windows[site] = start
         chosen.update((r.index, r) for r in picked)
     # Keys introduced by rotation need their rotation record, and so on back to an enrolment.
@@ -156,7 +159,7 @@ def select(store: Store, data_dir: Path, lot: str, policy: Policy) -> Selection:
             "`custody-ledger registry add`, and build the summary again"
         )
     return Selection(lot, receipt.key.site_id, sites, windows, registry, logged_entries,
-                     chosen, contributions, receipt)  # fmt: skip
+                     chosen, contributions, receipt, notes)  # fmt: skip
 
 
 def prove(
@@ -217,7 +220,7 @@ def prove(
     )
     bundle = Bundle(statement, log_bytes, entries, records, proof).to_bytes()
     register.record(sel.lot, disclosure, audience, statement.summary_id)
-    return SummaryResult(bundle, statement, len(records), len(derived.checks))
+    return SummaryResult(bundle, statement, len(records), len(derived.checks), tuple(sel.notes))
 
 
 def _admitted(store: Store, book: KeyBook, lot: str) -> list[Logged]:
@@ -244,7 +247,7 @@ def _admitted(store: Store, book: KeyBook, lot: str) -> list[Logged]:
 
 def _site_records(
     site: str, book: KeyBook, registry: RegistryState, usable: Sequence[Logged],
-    contributions: Sequence[Logged], policy: Policy,
+    contributions: Sequence[Logged], policy: Policy, notes: list[str],
 ) -> tuple[int, list[Logged]]:  # fmt: skip
     """The site's window start and what the bundle must show for it (bases, window, fences,
     key rotations, its opening stock)."""
@@ -303,6 +306,16 @@ def _site_records(
         stock = next((r for r in usable if r.env.event_id == pinned[0]), None)
         if stock is not None and stock.index < start:
             picked.append(stock)
+        elif stock is None:
+            notes.append(
+                f"site {site}: its pinned opening stock (record {pinned[0].hex()}) is not in "
+                "the log yet (sync the gateway that declared it); the balance starts from zero"
+            )
+        else:
+            notes.append(
+                f"site {site}: its opening stock was logged at {stock.index}, after this "
+                f"lot's window starts ({start}), so it cannot count; the balance starts from zero"
+            )
     return start, picked
 
 

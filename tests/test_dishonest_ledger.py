@@ -335,6 +335,7 @@ def test_a_stock_declared_after_the_window_starts_is_refused(world: World) -> No
     with pytest.raises(SummaryError, match="mass balance claim is false"):
         world.summarise()  # the late stock is not used: the honest claim is still false
     selection = world.select()
+    assert any("after this lot's window starts" in note for note in selection.notes)
     stock = next(r for r in _admitted(world) if r.type is EventType.OPENING_STOCK)
     selection.records[stock.index] = stock
     with without("_site_stock_check"):
