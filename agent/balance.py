@@ -25,7 +25,15 @@ from agent.outbox import Outbox, StoredEvent
 from custody import cbor, cose
 from custody.event import EventType, Payload
 
-__all__ = ["CheckpointState", "counted", "last_checkpoint", "lot_bags", "lot_closed", "next_sums"]
+__all__ = [
+    "CheckpointState",
+    "counted",
+    "last_checkpoint",
+    "lot_bags",
+    "lot_closed",
+    "next_sums",
+    "voided_contributions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +136,17 @@ def lot_closed(outbox: Outbox, kid: bytes, lot: str) -> bool:
         payload_of(e).body["lot"] == lot
         for e in outbox.of_type(kid, EventType.LOT_CONTRIBUTION.value)
     )
+
+
+def voided_contributions(outbox: Outbox, kid: bytes, after_seq: int, upto_seq: int) -> list[bytes]:
+    """Event ids of this chain's lot contributions voided by its records in (after, upto]:
+    what the next checkpoint lists, sorted."""
+    out: set[bytes] = set()
+    for event in outbox.chain_between(kid, after_seq, upto_seq):
+        p = payload_of(event)
+        if p.type is not EventType.VOID:
+            continue
+        target = outbox.find(p.body["target"].hex())
+        if target is not None and target.kid == kid and target.type == EventType.LOT_CONTRIBUTION:
+            out.add(target.event_id)
+    return sorted(out)

@@ -358,6 +358,9 @@ class Recorder:
             body: dict[str, Any] = {"epoch": state.epoch + 1, "upto": upto}
             if state.event_id is not None:
                 body["prev_checkpoint"] = state.event_id
+            voided = balance.voided_contributions(self.outbox, kid, state.seq, head_seq)
+            if voided:
+                body["voided"] = voided
             try:
                 masses = {"in": inputs, "out": outputs}
                 return self.record(EventType.CHECKPOINT, body, masses=masses, after=head_seq)

@@ -262,6 +262,14 @@ _ident: Validator = validate_identifier
 _event_id = _bytes_of(EVENT_ID_BYTES)
 
 
+def _sorted_ids(value: Any, what: str) -> list[bytes]:
+    """A non-empty list of event ids, sorted and without repeats: one encoding per set."""
+    ids: list[bytes] = _list_of(_event_id)(value, what)
+    if ids != sorted(set(ids)):
+        raise SchemaError(f"{what} must be sorted, without repeats")
+    return ids
+
+
 @dataclass(frozen=True, slots=True)
 class BodySchema:
     required: Mapping[str, Validator]
@@ -346,9 +354,11 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
     EventType.VOID: BodySchema(required={"target": _event_id, "reason": _text}),
     # Running sums of the chain's inputs and outputs for every event with seq <= upto
     # (docs/zk-summaries.md §1); epoch 1 is a chain's first, later ones link to the previous.
+    # ``voided``: the lot contributions of this chain voided since the previous checkpoint,
+    # so that a verifier shown the chain sees a contribution withdrawn (docs/zk-summaries.md §1).
     EventType.CHECKPOINT: BodySchema(
         required={"epoch": _uint, "upto": _uint, "mass": _sums("in", "out"), "sealed": _sealed},
-        optional={"prev_checkpoint": _event_id},
+        optional={"prev_checkpoint": _event_id, "voided": _sorted_ids},
     ),
     # A site's part of a lot: a commitment to the sum of its (non-voided) bags of the lot.
     EventType.LOT_CONTRIBUTION: BodySchema(

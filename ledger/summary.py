@@ -122,9 +122,11 @@ def select(store: Store, data_dir: Path, lot: str, policy: Policy) -> Selection:
     )
     book = KeyBook(registry)
     usable = _admitted(store, book, lot)
+    voided = _voided(usable)
     contributions = [
         r for r in usable
         if r.type is EventType.LOT_CONTRIBUTION and r.body["lot"] == lot
+        and r.env.event_id not in voided
     ]  # fmt: skip
     if not contributions:
         raise SummaryError(f"lot {lot} has no contributions (run `custody-agent lot close {lot}`)")
@@ -317,6 +319,11 @@ def _site_records(
                 f"lot's window starts ({start}), so it cannot count; the balance starts from zero"
             )
     return start, picked
+
+
+def _voided(usable: Sequence[Logged]) -> set[bytes]:
+    """Contributions their gateways voided (listed by later checkpoints): never summed."""
+    return {v for r in usable if r.type is EventType.CHECKPOINT for v in r.body.get("voided", ())}
 
 
 def _introductions(key: KeyState, usable: Sequence[Logged]) -> list[Logged]:

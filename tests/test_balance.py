@@ -170,3 +170,30 @@ def test_cli_lot_close_and_checkpoint(gateway: Gateway) -> None:
     assert again.returncode == 6 and "already closed" in again.stderr
     done = run_cli("--data-dir", str(gateway.data_dir), "checkpoint")
     assert done.returncode == 0 and "recorded checkpoint" in done.stdout
+
+
+def test_a_voided_contribution_is_listed_by_the_next_checkpoint(
+    gateway: Gateway, recorder: Recorder
+) -> None:
+    recorder.weighing(bag=10_000, lot="L1", direction="out")
+    contribution, closing = recorder.lot_close("L1")
+    assert "voided" not in payload_of(closing).body
+    recorder.void(contribution.event_id, "closed the wrong lot")
+    recorder.seal_scan("S-1")
+    listed = recorder.checkpoint()
+    assert payload_of(listed).body["voided"] == [contribution.event_id]
+    # Listed once: the checkpoint after does not repeat it.
+    assert "voided" not in payload_of(recorder.checkpoint()).body
+
+
+@pytest.mark.parametrize(
+    "voided", [[], [bytes(32)] * 2, [bytes([2]) * 32, bytes([1]) * 32], [b"short"], "x"]
+)
+def test_a_checkpoint_lists_voided_contributions_in_one_encoding(voided: Any) -> None:
+    from custody.errors import SchemaError
+    from custody.event import BODY_SCHEMAS
+
+    body = {"epoch": 1, "upto": 0, "mass": {"in": bytes(32), "out": bytes(32)},
+            "sealed": bytes(64), "voided": voided}  # fmt: skip
+    with pytest.raises(SchemaError, match="voided"):
+        BODY_SCHEMAS[EventType.CHECKPOINT].validate(body, EventType.CHECKPOINT)

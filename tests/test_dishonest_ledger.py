@@ -662,3 +662,27 @@ def test_a_bundle_of_the_unsound_policy_v1_is_refused_saying_why(world: World) -
                        "log": b"", "hashes": [], "records": [], "proof": {}})  # fmt: skip
     with pytest.raises(ProofError, match=r"policy v1 is refused because the ledger chose"):
         world.verify(old)
+
+
+def test_a_contribution_its_gateway_voided_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "W kg from the sites": counting a contribution the site withdrew."""
+    with world.gateway("MINE-01") as rec:
+        ore(rec, 1_000_000)
+        bags(rec, LOT, [10_000, 12_000])
+        contribution, _ = rec.lot_close(LOT)
+        rec.void(contribution.event_id, "closed before the last bag")
+        rec.checkpoint()  # lists the void
+        world.feed(rec)
+    world.receipt(22_000)
+    world.heartbeat()
+    with pytest.raises(SummaryError, match="has no contributions"):
+        world.summarise()
+    monkeypatch.setattr(summary_mod, "_voided", lambda usable: set())
+    selection = world.select()
+    with without("_not_voided"):
+        data = world.prove(selection)
+    with pytest.raises(ProofError) as excinfo:
+        world.verify(data)
+    assert "was voided by its gateway" in refused_at("record roles", excinfo)

@@ -231,6 +231,7 @@ def _site(
         chains.setdefault(cp.key.kid, []).append(cp)
     for chain in chains.values():
         _contiguous(site, chain)
+    _not_voided(site, chains, contribs)
     # The window ends at the checkpoint covering the site's contributions (the last one).
     end = max(_covering(site, chains.get(c.key.kid, []), c, start).index for c in contribs)
     out.ends[site] = end
@@ -271,6 +272,18 @@ def _site(
         latest[cp.key.kid] = cp
         checks.append(BalanceCheck(site, cp.index, tuple(latest[k] for k in sorted(latest))))
     return checks
+
+
+def _not_voided(site: str, chains: Mapping[bytes, list[Logged]], contribs: list[Logged]) -> None:
+    """A contribution its gateway voided is listed by a later checkpoint of its chain; the
+    chain is shown through its fence, so a void logged before the fence cannot be hidden."""
+    for contrib in contribs:
+        for cp in chains.get(contrib.key.kid, []):
+            if contrib.env.event_id in cp.body.get("voided", ()):
+                raise ProofError(
+                    f"site {site}: contribution {contrib.index} was voided by its gateway "
+                    f"(listed by the checkpoint at log index {cp.index})"
+                )
 
 
 def _site_stock_check(site: str, stock: Logged | None, start: int) -> None:
