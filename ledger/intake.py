@@ -92,8 +92,9 @@ log = logging.getLogger("ledger.intake")
 # intake workers lands here; beyond this the record is dropped from the wait
 # list (not rejected) and the resend request brings it back.
 MAX_WAITING_PER_KEY = 10_000
-# Parked records one message may release. Each release is a full signature check
-# and append, paid for by the sender's record budget; the rest stay parked and the
+# Parked records one message may release. Each release is a full signature check and
+# append; they were charged to the sender's record budget when they arrived, and this
+# bounds what one message can make the intake do on top. The rest stay parked and the
 # sender's next message (its resend of the first missing record) releases more.
 # An honest gateway parks at most its live lane (sync.uplink.MAX_LIVE_AHEAD) ahead
 # of its backlog, which the backlog's last batch releases whole.
@@ -725,11 +726,39 @@ class Intake:
                      item.masses, leaf_hash(event_id))
         )  # fmt: skip
         result.logged += 1
+        self._drop_parked_copy(device_id, kid, seq, event_id, tx, result)
         if item.new_key:
             self._rotate(device_id, item, enrol_new, tx, result, prog)
             return None  # the rotation is the old key's last record: nothing follows it
         # Successors that arrived early can follow now, in order.
         return self._take_due(device_id, kid, tx, prog, result, now_ms)
+
+    def _drop_parked_copy(
+        self, device_id: str, kid: bytes, seq: int, logged: bytes, tx: _Tx, result: IntakeResult
+    ) -> None:
+        """A copy of the record just logged may still be parked at its seq (a message that
+        released its quota placed a resend of it directly): remove it, or it would hold a
+        place in the bounded wait list for ever. A different record parked there is the
+        other branch of a fork."""
+        if not tx.waiting_count(kid):
+            return
+        parked = self.store.take_waiting(kid, seq)
+        if parked is None:
+            return
+        tx.waiting[kid] -= 1
+        if (kid, seq) in tx.parked_here:
+            result.waiting -= 1
+        other = event_id_of(parked)
+        if other != logged:
+            new = self.store.record_fork(device_id, kid, seq, logged, other, parked)
+            result.forks += 1
+            log.error(
+                "fork: device %s key %s seq %d: logged %s, parked %s (%s)", device_id, kid.hex(),
+                seq, logged.hex(), other.hex(), "new alarm" if new else "seen before",
+                extra={"alarm": "fork", "device_id": device_id, "kid": kid.hex(), "seq": seq,
+                       "kept_event_id": logged.hex(), "forked_event_id": other.hex(),
+                       "new_alarm": new},
+            )  # fmt: skip
 
     def _take_due(
         self,

@@ -213,8 +213,11 @@ class LedgerService:
             for ack in result.acks:
                 self.link.publish(acks_topic(device_id), ack, correlation=message.correlation)
             self._count(result)
-            # Parked records this message released were checked again: the sender pays.
-            self.budget.charge(device_id, result.envelopes + result.released, self._clock())
+            # Parked records this message released were paid for when they arrived: charging
+            # them again would put an honest gateway draining a backlog into debt, its next
+            # batches dropped and resent after the ack timeout. Their cost per message is
+            # bounded by the intake instead (MAX_RELEASED_PER_MESSAGE).
+            self.budget.charge(device_id, result.envelopes, self._clock())
         else:
             assert error is not None
             if not self._dead_letter(device_id, message, error, stop):

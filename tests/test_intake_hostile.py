@@ -221,6 +221,26 @@ def test_one_message_releases_a_bounded_number_of_parked_records(
     assert [e.seq for e in ledger.store.events()] == list(range(1, 10))
 
 
+def test_a_record_placed_past_the_release_quota_leaves_no_parked_copy(
+    ledger: Intake, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend that reaches the head after the message's releases ran out is logged from
+    the message itself: its parked copy must go, or stale copies fill the wait list."""
+    monkeypatch.setattr("ledger.intake.MAX_RELEASED_PER_MESSAGE", 3)
+    key = device_key(gateway)
+    chain = _chain(key, 9)
+    assert ledger.ingest(DEVICE, encode_batch(DEVICE, chain[1:])).waiting == 8
+    resend = ledger.ingest(DEVICE, encode_batch(DEVICE, chain[:5]))
+    # 1 from the message, 2-4 released (the quota), 5 from the message: its copy dropped.
+    assert (resend.logged, resend.released) == (5, 3)
+    assert ledger.store.waiting_count(key.kid) == 4  # 6-9, not a stale 5 as well
+    assert ledger.store.forks() == []
+    rest = ledger.ingest(DEVICE, encode_batch(DEVICE, chain[5:6]))  # releases 6-8 (quota)
+    assert (rest.logged, rest.duplicates) == (3, 1)
+    last = ledger.ingest(DEVICE, encode_batch(DEVICE, chain[8:9]))  # 9 from the message
+    assert last.logged == 1 and ledger.store.waiting_count(key.kid) == 0
+
+
 def test_one_message_releases_a_whole_live_lane() -> None:
     from ledger.intake import MAX_RELEASED_PER_MESSAGE
     from sync.uplink import MAX_LIVE_AHEAD
@@ -354,7 +374,7 @@ class _RecordingLink:
         self.acked.append(mid)
 
 
-def test_released_parked_records_are_charged_to_the_sender(
+def test_parked_records_are_charged_once_when_they_arrive_not_again_when_released(
     ledger: Intake, gateway: Gateway, tmp_path: Path
 ) -> None:
     import threading
@@ -378,8 +398,9 @@ def test_released_parked_records_are_charged_to_the_sender(
     assert before - after_parking == 6
     first = encode_batch(DEVICE, chain[:1])
     service._process(DEVICE, _Message(events_topic(DEVICE), first, None, 2), stop)
-    # One envelope in the message, six parked records checked again and logged.
-    assert after_parking - service.budget.tokens(DEVICE, 0.0)["records"] == 7
+    # One envelope in the message; the six it released were paid for when they parked (an
+    # honest backlog drain must not fall into debt for records it sent once).
+    assert after_parking - service.budget.tokens(DEVICE, 0.0)["records"] == 1
     assert link.acked == [1, 2] and ledger.store.log_size() == 7
 
 
