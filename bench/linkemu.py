@@ -184,7 +184,8 @@ class LinkEmulator:
         # callback log the cancellation as an error.
         me = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not me]
-        await asyncio.wait(tasks, timeout=5)
+        if tasks:  # asyncio.wait raises ValueError on an empty set
+            await asyncio.wait(tasks, timeout=5)
 
     async def _serve(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, 0)

@@ -134,6 +134,10 @@ class PortReader:
         self.last_error: str | None = None
         self._parser_factory = parser_factory
         self._parser = parser_factory()
+        # What earlier parsers (one per connection) counted: the counters are cumulative
+        # over the reader's life, as Prometheus counters must be.
+        self._carried_dropped = 0
+        self._carried_checksum = 0
         self._backoff = backoff or Backoff()
         self._put_timeout = put_timeout
         self._clock = clock
@@ -190,6 +194,8 @@ class PortReader:
             if not first:
                 self.counters.reconnects += 1
             first = False
+            self._carried_dropped += self._parser.stats.dropped_bytes
+            self._carried_checksum += self._parser.stats.checksum_errors
             self._parser = self._parser_factory()  # drop any half frame from before
             self._backoff.reset()
             self._set_state("open")
@@ -215,8 +221,8 @@ class PortReader:
             for item in self._parser.feed(data, now):
                 self._emit(item, now)
             stats = self._parser.stats
-            self.counters.dropped_bytes = stats.dropped_bytes
-            self.counters.checksum_errors = stats.checksum_errors
+            self.counters.dropped_bytes = self._carried_dropped + stats.dropped_bytes
+            self.counters.checksum_errors = self._carried_checksum + stats.checksum_errors
 
     def _emit(self, item: object, now: float) -> None:
         is_error = isinstance(item, FrameError)

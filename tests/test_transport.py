@@ -62,6 +62,10 @@ def test_pty_unplug_and_replug_loses_no_frame_sent_after_reconnect(tmp_path: Pat
             sink.write(encoders.xk3190_a9(w * 20))
         got = wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 1000)
         assert weights(got) == [w * 20 for w in range(1, 51)]
+        sink.write(b"\x00\x01garbage" + encoders.xk3190_a9(1020))  # noise before a frame
+        wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 1020)
+        dropped_before = reader.counters.dropped_bytes
+        assert dropped_before > 0
 
         # Unplug in the middle of a frame: the reader sees the device vanish.
         half = encoders.xk3190_a9(99_999)[:6]
@@ -77,7 +81,9 @@ def test_pty_unplug_and_replug_loses_no_frame_sent_after_reconnect(tmp_path: Pat
         got = wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 2000)
         assert weights(got) == [w * 20 for w in range(51, 101)]  # none lost, no ghost of the half
         assert reader.counters.reconnects == 1
-        assert reader.counters.frames == 100
+        assert reader.counters.frames == 101
+        # A new connection's parser starts at zero; the counter goes on from the old one's.
+        assert reader.counters.dropped_bytes >= dropped_before
         assert reader.alive
     finally:
         reader.stop()
