@@ -6,9 +6,12 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,3 +46,18 @@ def random_chunks(data: bytes, seed: int, max_len: int = 9) -> list[bytes]:
         chunks.append(data[pos : pos + n])
         pos += n
     return chunks
+
+
+def wait_until(
+    check: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.02
+) -> T:
+    """Poll ``check`` until it returns something truthy and return that; fail the test
+    naming ``what`` after ``timeout`` seconds. For conditions other processes or threads
+    make true; never a substitute for a timed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(interval)

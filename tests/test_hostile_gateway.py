@@ -34,7 +34,7 @@ from sync.ack import verify_ack
 from sync.batch import encode_batch
 from sync.mqtt import BrokerConfig
 from sync.topics import acks_topic, events_topic
-from tests.support import REPO
+from tests.support import REPO, wait_until
 from tests.test_enrolment import Central, central, enrol_gateway, record_weighings, sync
 from tests.test_intake_hostile import T, badly_signed
 
@@ -49,13 +49,6 @@ DEADLINE_S = 60.0
 def ledger_subscriptions(central: Central) -> int:
     """SUBACKs the broker sent to ledger clients (devices' client ids start with gw-)."""
     return len(re.findall(r"Sending SUBACK to (?!gw-)\S+", central.broker.log_text()))
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 class Ledger:

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from agent.service.supervisor import EXIT_DRAIN_TIMEOUT, EXIT_WORKER_FAILED
 from agent.service.workers import PortWorker, Sample, Worker
 from firmware_bridge.sim.runner import PtySink, Simulator
 from tests.conftest import Gateway
-from tests.support import REPO, run_cli
+from tests.support import REPO, run_cli, wait_until
 
 WAIT_S = 60.0  # generous: a shared, noisy machine; never a performance assertion
 
@@ -58,16 +58,6 @@ def set_config(data_dir: Path, key: str, value: str) -> None:
             done = True
     assert done, key
     path.write_text("\n".join(lines) + "\n")
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class NotifyListener:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -27,17 +26,11 @@ from sync.mqtt import BrokerConfig
 from sync.topics import acks_topic, events_topic
 from tests.brokers import MosquittoBroker
 from tests.postgres import PostgresError, ThrowawayCluster, pg_bindir
+from tests.support import wait_until
 from tests.test_intake_hostile import signed
 
 DEVICE = "gw-kol-01"
 DEADLINE_S = 60.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +51,10 @@ from sync.batch import encode_batch
 from sync.mqtt import BrokerConfig
 from tests.brokers import MosquittoBroker, TestPKI
 from tests.conftest import Gateway
+from tests.support import wait_until
 from tests.test_intake import DEVICE, ack_of, envelopes, fill
 
 DEADLINE_S = 60.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def sql(url: str, query: str, *params: object) -> list[tuple[object, ...]]:

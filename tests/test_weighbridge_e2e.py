@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,13 @@ from agent.workflows.weighbridge import StabilityRule
 from custody.envelope import verify_envelope
 from firmware_bridge.sim import encoders
 from firmware_bridge.sim.runner import PtySink, Simulator
+from tests.support import wait_until
 from tests.test_ticket import parse_escpos
 
 SEED = 11
 # 500 kg on, 4 stable readings within 20 kg, no time span (tests use no timing thresholds),
 # a timeout far beyond the run, and a zero limit the simulator's drift never reaches.
 CONFIG = StationConfig(StabilityRule(5000, 4, 200, 0.0, 600.0, 1000))
-
-
-def wait_for(what: str, cond: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class PtyDrain:
@@ -97,19 +89,19 @@ def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
     stop, thread = run_worker(worker)
     sim = Simulator("scale", "toledo-continuous", sink, rate=200, seed=SEED)
     try:
-        wait_for(
-            "the port to open", lambda: bool(worker.readers) and worker.readers[0].state == "open"
+        wait_until(
+            lambda: bool(worker.readers) and worker.readers[0].state == "open", "the port to open"
         )
         station = worker.station
         assert station is not None
         for n in (1, 2, 3):  # the same truck three times, its plate typed in by hand
             worker.enter_vehicle("TRUCK-7")
-            wait_for("the entry", lambda: station._pending.vehicle == "TRUCK-7")
+            wait_until(lambda: station._pending.vehicle == "TRUCK-7", "the entry")
             sim.run(frames=56 * n)  # one visit of the simulator's scenario
             want = {"captured": n}
-            wait_for(f"capture {n}", lambda: worker.metrics()["captures_by_outcome"] == want)  # noqa: B023
-            wait_for("the truck to leave", lambda: station.machine.phase == "idle")
-        wait_for("the ticket", lambda: printer.data.endswith(b"\x1dVA\x03"))
+            wait_until(lambda: worker.metrics()["captures_by_outcome"] == want, f"capture {n}")  # noqa: B023
+            wait_until(lambda: station.machine.phase == "idle", "the truck to leave")
+        wait_until(lambda: printer.data.endswith(b"\x1dVA\x03"), "the ticket")
     finally:
         stop.set()
         thread.join(30)
@@ -152,20 +144,20 @@ def test_indicator_unplugged_mid_weighing(recorder: Recorder, tmp_path: Path) ->
             sink.write(encoders.toledo_continuous(kg, motion=not stable))
 
     try:
-        wait_for(
-            "the port to open", lambda: bool(worker.readers) and worker.readers[0].state == "open"
+        wait_until(
+            lambda: bool(worker.readers) and worker.readers[0].state == "open", "the port to open"
         )
         send(0, True, 3)
         send(20_000, False, 3)  # driving on
         station = worker.station
         assert station is not None
-        wait_for("settling", lambda: station.machine.phase == "settling")
+        wait_until(lambda: station.machine.phase == "settling", "settling")
         sink.unplug()  # USB adapter pulled out while the truck settles
-        wait_for("the outcome", lambda: "disconnected" in worker.metrics()["captures_by_outcome"])
+        wait_until(lambda: "disconnected" in worker.metrics()["captures_by_outcome"], "the outcome")
         sink.replug()
-        wait_for("the port to reopen", lambda: worker.readers[0].state == "open")
+        wait_until(lambda: worker.readers[0].state == "open", "the port to reopen")
         send(38_000, True, 6)  # plugged back: settles and is captured
-        wait_for("the capture", lambda: "captured" in worker.metrics()["captures_by_outcome"])
+        wait_until(lambda: "captured" in worker.metrics()["captures_by_outcome"], "the capture")
     finally:
         stop.set()
         thread.join(30)
