@@ -1,8 +1,9 @@
 """The one exception tree of cobalt-custody.
 
 Every error our code raises on purpose is a ``CustodyError``. Third-party
-exceptions (sqlite3, nacl, cbor2, OSError, and later pyserial and paho) are
-translated once, at the module that talks to that library, into one of these.
+exceptions (sqlite3, nacl, cbor2, OSError, paho) are translated once, at the
+module that talks to that library, into one of these; pyserial's are translated
+into the device bridge's own tree (``firmware_bridge.errors``).
 The CLIs map each branch to an exit code and a one-line message
 (``agent.cli.EXIT_CODES``); a traceback means a bug, never a user error.
 
@@ -27,8 +28,7 @@ The CLIs map each branch to an exit code and a one-line message
     │   ├── LogProofError           a transparency-log inclusion/consistency proof fails
     │   └── ProofError              a zero-knowledge proof or summary bundle fails a check
     ├── CryptoSelfTestError         the crypto library failed a start-up self-test
-    ├── SyncError                   the link (later issues)
-    └── LedgerRejection             the ledger refused a record (later issues)
+    └── SyncError                   the link to the broker or ledger failed (retried)
 
 ``KeyError_`` carries a trailing underscore so it never shadows the builtin.
 """
@@ -136,7 +136,3 @@ class CryptoSelfTestError(CustodyError):
 
 class SyncError(CustodyError):
     """The link to the broker or ledger failed (retried by the sync worker)."""
-
-
-class LedgerRejection(CustodyError):
-    """The ledger refused a record and said why."""

@@ -137,7 +137,6 @@ class Outbox:
     def __init__(self, path: Path, conn: sqlite3.Connection, report: OpenReport) -> None:
         self.path = path
         self.conn = conn
-        self.db = Database(conn)
         self.report = report
 
     # --- opening -----------------------------------------------------------------

@@ -161,11 +161,6 @@ class VisitBook:
         with self._tx("ending the occupancy") as c:
             c.execute("UPDATE pending SET vehicle = NULL, source = NULL, captured = 0 WHERE id = 1")
 
-    def store_tare(self, vehicle: str, units: int, event_id: bytes, at_ms: int) -> None:
-        """Register a tare by hand (from a signed weighing ``event_id``)."""
-        with self._tx("storing a tare") as c:
-            _upsert_tare(c, vehicle, units, event_id, at_ms)
-
     # --- the projection of the outbox ------------------------------------------------------
     def apply(self, stored: StoredEvent, body: dict[str, Any], clear: dict[str, int]) -> None:
         """Apply one durable weighbridge weighing (``body`` signed, ``clear`` its masses)."""

@@ -83,14 +83,6 @@ class Transcript:
         self._absorb(b"c", label, value)
         return int.from_bytes(value, "little")
 
-    def challenge_scalar(self, label: str) -> Scalar:
-        """A uniform scalar (64-byte wide reduction) from everything absorbed so far."""
-        fork = self._state.copy()
-        fork.update(b"S" + label.encode())
-        value = self.group.scalar_from_wide(fork.digest())
-        self._absorb(b"c", label, value.encoded)
-        return value
-
     def nonce(self, label: str, witness: bytes) -> Scalar:
         """A hedged secret nonce; the transcript is unchanged (rule 5 above)."""
         h = hashlib.sha512(b"nonce")

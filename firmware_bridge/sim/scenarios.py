@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Sample", "TruckVisit", "seal_codes", "tag_ids", "truck_visits"]
+__all__ = ["Sample", "seal_codes", "tag_ids", "truck_visits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +28,6 @@ class Sample:
     stable: bool
     overload: bool = False
     event: str = ""  # "arrive", "stable", "leave" marks for the tag/scanner streams
-
-
-@dataclass(frozen=True, slots=True)
-class TruckVisit:
-    """One truck: its gross mass and the vehicle tag it carries."""
-
-    gross_kg: int
-    tag: str
-    rocking: bool = False
 
 
 def _round(kg: float, division: int) -> int:
