@@ -10,7 +10,8 @@ the clock; we record the time with its source and quality instead:
   (adjtimex(2): return value not TIME_ERROR and STA_UNSYNC clear; this is what
   ``timedatectl`` shows as "System clock synchronized");
 - otherwise ``unsynced`` with source ``rtc``.
-A GPS time source (issue 3) will set source ``gps``.
+Source ``gps`` (``TimeSource.GPS``) belongs to a GPS-disciplined clock; this
+module never reports it.
 """
 
 from __future__ import annotations

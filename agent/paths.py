@@ -1,7 +1,7 @@
 """Where the agent keeps its files.
 
 ``--data-dir`` wins; else ``$CUSTODY_DATA_DIR``; else ``/var/lib/custody`` when
-that exists and is writable (a system install, issue 7); else the XDG data
+that exists and is writable (a system install, deploy/install.sh); else the XDG data
 home ``~/.local/share/custody``. ``custody-ledger`` follows the same rule.
 """
 

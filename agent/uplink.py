@@ -1,7 +1,7 @@
 """The agent's side of the sync link: the outbox as the uplink's ``DeliveryStore``.
 
 ``custody-agent sync --once`` drains what is pending through ``sync.Uplink``
-(progress bar, then exit); the gateway service (issue 5) runs the same uplink
+(progress bar, then exit); the gateway service (``agent.service``) runs the same uplink
 as a worker.
 
 One uplink speaks for one device key (acks are per key). After a key rotation

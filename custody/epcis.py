@@ -52,7 +52,6 @@ it with the reference implementation (PyPI ``epcis-event-hash-generator``).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as dt
 import hashlib
@@ -281,23 +280,6 @@ class Locations:
         tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
         when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(microsecond=(ms % 1000) * 1000)
         return when.astimezone(tz).isoformat(timespec="milliseconds")
-
-
-def add_location_options(parser: argparse.ArgumentParser) -> None:
-    """The location and time-zone options both CLIs' EPCIS exports take (one definition)."""
-    parser.add_argument(
-        "--site-location", action="append", default=[], metavar="SITE=URI",
-        help="bizLocation of a site, an SGLN (urn:epc:id:sgln:... or https://id.gs1.org/414/...);"
-        " default urn:cobalt-custody:site:SITE (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--read-point", action="append", default=[], metavar="DEVICE=URI",
-        help="readPoint of a device (default: its site's location; repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--tz", default=DEFAULT_TZ_OFFSET, metavar="±HH:MM",
-        help=f"eventTimeZoneOffset (default {DEFAULT_TZ_OFFSET}, Katanga)",
-    )  # fmt: skip
 
 
 def locations_from_options(

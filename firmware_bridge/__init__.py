@@ -1,1 +1,1 @@
-"""Device bridge: serial transports, sans-I/O protocol parsers, camera, simulators (issue 3)."""
+"""Device bridge: serial transports, sans-I/O protocol parsers, camera, simulators."""

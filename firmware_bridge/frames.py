@@ -56,7 +56,7 @@ class WeightReading:
     center_of_zero: bool | None = None
     dialect: str = ""
     raw: bytes = field(default=b"", repr=False)
-    # Added for the scale dialects; same units as ``value`` (10^-decimals ``unit``):
+    # Set by the dialects that report them (None/empty otherwise), masses in ``value``'s units:
     # the tare the indicator reported with this reading (Toledo continuous, SICS SIX1),
     # the display division when the indicator states it (Toledo SWA increment size),
     # and dialect status flags that have no field of their own, e.g. "print_request",

@@ -1,5 +1,6 @@
 """The central side: device registry, intake, transparency log, lots and summaries.
 
-Built out by later issues; for now ``custody-ledger`` prints its help and the
-standalone verifier ``custody-verify`` is a placeholder that says so.
+Commands: ``custody-ledger`` (``cli``), the registry authority's ``custody-registry``
+(``authority_cli``) and the standalone offline verifier ``custody-verify`` (``verify``,
+which needs only ``custody``; ARCHITECTURE.md "Layout").
 """

@@ -1,1 +1,1 @@
-"""The link, both ends: batch codec, topics, acks, MQTT uplink and intake (issue 4)."""
+"""The link, both ends: batch codec, topics, acks, MQTT uplink and intake."""

@@ -43,7 +43,7 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    keepalive_s: int = 30  # issue 4: keepalive <= 30 s
+    keepalive_s: int = 30  # a silent link drop is noticed within 1.5× this (MQTT 5 §3.1.2.10)
     session_expiry_s: int = 30 * 24 * 3600  # weeks offline must not lose the session
 
     def host_port(self) -> tuple[str, int, bool]:

@@ -1,4 +1,4 @@
-"""deploy/: systemd units, udev rules, the Mosquitto drop-in and the shell scripts (issue 7).
+"""deploy/: systemd units, udev rules, the Mosquitto drop-in and the shell scripts.
 
 External checkers run when installed and are skipped by name otherwise: systemd-analyze verify,
 udevadm verify (systemd >= 254's udev), shellcheck. The checks of our own do not depend on them:

@@ -1,4 +1,4 @@
-"""deploy/install.sh into a temporary root, as docs/operations.md "Try it out" does (issue 7).
+"""deploy/install.sh into a temporary root, as docs/operations.md "Try it out" does.
 
 The installed venv (not this checkout's) records and verifies events; a second run changes no
 data and keeps the operator's edits; the offline bundle installs without an index and refuses a

@@ -1,4 +1,4 @@
-"""deploy/monitoring: the Prometheus scrape config and alert rules (issue 7).
+"""deploy/monitoring: the Prometheus scrape config and alert rules.
 
 Every custody_* metric an alert uses must be declared in agent/service/health.py METRICS, with
 the labels it matches on, so the alerts cannot drift from the code. promtool checks the files

@@ -74,3 +74,11 @@ def test_io_libraries_are_imported_in_one_place(library: str) -> None:
                 assert any(rel == h or rel.startswith(h + "/") for h in homes), (
                     f"{rel} imports {library}; only {sorted(homes)} may"
                 )
+
+
+def test_custody_does_not_import_argparse() -> None:
+    """custody is the pure record library; command-line options belong to the CLIs."""
+    for f in sorted((REPO / "custody").rglob("*.py")):
+        assert "argparse" not in {n.split(".")[0] for n in imports_of(f)}, (
+            f"{f.relative_to(REPO)} imports argparse"
+        )

@@ -84,7 +84,7 @@ def test_concurrent_producers_get_unique_gapless_seqs(recorder: Recorder) -> Non
 
 
 def test_two_processes_share_one_outbox(gateway: Gateway) -> None:
-    """The service and the handheld console may write one outbox (issue 5)."""
+    """The service and the handheld console may write one outbox."""
     import subprocess
     import sys
 

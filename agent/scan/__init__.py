@@ -1,4 +1,4 @@
-"""The handheld scan-and-tag console (``custody-agent scan``, issue 5).
+"""The handheld scan-and-tag console (``custody-agent scan``).
 
 ``session`` is the logic, sans I/O (an input in, a screen and effects out); ``index``
 projects the outbox into bags, seals and lots; ``screen`` lays a screen out for a small

@@ -300,7 +300,7 @@ class SyncWorker:
         _check_files(cfg, data_dir)
         self.paths = DataDir(data_dir)
         self.broker = broker_config(cfg, data_dir, broker_url)
-        self.broker.host_port()  # a malformed URL is a ConfigError now, not in the thread
+        self.broker.host_port()  # a malformed URL is a ConfigError at start, not in the thread
         self.cfg = cfg
         self.key = key
         self.boot = boot

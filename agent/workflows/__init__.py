@@ -1,4 +1,4 @@
-"""Field workflows on top of the device bridge and the outbox (issue 5).
+"""Field workflows on top of the device bridge and the outbox.
 
 - ``weighbridge``: the unattended weighbridge cycle, a sans-I/O state machine table;
 - ``visits``: two-pass planning and the persisted visit book (open visits, stored tares);
