@@ -658,27 +658,6 @@ def cmd_camera_decode(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------
-def add_location_options(parser: argparse.ArgumentParser) -> None:
-    """The location and time-zone options of ``events export --format epcis``.
-
-    ``custody-ledger export`` defines the same options (agent and ledger share no module);
-    tests/test_epcis.py checks the two stay identical.
-    """
-    parser.add_argument(
-        "--site-location", action="append", default=[], metavar="SITE=URI",
-        help="bizLocation of a site, an SGLN (urn:epc:id:sgln:... or https://id.gs1.org/414/...);"
-        " default urn:cobalt-custody:site:SITE (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--read-point", action="append", default=[], metavar="DEVICE=URI",
-        help="readPoint of a device (default: its site's location; repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--tz", default=epcis.DEFAULT_TZ_OFFSET, metavar="±HH:MM",
-        help=f"eventTimeZoneOffset (default {epcis.DEFAULT_TZ_OFFSET}, Katanga)",
-    )  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -802,7 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
         "commitments (docs/protocol.md §3.3)",
     )  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory or file")
-    add_location_options(p)
+    for flag, options in epcis.LOCATION_OPTIONS:
+        p.add_argument(flag, **options)
     p = add(events, "verify", cmd_events_verify, "verify signatures, chain and commitments")
     p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -95,6 +95,24 @@ URN_ROOT = "urn:cobalt-custody:"
 # Katanga (DRC) keeps Central Africa Time, UTC+2, without daylight saving.
 DEFAULT_TZ_OFFSET = "+02:00"
 _KG_PER_UNIT_DIV = 1000 // MASS_UNIT_G  # units per kg (10): masses are 0.1 kg units
+# The location options of an EPCIS export, as (flag, argparse keyword arguments): plain data,
+# so that both command lines (which share no module) add exactly these, and this package
+# stays free of argparse. ``locations_from_options`` reads what they parse.
+LOCATION_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--site-location", {
+        "action": "append", "default": [], "metavar": "SITE=URI",
+        "help": "bizLocation of a site, an SGLN (urn:epc:id:sgln:... or "
+                "https://id.gs1.org/414/...); default urn:cobalt-custody:site:SITE (repeatable)",
+    }),
+    ("--read-point", {
+        "action": "append", "default": [], "metavar": "DEVICE=URI",
+        "help": "readPoint of a device (default: its site's location; repeatable)",
+    }),
+    ("--tz", {
+        "default": DEFAULT_TZ_OFFSET, "metavar": "±HH:MM",
+        "help": f"eventTimeZoneOffset (default {DEFAULT_TZ_OFFSET}, Katanga)",
+    }),
+)  # fmt: skip
 
 _OFFSET = re.compile(r"^([+-])((0[0-9]|1[0-3]):([0-5][0-9])|14:00)$")  # EPCIS JSON schema
 

@@ -567,27 +567,6 @@ def _check_range(ok: bool, reason: str) -> None:
         raise ConfigError("command line", "size", reason)
 
 
-def add_location_options(parser: argparse.ArgumentParser) -> None:
-    """The location and time-zone options of ``export``.
-
-    ``custody-agent events export`` defines the same options (agent and ledger share no
-    module); tests/test_epcis.py checks the two stay identical.
-    """
-    parser.add_argument(
-        "--site-location", action="append", default=[], metavar="SITE=URI",
-        help="bizLocation of a site, an SGLN (urn:epc:id:sgln:... or https://id.gs1.org/414/...);"
-        " default urn:cobalt-custody:site:SITE (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--read-point", action="append", default=[], metavar="DEVICE=URI",
-        help="readPoint of a device (default: its site's location; repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--tz", default=epcis.DEFAULT_TZ_OFFSET, metavar="±HH:MM",
-        help=f"eventTimeZoneOffset (default {epcis.DEFAULT_TZ_OFFSET}, Katanga)",
-    )  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="custody-ledger",
@@ -784,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
     p.add_argument("--device", help="only this device's events (default: all, in log order)")
-    add_location_options(p)
+    for flag, options in epcis.LOCATION_OPTIONS:
+        p.add_argument(flag, **options)
     p = add("devices", cmd_devices, "list enrolled device keys, their chain heads and forks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("alarms", cmd_alarms, "list durable alarms: forks of a device key's chain")
