@@ -88,13 +88,7 @@ class OutboxDelivery:
         return head_seq(self.outbox, self.kid)
 
     def unacked(self) -> int:
-        # Called on every turn of the uplink loop: an index range (events_state),
-        # not a GROUP BY over the whole table.
-        row = self.outbox.conn.execute(
-            "SELECT COUNT(*) FROM events WHERE kid = ? AND state IN ('pending', 'sent')",
-            (self.kid,),
-        ).fetchone()
-        return int(row[0])
+        return self.outbox.unacked_count(self.kid)
 
 
 def broker_config(cfg: AgentConfig, data_dir: Path, url: str | None) -> BrokerConfig:
@@ -147,12 +141,7 @@ def build_uplink(data_dir: Path, outbox: Outbox, broker: BrokerConfig, **overrid
 
 def drain_order(outbox: Outbox, current_kid: bytes | None = None) -> list[bytes]:
     """Keys with records the ledger has not acked, oldest key first (``current_kid`` last)."""
-    with_backlog = [
-        kid for kid in outbox.kids()
-        if outbox.conn.execute(
-            "SELECT 1 FROM events WHERE kid = ? AND state IN ('pending', 'sent') LIMIT 1", (kid,)
-        ).fetchone() is not None
-    ]  # fmt: skip
+    with_backlog = [kid for kid in outbox.kids() if outbox.has_unacked(kid)]
     return sorted(with_backlog, key=lambda kid: kid == current_kid)  # stable: oldest first
 
 

@@ -82,3 +82,16 @@ def test_custody_does_not_import_argparse() -> None:
         assert "argparse" not in {n.split(".")[0] for n in imports_of(f)}, (
             f"{f.relative_to(REPO)} imports argparse"
         )
+
+
+def test_only_the_outbox_package_touches_its_database_connection() -> None:
+    """The outbox is closed: its SQL, and the record states in it, live in agent/outbox; other
+    code calls Outbox methods (no ``.conn`` outside the package)."""
+    found = []
+    for f in sorted((REPO / "agent").rglob("*.py")):
+        if f.parent.name == "outbox":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "conn":
+                found.append(f"{f.relative_to(REPO)}:{node.lineno}")
+    assert found == [], found

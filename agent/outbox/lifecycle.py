@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from custody.errors import StorageError
 
-__all__ = ["TRANSITIONS", "RecordState", "check_transition"]
+__all__ = ["TRANSITIONS", "UNACKED", "RecordState", "check_transition"]
 
 
 class RecordState(StrEnum):
@@ -33,6 +33,10 @@ TRANSITIONS: dict[RecordState, frozenset[RecordState]] = {
     RecordState.ACKED: frozenset(),
     RecordState.REJECTED: frozenset(),
 }
+
+
+# Records the ledger has not settled: the ones a sync still has to deliver.
+UNACKED: tuple[RecordState, ...] = tuple(s for s, moves in TRANSITIONS.items() if moves)
 
 
 def check_transition(old: RecordState, new: RecordState) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from agent.outbox.lifecycle import RecordState
+from agent.outbox.lifecycle import UNACKED, RecordState
 from agent.outbox.schema import migrate
 from custody.errors import (
     CorruptDatabaseError,
@@ -56,6 +56,10 @@ _SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
 _SQLITE_NOTADB = 26
 BUSY_TIMEOUT_MS = 10_000
+
+# ``state IN (?, ?)`` for the unsettled states, bound to ``UNACKED`` (the lifecycle table
+# owns the names).
+_UNACKED_SQL = "(" + ", ".join("?" * len(UNACKED)) + ")"
 
 
 @contextlib.contextmanager
@@ -296,10 +300,41 @@ class Outbox:
         """Local insertion time of the oldest event the ledger has not acknowledged."""
         with translate_sqlite_errors("reading the backlog"):
             row = self.conn.execute(
-                "SELECT MIN(state_ms) FROM events WHERE state IN ('pending', 'sent') "
-                "AND id = (SELECT MIN(id) FROM events WHERE state IN ('pending', 'sent'))"
+                f"SELECT MIN(state_ms) FROM events WHERE state IN {_UNACKED_SQL} "
+                f"AND id = (SELECT MIN(id) FROM events WHERE state IN {_UNACKED_SQL})",
+                (*UNACKED, *UNACKED),
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def unacked_count(self, kid: bytes) -> int:
+        """Records of ``kid`` the ledger has not settled. Cheap enough for every turn of the
+        uplink loop: an index range (events_state), not a GROUP BY over the whole table."""
+        with translate_sqlite_errors("counting the backlog"):
+            row = self.conn.execute(
+                f"SELECT COUNT(*) FROM events WHERE kid = ? AND state IN {_UNACKED_SQL}",
+                (kid, *UNACKED),
+            ).fetchone()
+        return int(row[0])
+
+    def has_unacked(self, kid: bytes) -> bool:
+        with translate_sqlite_errors("reading the backlog"):
+            row = self.conn.execute(
+                f"SELECT 1 FROM events WHERE kid = ? AND state IN {_UNACKED_SQL} LIMIT 1",
+                (kid, *UNACKED),
+            ).fetchone()
+        return row is not None
+
+    def rows_after(self, after_id: int, limit: int) -> list[tuple[int, bytes, str, int, bytes]]:
+        """``(id, event_id, type, device_time_ms, envelope)`` of the events with row id above
+        ``after_id``, oldest first, at most ``limit``: for readers that page through the
+        outbox (the scan index), never holding it all in memory."""
+        with translate_sqlite_errors("reading new events"):
+            rows = self.conn.execute(
+                "SELECT id, event_id, type, device_time_ms, envelope FROM events "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [(int(i), bytes(e), str(t), int(ms), bytes(env)) for i, e, t, ms, env in rows]
 
     def usage_bytes(self) -> int:
         """Bytes on disk: the database, its WAL and shared-memory file."""

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.outbox import Outbox
-from agent.outbox.store import translate_sqlite_errors
 from custody import cbor, cose
 from custody.errors import VerificationError
 
@@ -231,15 +230,9 @@ def observe_rows(outbox: Outbox, after: int) -> Iterator[Observed]:
 
     The envelope was verified when it was signed and the database guards it from
     rewrites; ``custody-agent events verify`` re-verifies. Here it is only decoded.
-    ``Outbox`` has no "events after row N" read yet, hence the query on its connection.
     """
     while True:
-        with translate_sqlite_errors("reading new events"):
-            rows = outbox.conn.execute(
-                "SELECT id, event_id, type, device_time_ms, envelope FROM events "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (after, PAGE),
-            ).fetchall()
+        rows = outbox.rows_after(after, PAGE)
         for row, event_id, type_, time_ms, envelope in rows:
             after = int(row)
             try:
