@@ -205,13 +205,6 @@ class Recorder:
         with self._checkpoint_lock():
             return self._checkpoint_locked()
 
-    def checkpoint_due(self) -> bool:
-        """Records were made since the last checkpoint (its own seq), so a new one says more."""
-        head = self.outbox.head(self.key.kid)
-        if head is None:
-            return False
-        return head[0] > balance.last_checkpoint(self.outbox, self.key.kid).seq
-
     def lot_close(self, lot: str) -> tuple[StoredEvent, StoredEvent]:
         """Commit to this gateway's share of ``lot`` (the sum of its bags), then checkpoint.
 

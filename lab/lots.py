@@ -53,14 +53,6 @@ class LotScenario:
     def store(self) -> LedgerStore:
         return LedgerStore(self.ledger_dir / LEDGER_STORE)
 
-    def heartbeat(self) -> None:
-        """Have the authority sign a heartbeat and the ledger log it (a registry fence)."""
-        store = self.store()
-        try:
-            log_entry(store, self.authority, Authority(self.authority_dir).heartbeat()[0])
-        finally:
-            store.close()
-
 
 def log_entry(store: Store, authority: AuthorityKey, entry_file: Path) -> None:
     add_entry(store, authority, entry_file.read_bytes())

@@ -16,20 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from custody.errors import ConfigError, CustodyError, KeyError_, SchemaError, StorageError
+from custody.errors import ConfigError, CustodyError, KeyError_, SchemaError
 from custody.event import validate_identifier
 from custody.keys import KID_BYTES, check_ed25519_public
 from ledger.authority import Authority, create_authority
+from ledger.cli import EXIT_CODES  # one exit-code table for the ledger side's programs
 from ledger.verify.registry import RegistryEntry
 
 PROG = "custody-registry"
 DIR_ENV = "CUSTODY_REGISTRY_DIR"
-EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
-    (ConfigError, 3),
-    (KeyError_, 4),
-    (StorageError, 5),
-    (CustodyError, 9),
-)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -144,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
             "registry add`. Keep the authority directory away from the ledger."
         ),
         epilog=f"The authority directory: --dir DIR, else ${DIR_ENV}. Exit status: 0 done, "
-        "3 a refused request (the message says why), 4 key problems, 5 storage errors.",
+        "1 an entry that does not verify, 3 a refused request (the message says why), "
+        "4 key problems, 5 storage errors.",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -495,17 +495,14 @@ def _record(rec: LoggedRecord, book: KeyBook, log: Checkpoint) -> Logged:
         kid = msg.protected.get(cose.HDR_KID)
         key = book.key(kid) if isinstance(kid, bytes) else None
         if key is None:
-            raise ProofError(
-                f"{where}: signed by a key that neither the registry nor a rotation enrolled"
-            )
+            raise ProofError("signed by a key that neither the registry nor a rotation enrolled")
         env = verify_envelope(rec.data, key.public_key)
-        _included(rec, env.event_id, log, where)
+    except CustodyError as exc:
+        raise ProofError(f"{where}: {exc}") from exc
+    _included(rec, env.event_id, log, where)
+    try:
         return book.admit(rec.index, env)
     except ProofError as exc:
-        if str(exc).startswith(where):
-            raise
-        raise ProofError(f"{where}: {exc}") from exc
-    except CustodyError as exc:
         raise ProofError(f"{where}: {exc}") from exc
 
 
