@@ -60,7 +60,9 @@ SINGLE_HOMES = {
     # bench/peers is the peer comparison's observer: it answers the peer gateway's requests and
     # counts what reaches the broker, as a raw MQTT client (it measures, it is not our gateway).
     "paho": {"sync", "bench/peers"},
-    "sqlite3": {"agent/outbox", "ledger", "tests", "bench"},
+    # agent/workflows/visitbook.py: the weighbridge's visit book, a projection of the outbox in
+    # its own small database; it reads the outbox only through Outbox methods.
+    "sqlite3": {"agent/outbox", "agent/workflows/visitbook.py", "ledger", "tests", "bench"},
 }
 
 

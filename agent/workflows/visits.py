@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.outbox.visitbook import (
+from agent.workflows.visitbook import (
     BOOK_FILE,
     MAX_PENDING_SEALS,
     OpenVisit,

@@ -1,8 +1,9 @@
 """The weighbridge visit book: open visits, stored tares and occupancy, in SQLite.
 
-A small database next to the outbox (``weighbridge.sqlite``), kept here with the outbox because
-this package is the gateway's one home for SQLite (tests/test_layout.py). It is a projection of
-the outbox, never a second truth; ``agent.workflows.visits`` documents how it is kept in step.
+A small database next to the outbox (``weighbridge.sqlite``), owned by the weighbridge workflow.
+It is a projection of the outbox, never a second truth; ``agent.workflows.visits`` documents how it
+is kept in step. It reads the outbox only through ``Outbox`` methods; its own SQLite connection is
+the one exception to "SQLite lives in agent/outbox" that tests/test_layout.py names.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.outbox.store import EVENT_COLUMNS, Outbox, StoredEvent
+from agent.outbox import Outbox, StoredEvent
 from custody.errors import StorageError
+from custody.event import EventType
 
 __all__ = ["BOOK_FILE", "MAX_PENDING_SEALS", "OpenVisit", "Pending", "StoredTare", "VisitBook"]
 
 BOOK_FILE = "weighbridge.sqlite"
 MAX_PENDING_SEALS = 1000  # custody.event MAX_LIST: a weighing carries at most this many seals
+CATCH_UP_PAGE = 500  # outbox rows read per query while catching up
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,58 +90,58 @@ class VisitBook:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             # Same durability as the outbox (agent.outbox.store): WAL, fsync at COMMIT.
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(_SCHEMA)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: cannot open the weighbridge visit book: {exc}") from exc
 
     def close(self) -> None:
-        self.conn.close()
+        self._db.close()
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
+                yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: {what}: {exc}") from exc
 
     # --- reads --------------------------------------------------------------------------
     def open_visit(self, vehicle: str) -> OpenVisit | None:
-        row = self.conn.execute(
+        row = self._db.execute(
             "SELECT vehicle, inbound, units, seals, at_ms FROM open_visits WHERE vehicle = ?",
             (vehicle,),
         ).fetchone()
         return None if row is None else _visit(row)
 
     def open_visits(self) -> list[OpenVisit]:
-        rows = self.conn.execute(
+        rows = self._db.execute(
             "SELECT vehicle, inbound, units, seals, at_ms FROM open_visits ORDER BY at_ms"
         )
         return [_visit(r) for r in rows]
 
     def stored_tare(self, vehicle: str) -> StoredTare | None:
-        row = self.conn.execute(
+        row = self._db.execute(
             "SELECT vehicle, units, event_id, at_ms FROM tares WHERE vehicle = ?", (vehicle,)
         ).fetchone()
         return None if row is None else StoredTare(row[0], row[1], bytes(row[2]), row[3])
 
     def pending(self) -> Pending:
-        vehicle, source, seals, captured = self.conn.execute(
+        vehicle, source, seals, captured = self._db.execute(
             "SELECT vehicle, source, seals, captured FROM pending WHERE id = 1"
         ).fetchone()
         return Pending(vehicle, source, tuple(json.loads(seals)), bool(captured))
 
     def applied_id(self) -> int:
-        row = self.conn.execute("SELECT value FROM book_meta WHERE key = 'applied_id'").fetchone()
+        row = self._db.execute("SELECT value FROM book_meta WHERE key = 'applied_id'").fetchone()
         return int(row[0]) if row is not None else 0
 
     # --- occupancy -----------------------------------------------------------------------
@@ -180,19 +183,19 @@ class VisitBook:
         ``decode`` returns a weighbridge weighing's verified body, None for any other event.
         """
         applied = 0
-        # A constant column list; the bound is a parameter.
-        rows = outbox.conn.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND type = 'weighing' ORDER BY id",
-            (self.applied_id(),),
-        ).fetchall()
-        for row in rows:
-            stored = StoredEvent.from_row(row)
-            body = decode(stored)
-            if body is None:
-                continue
-            clear = {k: v for k, (v, _) in outbox.openings(stored.event_id).items()}
-            self.apply(stored, body, clear)
-            applied += 1
+        after = self.applied_id()
+        while rows := outbox.rows_after(after, CATCH_UP_PAGE):
+            after = rows[-1][0]
+            for _row_id, event_id, type_, _ms, _env in rows:
+                if type_ != EventType.WEIGHING:
+                    continue
+                stored = outbox.find(event_id.hex())
+                body = None if stored is None else decode(stored)
+                if stored is None or body is None:
+                    continue
+                clear = {k: v for k, (v, _) in outbox.openings(stored.event_id).items()}
+                self.apply(stored, body, clear)
+                applied += 1
         return applied
 
 
