@@ -1,8 +1,8 @@
 """Seal-code decoding: decode rate and time per image on real photographs.
 
-Runs ``firmware_bridge.camera.decode_file`` over the zxing-cpp sample folders in
-``shared/conformance/images`` (Apache-2.0; see its README) and reports, per
-folder:
+Runs ``firmware_bridge.camera.decode_file`` over the zxing-cpp sample folders
+vendored in ``tests/fixtures/conformance/images`` (Apache-2.0; see the README
+beside it) and reports, per folder:
 
 - ``decoded`` / ``total`` / ``rate``: images whose expected text (``N.txt``,
   read byte-exact with ``newline=""``) is among the codes read.
@@ -14,7 +14,7 @@ folder:
 - ``found_by``: which pass of the default pipeline read each decoded image,
   i.e. what each pass contributes in its place in the order.
 - ``reference``: what zxing-cpp reads by its own test thresholds (upright),
-  from the conformance README. The ``qrcode-2`` and ``qrcode-4`` folders here
+  from the shared conformance README. The ``qrcode-2`` and ``qrcode-4`` folders here
   hold half of those sets, so compare rates, not counts.
 
 ``falsepositives-1`` holds images with no code: any read there is a false
@@ -41,9 +41,11 @@ __all__ = ["REFERENCE", "SUMMARY", "add_arguments", "render", "run"]
 
 SUMMARY = "QR / Code 128 decode rate and ms per image on the zxing-cpp sample photographs"
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "images"
+DEFAULT_IMAGES = (
+    Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance" / "images"
+)
 FALSE_POSITIVES = "falsepositives-1"
-# zxing-cpp's own thresholds, upright (shared/conformance/README.md): (read, set size).
+# zxing-cpp's own thresholds, upright (the shared conformance README): (read, set size).
 REFERENCE: dict[str, tuple[int, int]] = {
     "qrcode-1": (8, 8),
     "qrcode-2": (53, 56),
@@ -87,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root: Path = args.images
     if not root.is_dir():
-        raise SystemExit(f"image folder {root} not found (shared/conformance/images)")
+        raise SystemExit(f"image folder {root} not found (see --images)")
     passes: tuple[str, ...] = tuple(args.passes)
     sets = _image_sets(root)
     folders: dict[str, dict[str, Any]] = {}

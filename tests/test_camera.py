@@ -1,7 +1,7 @@
 """Camera: seal-code decoding on real photographs, debouncing, JPEG evidence, frame capture.
 
-The photographs are zxing-cpp's test samples in ``../shared/conformance/images``
-(not vendored: those tests skip, naming the folder, when it is absent). The
+The photographs are zxing-cpp's test samples, vendored unchanged with their
+licence in ``tests/fixtures/conformance/images`` (see the README there). The
 minimum counts below are what the default pipeline reads today, measured with
 ``python -m bench qr``: a lower count is a regression.
 """
@@ -35,11 +35,11 @@ from firmware_bridge.camera import (
 from firmware_bridge.errors import CameraError, DeviceError, DisconnectedError, PortConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "images"
+IMAGES = REPO / "tests" / "fixtures" / "conformance" / "images"
 
 # Measured with the default passes (python -m bench qr). zxing-cpp reads, of the
 # full sets these folders sample: qrcode-1 8/8, qrcode-2 53/56 (94.6%), qrcode-3
-# 18/18, qrcode-4 15/24 (62.5%), qrcode-5 16/16 (shared/conformance/README.md).
+# 18/18, qrcode-4 15/24 (62.5%), qrcode-5 16/16 (the shared conformance README).
 MIN_DECODED = {
     "qrcode-1": (8, 8),
     "qrcode-2": (26, 28),  # not read: #940.png (no alignment pattern), high-res-1.jpg (v40, bent)
@@ -59,10 +59,9 @@ KNOWN_OTHER_READS = {
 }
 
 
-def need_images(*parts: str) -> Path:
+def sample(*parts: str) -> Path:
     path = IMAGES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"conformance images not found: {path}")
+    assert path.exists(), f"vendored conformance image missing: {path}"
     return path
 
 
@@ -94,7 +93,7 @@ def on_canvas(code: np.ndarray, x: int, y: int, size: tuple[int, int] = (480, 64
 # --- real photographs ------------------------------------------------------------------------
 @pytest.mark.parametrize("folder", sorted(MIN_DECODED))
 def test_conformance_decode_rate(folder: str) -> None:
-    path = need_images(folder)
+    path = sample(folder)
     minimum, total = MIN_DECODED[folder]
     decoded, misses = 0, []
     scored = 0
@@ -118,7 +117,7 @@ def test_conformance_decode_rate(folder: str) -> None:
 
 
 def test_no_false_positives_and_unreadable_images_are_errors() -> None:
-    folder = need_images("falsepositives-1")
+    folder = sample("falsepositives-1")
     results = list(decode_files(images_in(folder)))
     assert len(results) == len(images_in(folder))  # the batch ran to the end
     unreadable = sorted(Path(r.path).name for r in results if not r.ok)
@@ -129,14 +128,14 @@ def test_no_false_positives_and_unreadable_images_are_errors() -> None:
 
 
 def test_unreadable_image_raises_typed_error() -> None:
-    image = need_images("falsepositives-1", "1x1.webp")
+    image = sample("falsepositives-1", "1x1.webp")
     with pytest.raises(CameraError, match=r"1x1\.webp"):
         decode_file(image)
     assert issubclass(CameraError, DeviceError)
 
 
 def test_gs1_128_flag_from_fnc1() -> None:
-    folder = need_images("code128-1")
+    folder = sample("code128-1")
     (gs1,) = decode_file(folder / "1.png")
     assert (gs1.symbology, gs1.text, gs1.gs1) == ("CODE128", "168901", True)
     (plain,) = decode_file(folder / "2.webp")
@@ -145,7 +144,7 @@ def test_gs1_128_flag_from_fnc1() -> None:
 
 def test_shift_jis_payload_decoded_as_zxing_does() -> None:
     # zbar's own charset guess reads these half-width katakana as CJK ideographs.
-    image = need_images("qrcode-2", "18.webp")
+    image = sample("qrcode-2", "18.webp")
     (code,) = decode_file(image)
     assert code.text == expected_text(image)
     assert code.raw.startswith(b"*\xc3\xde\xbb\xde\xb2\xddQR*")  # the payload bytes, as encoded
@@ -155,7 +154,7 @@ def test_pyzbar_orientation_pitfall_is_survived() -> None:
     """pyzbar 0.1.9 raises on libzbar 0.23's orientation -1 (structured-append parts here)."""
     from pyzbar import pyzbar
 
-    image = need_images("qrcode-7", "01-01.png")
+    image = sample("qrcode-7", "01-01.png")
     gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
     assert gray is not None
     with pytest.raises(ValueError, match="ZBarOrientation"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.support import REPO, run_cli
 
-IMAGES = REPO.parent / "shared" / "conformance" / "images"
+IMAGES = REPO / "tests" / "fixtures" / "conformance" / "images"
 
 
 def test_dialects_lists_every_parser_with_its_serial_defaults() -> None:
@@ -67,10 +67,6 @@ def test_unknown_dialect_is_a_config_error() -> None:
 
 
 def test_camera_decode_reports_each_image(tmp_path: Path) -> None:
-    import pytest
-
-    if not IMAGES.is_dir():
-        pytest.skip(f"conformance images not found at {IMAGES}")
     good = sorted((IMAGES / "qrcode-1").glob("*.png"))[:2]
     none = sorted((IMAGES / "falsepositives-1").glob("*.png"))[:1]
     broken = tmp_path / "broken.png"
