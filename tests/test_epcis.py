@@ -1,7 +1,7 @@
 """EPCIS 2.0 exports from a real gateway and a real ledger.
 
 Every exported document is validated against GS1's official EPCIS 2.0 JSON
-schema (../shared/conformance/epcis/, skipped when that folder is absent), and
+schema (vendored in tests/data/conformance/epcis/), and
 every ``eventID`` is recomputed by GS1's reference Event Hash ID generator
 (PyPI ``epcis-event-hash-generator``): our ``custody.epcis.event_hash_id`` must
 agree with it byte for byte.
@@ -33,11 +33,7 @@ from sync.batch import encode_batch
 from tests.conftest import Gateway
 from tests.support import REPO, run_cli
 
-CONFORMANCE = REPO.parent / "shared" / "conformance" / "epcis"
-needs_schema = pytest.mark.skipif(
-    not (CONFORMANCE / "EPCIS-JSON-Schema.json").exists(),
-    reason="the official EPCIS schema (../shared/conformance/epcis) is not here",
-)
+CONFORMANCE = Path(__file__).parent / "data" / "conformance" / "epcis"
 DEVICE = "gw-kol-01"
 SSCC = "(00)106141412345678908"  # GS1 General Specifications example SSCC, valid check digit
 SGTIN_DL = "https://example.com/01/10614141073464/21/2017"  # on a brand's own domain
@@ -169,7 +165,6 @@ def reports(event: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # --- the validator itself ---------------------------------------------------------------
-@needs_schema
 def test_official_examples_validate_and_a_mutation_does_not(validator: Any) -> None:
     examples = sorted(p for p in CONFORMANCE.glob("*.jsonld") if p.name != "epcis-context.jsonld")
     assert len(examples) >= 5
@@ -188,7 +183,6 @@ def test_official_examples_validate_and_a_mutation_does_not(validator: Any) -> N
     assert any("date-time" in m for m in schema_errors(validator, doc))
 
 
-@needs_schema
 def test_reference_generator_reproduces_its_own_sensor_example_prehash() -> None:
     # The official example's eventID is a placeholder; its pre-hash string is what the
     # CBV 2.0 rules give (Mass type expanded, value 1.0 -> 1, UTC ms), so check that.
@@ -203,7 +197,6 @@ def test_reference_generator_reproduces_its_own_sensor_example_prehash() -> None
 
 
 # --- gateway export -----------------------------------------------------------------------
-@needs_schema
 def test_gateway_export_is_valid_epcis_with_committed_masses_only(
     gateway: Gateway, recorder: Recorder, captured: dict[str, bytes], tmp_path: Path,
     validator: Any,
@@ -275,7 +268,6 @@ def test_gateway_export_is_valid_epcis_with_committed_masses_only(
     assert event_list(doc).index(declaration) == len(event_list(doc)) - 1  # at the void's place
 
 
-@needs_schema
 def test_gateway_export_with_sgln_locations_and_another_offset(
     gateway: Gateway, captured: dict[str, bytes], tmp_path: Path, validator: Any
 ) -> None:
@@ -332,7 +324,6 @@ def feed_ledger(store: LedgerStore, gateway: Gateway, rec: Recorder) -> None:
     assert (result.logged, result.rejected) == (len(envs), 0)
 
 
-@needs_schema
 def test_ledger_export_carries_the_clear_masses_in_kg(
     gateway: Gateway, recorder: Recorder, captured: dict[str, bytes], ledger_dir: Path,
     ledger_store: LedgerStore, tmp_path: Path, validator: Any,
@@ -367,7 +358,6 @@ def test_ledger_export_carries_the_clear_masses_in_kg(
     assert len(events[captured["scan_mistake"].hex()]) == 2  # the void's declaration too
 
 
-@needs_schema
 def test_ledger_export_of_one_device(
     gateway: Gateway, recorder: Recorder, ledger_dir: Path, ledger_store: LedgerStore,
     tmp_path: Path, validator: Any,
@@ -453,7 +443,6 @@ idents = st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True).filter(
 notes = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=30)
 
 
-@needs_schema
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seals=st.lists(st.one_of(code_text, st.sampled_from([SSCC, SGTIN_DL, GIAI])), min_size=1,
