@@ -62,8 +62,6 @@ ALG_NAMES = {"EdDSA": cose.ALG_EDDSA, "ES256": -7}
 
 def load(name: str) -> dict[str, Any]:
     path = COSE_DIR / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"missing vector file {path}")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
