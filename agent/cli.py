@@ -2,7 +2,7 @@
 
 Each command builds objects, makes one library call and prints the result
 (``--json`` where scripts read it). Our exceptions map to exit codes and a
-one-line message on stderr (``EXIT_CODES``); a traceback means a bug.
+one-line message on stderr (``custody.exits``); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -24,37 +24,12 @@ from agent.settings import SETTINGS, check_config, load_config
 from custody import cbor, cose, epcis
 from custody.commitment import MAX_SUM_UNITS
 from custody.envelope import verify_envelope
-from custody.errors import (
-    CaptureError,
-    ConfigError,
-    CryptoSelfTestError,
-    CustodyError,
-    KeyError_,
-    StorageError,
-    VerificationError,
-)
+from custody.errors import CaptureError, ConfigError, CustodyError, VerificationError
+from custody.exits import ExitCode, exit_code_for
 from custody.files import fsync_directory, replace_file
 from firmware_bridge.errors import DeviceError, PortConfigError
 
-__all__ = ["EXIT_CODES", "build_parser", "main"]
-
-# Exit codes (documented in README.md). argparse usage errors exit 2.
-EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
-    (VerificationError, 1),
-    (ConfigError, 3),
-    (KeyError_, 4),
-    (StorageError, 5),
-    (CaptureError, 6),
-    (CryptoSelfTestError, 7),
-    (CustodyError, 9),
-)
-
-
-def exit_code_for(exc: CustodyError) -> int:
-    for cls, code in EXIT_CODES:
-        if isinstance(exc, cls):
-            return code
-    return 9  # pragma: no cover - CustodyError is last in the table
+__all__ = ["build_parser", "main"]
 
 
 # --- output helpers -----------------------------------------------------------------
@@ -217,7 +192,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(f"{p.source}: {p.key}: {p.reason}")
     else:
         print(f"{path}: ok")
-    return 3 if problems else 0
+    return ExitCode.CONFIG if problems else ExitCode.OK
 
 
 def cmd_config_set(args: argparse.Namespace) -> int:
@@ -450,7 +425,7 @@ def cmd_events_verify(args: argparse.Namespace) -> int:
         print(f"ok: {report.checked} event(s): signatures, chain and commitments verify")
     else:
         print(f"FAILED at seq {report.first_bad_seq}: {report.error}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.VERIFICATION_FAILED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -536,7 +511,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{after['pending'] + after['sent']} ({stats.batches_sent} batch(es) sent)"
         )
     drained = after["pending"] + after["sent"] == 0
-    return 0 if drained else 10
+    return ExitCode.OK if drained else ExitCode.UNACKED
 
 
 def _sync_from_db(args: argparse.Namespace) -> int:
@@ -560,7 +535,7 @@ def _sync_from_db(args: argparse.Namespace) -> int:
             f"{device_id} ({args.from_db}): acked {stats.acked}, rejected {stats.rejected}, "
             f"still unacked {after['pending'] + after['sent']}"
         )
-    return 0 if after["pending"] + after["sent"] == 0 else 10
+    return ExitCode.OK if after["pending"] + after["sent"] == 0 else ExitCode.UNACKED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -862,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _group_help(args: argparse.Namespace) -> int:  # pragma: no cover - subcommand required
-    return 2
+    return ExitCode.USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -876,9 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(exc)
     except DeviceError as exc:
         print(f"custody-agent: error: {exc}", file=sys.stderr)
-        return 3 if isinstance(exc, PortConfigError) else 8
+        return ExitCode.CONFIG if isinstance(exc, PortConfigError) else ExitCode.DEVICE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     return code
 
 

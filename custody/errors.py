@@ -5,7 +5,7 @@ exceptions (sqlite3, nacl, cbor2, OSError, paho) are translated once, at the
 module that talks to that library, into one of these; pyserial's are translated
 into the device bridge's own tree (``firmware_bridge.errors``).
 The CLIs map each branch to an exit code and a one-line message
-(``agent.cli.EXIT_CODES``); a traceback means a bug, never a user error.
+(``custody.exits``); a traceback means a bug, never a user error.
 
     CustodyError
     ├── ConfigError                 bad or missing configuration (file, key, reason)

@@ -18,9 +18,9 @@ from typing import Any
 
 from custody.errors import ConfigError, CustodyError, KeyError_, SchemaError
 from custody.event import validate_identifier
+from custody.exits import ExitCode, exit_code_for
 from custody.keys import KID_BYTES, check_ed25519_public
 from ledger.authority import Authority, create_authority
-from ledger.cli import EXIT_CODES  # one exit-code table for the ledger side's programs
 from ledger.verify.registry import RegistryEntry
 
 PROG = "custody-registry"
@@ -196,13 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not named:
             print(f"{PROG}: error: name the authority directory with --dir DIR or ${DIR_ENV}",
                   file=sys.stderr)  # fmt: skip
-            return 2
+            return ExitCode.USAGE
         args.dir = Path(named)
     try:
         code: int = args.func(args)
     except CustodyError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return next(c for cls, c in EXIT_CODES if isinstance(exc, cls))
+        return exit_code_for(exc)
     return code
 
 

@@ -17,15 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from custody import epcis
-from custody.errors import (
-    ConfigError,
-    CustodyError,
-    KeyError_,
-    SchemaError,
-    StorageError,
-    VerificationError,
-)
+from custody.errors import ConfigError, CustodyError, SchemaError, VerificationError
 from custody.event import validate_identifier
+from custody.exits import ExitCode, exit_code_for
 from custody.files import replace_file
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
@@ -33,13 +27,6 @@ from ledger.store import LedgerStore, Store
 from ledger.stores import open_store
 
 STORE_FILE = "ledger.sqlite"
-EXIT_CODES: tuple[tuple[type[CustodyError], int], ...] = (
-    (VerificationError, 1),
-    (ConfigError, 3),
-    (KeyError_, 4),
-    (StorageError, 5),
-    (CustodyError, 9),
-)
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -773,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _needs_action(args: argparse.Namespace) -> int:  # pragma: no cover - required subcommand
-    return 2
+    return ExitCode.USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -787,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except CustodyError as exc:
         print(f"custody-ledger: error: {exc}", file=sys.stderr)
-        return next(c for cls, c in EXIT_CODES if isinstance(exc, cls))
+        return exit_code_for(exc)
     return code
 
 

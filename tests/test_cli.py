@@ -12,8 +12,7 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from agent.cli import EXIT_CODES, build_parser, exit_code_for
-from custody import errors
+from agent.cli import build_parser
 from tests.conftest import Gateway
 from tests.support import run_cli
 
@@ -47,26 +46,6 @@ def test_console_scripts_print_help(prog: str) -> None:
         [sys.executable, "-m", prog, "--help"], capture_output=True, text=True, check=True
     )
     assert "usage:" in out.stdout
-
-
-def test_exit_code_table_gives_every_error_its_most_specific_code() -> None:
-    """No row is shadowed by a more general one above it, and every error class of the tree
-    gets the code of its nearest ancestor in the table (the catch-all only for the base)."""
-    listed = [cls for cls, _ in EXIT_CODES]
-    for i, general in enumerate(listed):
-        for specific in listed[i + 1 :]:
-            assert not issubclass(specific, general), f"{specific} is shadowed by {general}"
-    codes = dict(EXIT_CODES)
-    classes = [
-        c for c in vars(errors).values()
-        if isinstance(c, type) and issubclass(c, errors.CustodyError)
-    ]  # fmt: skip
-    for cls in classes:
-        nearest = next(base for base in cls.__mro__ if base in codes)
-        assert exit_code_for(cls.__new__(cls)) == codes[nearest], cls
-    assert exit_code_for(errors.BudgetExceededError("x")) == 5
-    assert exit_code_for(errors.ChainError("x")) == 1
-    assert exit_code_for(errors.KeyPermissionError("x")) == 4
 
 
 def test_init_prints_enrolment_and_protects_the_key(tmp_path: Path, ledger_dir: Path) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from custody.errors import CustodyError, ProofError
+from custody.exits import ExitCode
 from custody.keys import LedgerPublicKeys
 from ledger.verify.authority import AUTHORITY_FORMAT, AuthorityKey, read_authority_file
 from ledger.verify.bundle import MAX_BUNDLE_BYTES, verify_bundle
@@ -158,19 +159,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         found = _pins(args, environ)
         if found is None:
             print(_how_to_pin(environ), file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         pins, source = found
         authorities = _authority_pins(args, environ)
         if not authorities:
             print(_how_to_pin_authority(environ), file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         data = args.bundle.read_bytes()
     except CustodyError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except OSError as exc:
         print(f"{PROG}: cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     named: BundleLedger | None = None
     pin: Pin | None = None
     authority: AuthorityPin | None = None
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 print(f"  checked against {pin.describe()}")
             if authority is not None:
                 print(f"  and {authority.describe()}")
-        return 1
+        return ExitCode.VERIFICATION_FAILED
     seconds = time.perf_counter() - started
     if args.json:
         print(json.dumps({
@@ -289,7 +290,7 @@ def trust_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         return _trust_remove(path, args.ledger_id)
     except CustodyError as exc:
         print(f"{PROG} {TRUST_COMMAND}: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
@@ -397,7 +398,7 @@ def _trust_remove(path: Path, ledger_id: str) -> int:
 
 def _refuse(message: str) -> int:
     print(f"{PROG} {TRUST_COMMAND}: {message}", file=sys.stderr)
-    return 2
+    return ExitCode.USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
