@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.protocols import registry
-from firmware_bridge.transport import PortEvent, PortReader
+from firmware_bridge.transport import FrameRead, PortEvent, PortReader, PortState, StateChanged
 
 __all__ = ["describe_dialects", "frame_json", "listen"]
 
@@ -85,7 +85,7 @@ def listen(
             try:
                 yield reader.out.get(timeout=min(0.2, remaining) if remaining else 0.2)
             except queue.Empty:
-                if reader.state == "failed":
+                if reader.state is PortState.FAILED:
                     break
     finally:
         reader.stop()
@@ -93,9 +93,9 @@ def listen(
 
 
 def event_line(event: PortEvent) -> str:
-    if event.kind == "state":
-        return f"[{event.port}] port {event.item}"
-    body = frame_json(event.item)
+    if isinstance(event, StateChanged):
+        return f"[{event.port}] port {event.state}"
+    body = frame_json(event.frame if isinstance(event, FrameRead) else event.error)
     kind = body.pop("type")
     body.pop("raw", None)
     fields = " ".join(f"{k}={v}" for k, v in body.items() if v not in (None, "", (), []))
@@ -103,8 +103,15 @@ def event_line(event: PortEvent) -> str:
 
 
 def event_json(event: PortEvent) -> str:
-    item = event.item if event.kind == "state" else frame_json(event.item)
-    return json.dumps({"port": event.port, "kind": event.kind, "at": event.at, "item": item})
+    """One event as a JSON line; ``kind`` is ``frame``, ``error`` or ``state`` (a stable format)."""
+    item: object
+    if isinstance(event, StateChanged):
+        kind, item = "state", str(event.state)
+    elif isinstance(event, FrameRead):
+        kind, item = "frame", frame_json(event.frame)
+    else:
+        kind, item = "error", frame_json(event.error)
+    return json.dumps({"port": event.port, "kind": kind, "at": event.at, "item": item})
 
 
 def decode_images(paths: list[Path]) -> Iterator[dict[str, Any]]:

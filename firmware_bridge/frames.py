@@ -13,7 +13,9 @@ from decimal import Decimal
 from enum import StrEnum
 
 __all__ = [
+    "FRAME_TYPES",
     "CommandReply",
+    "Frame",
     "GpsFix",
     "SealCode",
     "TagRead",
@@ -139,3 +141,8 @@ class GpsFix:
     valid: bool = False
     dialect: str = "nmea"
     raw: bytes = field(default=b"", repr=False)
+
+
+# Everything a dialect parser completes (besides ``FrameError`` for skipped garbage).
+Frame = WeightReading | CommandReply | TagRead | SealCode | GpsFix
+FRAME_TYPES = (WeightReading, CommandReply, TagRead, SealCode, GpsFix)

@@ -13,8 +13,12 @@ Theory of operation. ``PortReader`` owns one thread:
          └───────────────open failed────────────────────────┘
 
 While open it reads whatever bytes are available, feeds the dialect's
-sans-I/O parser, and puts each frame (and each ``FrameError``) on the output
-queue. When the device vanishes (USB unplugged, pty closed, TCP reset) the
+sans-I/O parser, and puts each frame (``FrameRead``), each ``FrameError``
+(``FrameSkipped``) and each change of ``PortState`` (``StateChanged``) on the
+output queue: ``PortEvent`` is that closed union of typed values, so a
+consumer matches on types, never on strings.
+
+When the device vanishes (USB unplugged, pty closed, TCP reset) the
 error is translated once into ``DisconnectedError``, counted, and the port is
 reopened after a capped, jittered exponential backoff. The parser is reset on
 reconnect (a half frame from before the unplug is dropped and counted).
@@ -34,28 +38,72 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import serial
 
 from firmware_bridge.errors import DisconnectedError, PortConfigError
+from firmware_bridge.frames import FRAME_TYPES, Frame
 from firmware_bridge.protocols.base import FrameError, Parser, SerialDefaults
 
-__all__ = ["QUEUE_MAX", "Backoff", "PortCounters", "PortEvent", "PortReader", "open_port"]
+__all__ = [
+    "QUEUE_MAX",
+    "Backoff",
+    "FrameRead",
+    "FrameSkipped",
+    "PortCounters",
+    "PortEvent",
+    "PortReader",
+    "PortState",
+    "StateChanged",
+    "open_port",
+]
 
 QUEUE_MAX = 1024
 READ_CHUNK = 4096
 READ_TIMEOUT_S = 0.1
 
 
+class PortState(StrEnum):
+    """Where a reader is in its cycle (module doc)."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    DOWN = "down"  # lost or not openable; retried after a backoff
+    FAILED = "failed"  # a URL pyserial refuses: not retried
+
+
 @dataclass(frozen=True, slots=True)
-class PortEvent:
-    """Something a port reader reports: a frame, a frame error, or a state change."""
+class FrameRead:
+    """A frame the port's parser completed; ``at`` is the monotonic time it was read."""
 
     port: str
-    kind: str  # "frame" | "error" | "state"
-    item: object
-    at: float  # monotonic seconds when read
+    frame: Frame
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSkipped:
+    """Bytes the port's parser skipped as garbage (counted, never raised)."""
+
+    port: str
+    error: FrameError
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The port entered ``state``."""
+
+    port: str
+    state: PortState
+    at: float
+
+
+# What a port reader reports (``port`` is the reader's name, its URL unless named otherwise).
+PortEvent = FrameRead | FrameSkipped | StateChanged
 
 
 @dataclass
@@ -130,7 +178,7 @@ class PortReader:
         self.settings = settings or SerialDefaults()
         self.out: queue.Queue[PortEvent] = out if out is not None else queue.Queue(QUEUE_MAX)
         self.counters = PortCounters()
-        self.state = "stopped"
+        self.state = PortState.STOPPED
         self.last_error: str | None = None
         self._parser_factory = parser_factory
         self._parser = parser_factory()
@@ -157,7 +205,7 @@ class PortReader:
         if self._thread is not None:
             self._thread.join(timeout)
         self._close()
-        self._set_state("stopped")
+        self._set_state(PortState.STOPPED)
 
     @property
     def alive(self) -> bool:
@@ -178,7 +226,7 @@ class PortReader:
     def _run(self) -> None:
         first = True
         while not self._stop.is_set():
-            self._set_state("connecting")
+            self._set_state(PortState.CONNECTING)
             try:
                 port = open_port(self.url, self.settings)
             except DisconnectedError as exc:
@@ -187,7 +235,7 @@ class PortReader:
                 continue
             except PortConfigError as exc:
                 self.last_error = str(exc)
-                self._set_state("failed")
+                self._set_state(PortState.FAILED)
                 return  # configuration errors are not retried; the supervisor reports
             with self._lock:
                 self._port = port
@@ -198,7 +246,7 @@ class PortReader:
             self._carried_checksum += self._parser.stats.checksum_errors
             self._parser = self._parser_factory()  # drop any half frame from before
             self._backoff.reset()
-            self._set_state("open")
+            self._set_state(PortState.OPEN)
             try:
                 self._read_until_error(port)
             except DisconnectedError as exc:
@@ -225,12 +273,15 @@ class PortReader:
             self.counters.checksum_errors = self._carried_checksum + stats.checksum_errors
 
     def _emit(self, item: object, now: float) -> None:
-        is_error = isinstance(item, FrameError)
-        if is_error:
+        event: PortEvent
+        if isinstance(item, FrameError):
             self.counters.frame_errors += 1
-        else:
+            event = FrameSkipped(self.name, item, now)
+        elif isinstance(item, FRAME_TYPES):
             self.counters.frames += 1
-        event = PortEvent(self.name, "error" if is_error else "frame", item, now)
+            event = FrameRead(self.name, item, now)
+        else:  # a parser bug, not device trouble: it ends this thread and the supervisor sees it
+            raise TypeError(f"{self.name}: parser returned {type(item).__name__}, not a frame")
         try:
             self.out.put(event, timeout=self._put_timeout)
         except queue.Full:
@@ -238,15 +289,15 @@ class PortReader:
 
     def _down(self, reason: str) -> None:
         self.last_error = reason
-        self._set_state("down")
+        self._set_state(PortState.DOWN)
         self._stop.wait(self._backoff.next_delay())
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: PortState) -> None:
         if state == self.state:
             return
         self.state = state
         with contextlib.suppress(queue.Full):
-            self.out.put_nowait(PortEvent(self.name, "state", state, self._clock()))
+            self.out.put_nowait(StateChanged(self.name, state, self._clock()))
 
     def _close(self) -> None:
         with self._lock:

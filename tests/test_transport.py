@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.frames import WeightReading
-from firmware_bridge.protocols.base import FrameError
+from firmware_bridge.frames import TagRead, WeightReading
 from firmware_bridge.protocols.registry import dialect, make_parser
 from firmware_bridge.sim import encoders
 from firmware_bridge.sim.runner import Faults, PtySink, Simulator, TcpSink
-from firmware_bridge.transport import Backoff, PortEvent, PortReader
+from firmware_bridge.transport import (
+    Backoff,
+    FrameRead,
+    FrameSkipped,
+    PortEvent,
+    PortReader,
+    PortState,
+    StateChanged,
+)
 
 DEADLINE_S = 10.0
 
@@ -38,15 +45,23 @@ def wait_for(
         seen.append(event)
         if predicate(event):
             return seen
-    raise AssertionError(f"deadline passed; saw {[(e.kind, e.item) for e in seen][-10:]}")
+    raise AssertionError(f"deadline passed; saw {seen[-10:]}")
+
+
+def reading(e: PortEvent) -> WeightReading | None:
+    return e.frame if isinstance(e, FrameRead) and isinstance(e.frame, WeightReading) else None
+
+
+def weighs(value: int) -> Callable[[PortEvent], bool]:
+    return lambda e: (r := reading(e)) is not None and r.value == value
 
 
 def weights(events: list[PortEvent]) -> list[int]:
-    return [e.item.value for e in events if isinstance(e.item, WeightReading)]
+    return [r.value for e in events if (r := reading(e)) is not None]
 
 
-def is_state(state: str) -> Callable[[PortEvent], bool]:
-    return lambda e: e.kind == "state" and e.item == state
+def is_state(state: PortState) -> Callable[[PortEvent], bool]:
+    return lambda e: isinstance(e, StateChanged) and e.state is state
 
 
 def test_pty_unplug_and_replug_loses_no_frame_sent_after_reconnect(tmp_path: Path) -> None:
@@ -57,13 +72,13 @@ def test_pty_unplug_and_replug_loses_no_frame_sent_after_reconnect(tmp_path: Pat
         backoff=fast_backoff(),
     ).start()  # fmt: skip
     try:
-        wait_for(reader, is_state("open"))
+        wait_for(reader, is_state(PortState.OPEN))
         for w in range(1, 51):
             sink.write(encoders.xk3190_a9(w * 20))
-        got = wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 1000)
+        got = wait_for(reader, weighs(1000))
         assert weights(got) == [w * 20 for w in range(1, 51)]
         sink.write(b"\x00\x01garbage" + encoders.xk3190_a9(1020))  # noise before a frame
-        wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 1020)
+        wait_for(reader, weighs(1020))
         dropped_before = reader.counters.dropped_bytes
         assert dropped_before > 0
 
@@ -71,14 +86,14 @@ def test_pty_unplug_and_replug_loses_no_frame_sent_after_reconnect(tmp_path: Pat
         half = encoders.xk3190_a9(99_999)[:6]
         sink.write(half)
         sink.unplug()
-        wait_for(reader, is_state("down"))
+        wait_for(reader, is_state(PortState.DOWN))
         assert reader.alive
 
         sink.replug()  # the adapter comes back under the same name
-        wait_for(reader, is_state("open"))
+        wait_for(reader, is_state(PortState.OPEN))
         for w in range(51, 101):
             sink.write(encoders.xk3190_a9(w * 20))
-        got = wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 2000)
+        got = wait_for(reader, weighs(2000))
         assert weights(got) == [w * 20 for w in range(51, 101)]  # none lost, no ghost of the half
         assert reader.counters.reconnects == 1
         assert reader.counters.frames == 101
@@ -101,7 +116,7 @@ def test_simulated_weighbridge_over_pty_with_noise_and_bad_checksums(tmp_path: P
         settings=dialect("toledo-continuous").serial, backoff=fast_backoff(),
     ).start()  # fmt: skip
     try:
-        wait_for(reader, is_state("open"))
+        wait_for(reader, is_state(PortState.OPEN))
         sim.run(frames=400)
         deadline = time.monotonic() + DEADLINE_S
         events: list[PortEvent] = []
@@ -113,8 +128,8 @@ def test_simulated_weighbridge_over_pty_with_noise_and_bad_checksums(tmp_path: P
                 events.append(reader.out.get_nowait())
             except queue.Empty:
                 break
-        frames = [e.item for e in events if isinstance(e.item, WeightReading)]
-        errors = [e.item for e in events if isinstance(e.item, FrameError)]
+        frames = [r for e in events if (r := reading(e)) is not None]
+        errors = [e.error for e in events if isinstance(e, FrameSkipped)]
         assert sim.stats.corrupted > 10 and sim.stats.noise_bursts > 10
         # Every frame the simulator sent intact comes out; damaged ones are reported.
         assert len(frames) >= 400 - sim.stats.corrupted - sim.stats.noise_bursts
@@ -129,21 +144,21 @@ def test_tcp_serial_server_reconnects_after_the_peer_drops(tmp_path: Path) -> No
     sink = TcpSink()
     reader = PortReader(sink.path, lambda: make_parser("xk3190-a9"), backoff=fast_backoff()).start()
     try:
-        wait_for(reader, is_state("open"))
+        wait_for(reader, is_state(PortState.OPEN))
         deadline = time.monotonic() + DEADLINE_S
         while sink._accept() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         sink.write(encoders.xk3190_a9(4200))
-        wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 4200)
+        wait_for(reader, weighs(4200))
         assert sink._client is not None
         sink._client.close()  # the serial-over-IP box drops the connection
         sink._client = None
-        wait_for(reader, is_state("down"))
-        wait_for(reader, is_state("open"))
+        wait_for(reader, is_state(PortState.DOWN))
+        wait_for(reader, is_state(PortState.OPEN))
         while sink._accept() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         sink.write(encoders.xk3190_a9(4300))
-        wait_for(reader, lambda e: isinstance(e.item, WeightReading) and e.item.value == 4300)
+        wait_for(reader, weighs(4300))
         assert reader.counters.reconnects >= 1
     finally:
         reader.stop()
@@ -154,17 +169,19 @@ def test_a_device_that_is_not_there_yet_is_retried_until_it_appears(tmp_path: Pa
     link = tmp_path / "ttyUSB-later"
     reader = PortReader(str(link), lambda: make_parser("rdm6300"), backoff=fast_backoff()).start()
     try:
-        wait_for(reader, is_state("down"))
+        wait_for(reader, is_state(PortState.DOWN))
         deadline = time.monotonic() + DEADLINE_S
         while reader.counters.open_failures < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert reader.counters.open_failures >= 3 and reader.alive
         sink = PtySink(link)  # plugged in
         try:
-            wait_for(reader, is_state("open"))
+            wait_for(reader, is_state(PortState.OPEN))
             sink.write(encoders.rdm6300("0A1B2C3D4E"))
-            got = wait_for(reader, lambda e: e.kind == "frame")
-            assert got[-1].item.tag_id == "0A1B2C3D4E"
+            got = wait_for(reader, lambda e: isinstance(e, FrameRead))
+            last = got[-1]
+            assert isinstance(last, FrameRead) and isinstance(last.frame, TagRead)
+            assert last.frame.tag_id == "0A1B2C3D4E"
         finally:
             sink.close()
     finally:
@@ -174,7 +191,7 @@ def test_a_device_that_is_not_there_yet_is_retried_until_it_appears(tmp_path: Pa
 def test_bad_url_fails_once_and_is_not_retried() -> None:
     reader = PortReader("nosuchscheme://x", lambda: make_parser("nmea")).start()
     try:
-        wait_for(reader, is_state("failed"))
+        wait_for(reader, is_state(PortState.FAILED))
         assert "nosuchscheme" in (reader.last_error or "")
         assert reader.counters.open_failures == 0
     finally:
@@ -189,7 +206,7 @@ def test_a_slow_consumer_costs_counted_drops_never_unbounded_memory(tmp_path: Pa
         backoff=fast_backoff(),
     ).start()  # fmt: skip
     try:
-        wait_for(reader, is_state("open"))  # pyserial flushes input on open
+        wait_for(reader, is_state(PortState.OPEN))  # pyserial flushes input on open
         sink.write(b"".join(encoders.xk3190_a9(w) for w in range(200)))
         deadline = time.monotonic() + DEADLINE_S
         while reader.counters.frames + reader.counters.queue_drops < 200:

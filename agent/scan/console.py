@@ -59,9 +59,16 @@ from custody.files import replace_file
 from firmware_bridge.errors import DeviceError, DisconnectedError, ProtocolError
 from firmware_bridge.frames import SealCode, WeightReading
 from firmware_bridge.protocols import registry
-from firmware_bridge.protocols.base import FrameError
 from firmware_bridge.protocols.codes import ScannerLineParser, classify_code
-from firmware_bridge.transport import Backoff, PortEvent, PortReader
+from firmware_bridge.transport import (
+    Backoff,
+    FrameRead,
+    FrameSkipped,
+    PortEvent,
+    PortReader,
+    PortState,
+    StateChanged,
+)
 
 __all__ = ["INBOX_MAX", "ConsoleOptions", "load_lot", "run_console", "save_lot"]
 
@@ -270,17 +277,17 @@ class Console:
             return None if s.mode is Mode.CLOSED else s.handle(self.catalogue("cmd.quit"), now)
         if tag == "scanner":
             ev: PortEvent = item
-            if ev.kind == "frame" and isinstance(ev.item, SealCode):
-                return s.scan_code(ev.item, now)
-            if ev.kind == "error" and isinstance(ev.item, FrameError):
-                return s.scan_error(ev.item.reason, now)
+            if isinstance(ev, FrameRead) and isinstance(ev.frame, SealCode):
+                return s.scan_code(ev.frame, now)
+            if isinstance(ev, FrameSkipped):
+                return s.scan_error(ev.error.reason, now)
             return None
         if tag == "scale":
             ev = item
-            if ev.kind == "frame" and isinstance(ev.item, WeightReading):
-                return s.scale_reading(ev.item, now)
-            if ev.kind == "state" and isinstance(ev.item, str):
-                return s.scale_state(ev.item, now)
+            if isinstance(ev, FrameRead) and isinstance(ev.frame, WeightReading):
+                return s.scale_reading(ev.frame, now)
+            if isinstance(ev, StateChanged):
+                return s.scale_state(ev.state, now)
             return None
         if tag == "camera":
             text, symbology = item
@@ -306,10 +313,10 @@ class Console:
                 ev = reader.out.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if ev.kind == "state" and ev.item == "open" and on_open is not None:
+            if isinstance(ev, StateChanged) and ev.state is PortState.OPEN and on_open is not None:
                 with contextlib.suppress(DeviceError):
                     on_open()
-            if tag == "scale" and ev.kind == "frame":
+            if tag == "scale" and isinstance(ev, FrameRead):
                 try:
                     self.inbox.put_nowait((tag, ev))
                 except queue.Full:

@@ -45,7 +45,7 @@ from custody.errors import ConfigError
 from custody.keys import DeviceKey
 from firmware_bridge.errors import PortConfigError
 from firmware_bridge.protocols import registry
-from firmware_bridge.transport import PortEvent, PortReader
+from firmware_bridge.transport import PortEvent, PortReader, PortState, StateChanged
 from sync.uplink import Uplink, UplinkStats
 
 __all__ = [
@@ -237,10 +237,13 @@ class PortWorker:
             raise RuntimeError(f"the reader thread of {self.url} ended without being stopped")
 
     def _handle(self, event: PortEvent) -> None:
-        if event.kind == "state":
-            level = "warning" if event.item == "down" else "info"
-            reason = self.reader.last_error if event.item == "down" else None
-            self._log(level, "port.state", port=self.url, state=event.item, reason=reason)
+        if isinstance(event, StateChanged):
+            down = event.state is PortState.DOWN
+            reason = self.reader.last_error if down else None
+            self._log(
+                "warning" if down else "info", "port.state", port=self.url,
+                state=str(event.state), reason=reason,
+            )  # fmt: skip
             return
         for q in self.subscribers:
             q.put(event)

@@ -58,7 +58,14 @@ from firmware_bridge.frames import CommandReply, SealCode, TagRead, WeightReadin
 from firmware_bridge.protocols.base import FrameError
 from firmware_bridge.protocols.registry import dialect as find_dialect
 from firmware_bridge.protocols.scales import mt_sics_request
-from firmware_bridge.transport import QUEUE_MAX, PortEvent, PortReader
+from firmware_bridge.transport import (
+    QUEUE_MAX,
+    FrameSkipped,
+    PortEvent,
+    PortReader,
+    PortState,
+    StateChanged,
+)
 
 __all__ = ["VEHICLE_PREFIX", "Station", "StationConfig", "WeighbridgeWorker"]
 
@@ -142,14 +149,14 @@ class Station:
 
     # --- inputs ------------------------------------------------------------------------
     def on_port_event(self, event: PortEvent, *, scale_port: str) -> None:
-        if event.kind == "state":
-            if event.port == scale_port and event.item == "down":
+        if isinstance(event, StateChanged):
+            if event.port == scale_port and event.state is PortState.DOWN:
                 self._handle(self.machine.disconnect(event.at), None)
             return
-        if event.kind == "error":
+        if isinstance(event, FrameSkipped):
             self.metrics.frame_errors += 1
             return
-        self.on_frame(event.item, event.at)
+        self.on_frame(event.frame, event.at)
 
     def on_frame(self, item: object, at: float) -> None:
         if isinstance(item, WeightReading):
@@ -407,7 +414,7 @@ class WeighbridgeWorker:
                     station.tick(time.monotonic())
                     continue
                 station.on_port_event(event, scale_port="weighbridge")
-                if polling and event.kind == "state" and event.item == "open":
+                if polling and isinstance(event, StateChanged) and event.state is PortState.OPEN:
                     self._poll(scale, b"I4")
         finally:
             for r in self.readers:
