@@ -1,7 +1,7 @@
 """Seal-code decoding: decode rate and time per image on real photographs.
 
 Runs ``firmware_bridge.camera.decode_file`` over the zxing-cpp sample folders
-vendored in ``tests/fixtures/conformance/images`` (Apache-2.0; see the README
+vendored in ``tests/data/conformance/images`` (Apache-2.0; see the README
 beside it) and reports, per folder:
 
 - ``decoded`` / ``total`` / ``rate``: images whose expected text (``N.txt``,
@@ -41,9 +41,7 @@ __all__ = ["REFERENCE", "SUMMARY", "add_arguments", "render", "run"]
 
 SUMMARY = "QR / Code 128 decode rate and ms per image on the zxing-cpp sample photographs"
 
-DEFAULT_IMAGES = (
-    Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance" / "images"
-)
+DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "tests" / "data" / "conformance" / "images"
 FALSE_POSITIVES = "falsepositives-1"
 # zxing-cpp's own thresholds, upright (the shared conformance README): (read, set size).
 REFERENCE: dict[str, tuple[int, int]] = {

@@ -1,7 +1,7 @@
 """Camera: seal-code decoding on real photographs, debouncing, JPEG evidence, frame capture.
 
 The photographs are zxing-cpp's test samples, vendored unchanged with their
-licence in ``tests/fixtures/conformance/images`` (see the README there). The
+licence in ``tests/data/conformance/images`` (see the README there). The
 minimum counts below are what the default pipeline reads today, measured with
 ``python -m bench qr``: a lower count is a regression.
 """
@@ -35,7 +35,7 @@ from firmware_bridge.camera import (
 from firmware_bridge.errors import CameraError, DeviceError, DisconnectedError, PortConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGES = REPO / "tests" / "fixtures" / "conformance" / "images"
+IMAGES = REPO / "tests" / "data" / "conformance" / "images"
 
 # Measured with the default passes (python -m bench qr). zxing-cpp reads, of the
 # full sets these folders sample: qrcode-1 8/8, qrcode-2 53/56 (94.6%), qrcode-3

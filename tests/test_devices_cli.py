@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.support import REPO, run_cli
 
-IMAGES = REPO / "tests" / "fixtures" / "conformance" / "images"
+IMAGES = REPO / "tests" / "data" / "conformance" / "images"
 
 
 def test_dialects_lists_every_parser_with_its_serial_defaults() -> None:
