@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.outbox import Outbox, StoredEvent
-from custody import cbor, cose
+from custody.envelope import peek_payload
 from custody.event import EventType, Payload
+from custody.mass import counted_field
 
 __all__ = [
     "CheckpointState",
@@ -50,22 +51,17 @@ class CheckpointState:
 
 def payload_of(event: StoredEvent) -> Payload:
     """The signed payload of one of our own stored events."""
-    return Payload.from_map(cbor.decode(cose.decode_sign1(event.envelope).payload))
+    return peek_payload(event.envelope)
 
 
 def counted(body: Mapping[str, Any], openings: Mapping[str, tuple[int, bytes]]) -> tuple[str, int]:
-    """``("in" | "out", units)`` for a weighing that counts, else ``("", 0)``."""
-    mass = body.get("mass")
-    if not mass:
+    """``("in" | "out", units)`` for a weighing that counts (``custody.mass.counted_field``),
+    else ``("", 0)``."""
+    which = counted_field(body)
+    if which is None:
         return "", 0
-    direction = body.get("direction")
-    if direction == "in":
-        for name in ("net", "bag", "gross"):
-            if name in mass:
-                return "in", openings[name][0]
-    if direction == "out" and "bag" in mass:
-        return "out", openings["bag"][0]
-    return "", 0
+    direction, name = which
+    return direction, openings[name][0]
 
 
 def last_checkpoint(outbox: Outbox, kid: bytes) -> CheckpointState:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +30,6 @@ from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
 from custody.commitment import (
     MASS_UNIT_G,
-    MAX_MASS_UNITS,
     MAX_SUM_UNITS,
     Opening,
     commit_masses,
@@ -43,41 +41,13 @@ from custody.event import MAX_TEXT, EventType, next_seq
 from custody.files import move_file
 from custody.group import ED25519
 from custody.keys import DeviceKey, LedgerPublicKeys
+from custody.mass import kg_to_units, units_to_kg
 
 __all__ = ["Recorder", "kg_to_units", "units_to_kg"]
 
-_UNITS_PER_KG = 1000 // MASS_UNIT_G
 # A checkpoint is prepared again when another process wrote meanwhile; it settles at once
 # unless something writes without pause.
 CHECKPOINT_ATTEMPTS = 20
-
-
-def kg_to_units(kg: str | Decimal | int, *, limit: int = MAX_MASS_UNITS) -> int:
-    """Kilograms (as typed by a person) to integer mass units; exact or refused.
-
-    ``limit`` is one weighing's bound by default; a declared stock may use the sums' bound
-    (``MAX_SUM_UNITS``).
-    """
-    try:
-        value = Decimal(str(kg))
-    except InvalidOperation as exc:
-        raise InvalidMassError(f"{kg!r} is not a number of kilograms") from exc
-    if not value.is_finite() or value < 0:
-        raise InvalidMassError(f"mass must be a non-negative number of kilograms, got {kg}")
-    units = value * _UNITS_PER_KG
-    if units != units.to_integral_value():
-        raise InvalidMassError(
-            f"{kg} kg is finer than the record's resolution of {MASS_UNIT_G / 1000} kg"
-        )
-    if units > limit:
-        raise InvalidMassError(
-            f"{kg} kg exceeds the largest recordable mass ({units_to_kg(limit)} kg)"
-        )
-    return int(units)
-
-
-def units_to_kg(units: int) -> Decimal:
-    return Decimal(units) / _UNITS_PER_KG
 
 
 class Recorder:

@@ -35,7 +35,7 @@ from agent.outbox.delivery import (
 )
 from agent.paths import DataDir
 from agent.settings import AgentConfig, load_config
-from custody import cbor, cose
+from custody.envelope import peek
 from custody.errors import ConfigError, CustodyError, SyncError
 from custody.keys import LedgerPublicKeys
 from sync.mqtt import BrokerConfig
@@ -237,7 +237,7 @@ def outbox_device_id(outbox: Outbox, source: str) -> str:
         if first is None:
             continue
         try:
-            payload = cbor.decode(cose.decode_sign1(first.envelope).payload)
+            payload = peek(first.envelope)
         except CustodyError as exc:
             raise ConfigError(source, "-", f"undecodable record in the outbox: {exc}") from exc
         ids.add(str(payload.get("dev")))

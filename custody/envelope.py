@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from custody import cbor, cose
 from custody.errors import CaptureError, ChainError, DecodeError, SignatureError
@@ -28,6 +29,8 @@ __all__ = [
     "EventSigner",
     "check_link",
     "event_id_of",
+    "peek",
+    "peek_payload",
     "verify_envelope",
 ]
 
@@ -84,6 +87,27 @@ class EventSigner:
                 f"the signed event would be {len(data)} bytes, over the {MAX_ENVELOPE_BYTES} limit"
             )
         return Envelope(data, event_id_of(data), self.kid, payload)
+
+
+def peek(data: bytes) -> dict[Any, Any]:
+    """The payload map a COSE_Sign1 carries, decoded WITHOUT checking its signature.
+
+    For records already verified when they were stored (a gateway's own outbox, the
+    ledger's log) and for naming what an unverified input claims to be; never a reason to
+    believe it (``verify_envelope`` is). Raises ``DecodeError`` when ``data`` is not a
+    tagged COSE_Sign1 over a CBOR map.
+    """
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise DecodeError(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+    payload = cbor.decode(cose.decode_sign1(data, require_tag=True).payload)
+    if not isinstance(payload, dict):
+        raise DecodeError("COSE_Sign1 payload is not a CBOR map")
+    return payload
+
+
+def peek_payload(data: bytes) -> Payload:
+    """``peek`` as our event payload (schema-checked, signature not checked)."""
+    return Payload.from_map(peek(data))
 
 
 def verify_envelope(data: bytes, public_key: bytes) -> Envelope:

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 from custody import cbor, cose
 from custody.commitment import Opening, open_sealed, verify_openings
-from custody.envelope import event_id_of, verify_envelope
+from custody.envelope import event_id_of, peek, verify_envelope
 from custody.errors import (
     CommitmentError,
     CustodyError,
@@ -183,7 +183,7 @@ def _claimed_seq(payload: bytes) -> int | None:
 def _parked_prev(envelope: bytes) -> bytes | None:
     """The ``prev`` of a parked record (verified strictly when it parked)."""
     try:
-        payload = cbor.decode(cose.decode_sign1(envelope).payload)
+        payload = peek(envelope)
     except CustodyError:
         return None
     prev = payload.get("prev") if isinstance(payload, dict) else None

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from custody import cbor, cose
 from custody.commitment import Opening, open_sealed
-from custody.envelope import Envelope, event_id_of
+from custody.envelope import Envelope, event_id_of, peek_payload
 from custody.errors import CustodyError, ProofError
 from custody.event import EventType, Payload
 from custody.group import ED25519, Group, Scalar
@@ -416,7 +415,7 @@ def _zero(g: Group) -> Scalar:
 
 def _payload(event: LoggedEvent) -> Payload:
     # Logged envelopes were strictly verified at intake; decode without re-verifying.
-    return Payload.from_map(cbor.decode(cose.decode_sign1(event.envelope).payload))
+    return peek_payload(event.envelope)
 
 
 def _open(keys: LedgerKeyPair, body: Mapping[str, Any]) -> dict[str, Opening]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.outbox import Outbox
-from custody import cbor, cose
+from custody.envelope import peek
 from custody.errors import VerificationError
 
 __all__ = ["PAGE", "Bag", "Mention", "Observed", "ScanIndex", "observe_rows"]
@@ -236,7 +236,7 @@ def observe_rows(outbox: Outbox, after: int) -> Iterator[Observed]:
         for row, event_id, type_, time_ms, envelope in rows:
             after = int(row)
             try:
-                payload = cbor.decode(cose.decode_sign1(envelope).payload)
+                payload = peek(envelope)
             except VerificationError:
                 continue  # undecodable rows are reported by `events verify`, not guessed at
             body = payload.get("body", {}) if isinstance(payload, dict) else {}

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 
-from agent.recorder import kg_to_units, units_to_kg
 from agent.scan.index import Bag, ScanIndex
 from agent.scan.messages import Catalogue
 from agent.scan.screen import Kind, Screen
 from custody.errors import InvalidMassError, SchemaError
 from custody.event import validate_identifier
+from custody.mass import kg_to_units, units_to_kg
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.frames import SealCode, WeightMode, WeightReading
 from firmware_bridge.protocols.codes import classify_code

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
 
-from custody.commitment import MASS_UNIT_G
+from custody.mass import format_kg
 from firmware_bridge.errors import DisconnectedError
 from firmware_bridge.protocols.base import SerialDefaults
 
@@ -67,7 +66,7 @@ class Ticket:
 
 
 def _kg(units: int) -> str:
-    return f"{Decimal(units * MASS_UNIT_G) / 1000:,.1f} kg".replace(",", " ")
+    return f"{format_kg(units, group=' ')} kg"
 
 
 def _when(ms: int) -> str:

@@ -30,6 +30,7 @@ from custody.errors import CommitmentError, CustodyError, ProofError, SchemaErro
 from custody.event import validate_identifier
 from custody.group import ED25519, Group, Point
 from custody.keys import LedgerPublicKeys
+from custody.mass import format_kg
 from custody.merkle import leaf_hash, verify_inclusion
 from custody.zk.rangeproof import RangeProof, RangeVerifier
 from custody.zk.sigma import SchnorrProof, SchnorrVerifier, SubVerifier, verify_all
@@ -364,9 +365,9 @@ class Claim:
     def describe(self) -> str:
         stocks = ", ".join(self.stock_sites) if self.stock_sites else "none"
         return (
-            f"lot {self.lot}: {_kg(self.total)} kg from {len(self.sites)} registered site(s) "
+            f"lot {self.lot}: {format_kg(self.total)} kg from {len(self.sites)} registered site(s) "
             f"({', '.join(self.sites)}), received by {self.refiner} "
-            f"within {_kg(self.tolerance)} kg; "
+            f"within {format_kg(self.tolerance)} kg; "
             f"mass balance held at each of {self.balance_checks} site checkpoint(s), "
             f"taken on the sites' schedule and at lot close, not between them "
             f"(declared opening stocks: {stocks}); "
@@ -374,10 +375,6 @@ class Claim:
             f"{self.authority_id}; every record is in the ledger's signed log of "
             f"{self.log_size} entries (policy v{self.policy_version})"
         )
-
-
-def _kg(units: int) -> str:
-    return f"{units // 10}.{units % 10}"
 
 
 def verify_bundle(

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from custody import cbor, cose
+from custody.envelope import peek
 from custody.errors import ConfigError, CustodyError, KeyError_, ProofError, StorageError
 from custody.files import replace_file
 from custody.keys import LEDGER_KEYS_FORMAT, LedgerPublicKeys, kid_for
@@ -340,8 +341,7 @@ def bundle_authority(data: bytes) -> str | None:
     try:
         raw = cbor.decode(data)
         first = raw["registry"][0]["entry"]
-        payload = cbor.decode(cose.decode_sign1(first).payload)
-        named = payload["authority"]
+        named = peek(first)["authority"]
     except (CustodyError, KeyError, IndexError, TypeError):
         return None
     return named if isinstance(named, str) else None
