@@ -55,8 +55,8 @@ def test_verifier_needs_only_custody_and_itself() -> None:
 # ARCHITECTURE.md "Layout": each third-party I/O library has exactly one home.
 SINGLE_HOMES = {
     "serial": {"firmware_bridge/transport.py"},
-    "cv2": {"firmware_bridge/camera.py"},
-    "pyzbar": {"firmware_bridge/camera.py"},
+    "cv2": {"firmware_bridge/camera"},
+    "pyzbar": {"firmware_bridge/camera"},
     # bench/peers is the peer comparison's observer: it answers the peer gateway's requests and
     # counts what reaches the broker, as a raw MQTT client (it measures, it is not our gateway).
     "paho": {"sync", "bench/peers"},
