@@ -11,11 +11,12 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import audit, devices, enrol
+from agent import audit, cli_table, devices, enrol
+from agent.cli_table import Command, OneOf, arg
 from agent.identity import load_device_key
 from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
@@ -632,212 +633,248 @@ def cmd_camera_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- parser -----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="gateway data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for a "
-        "system install, else ~/.local/share/custody)",
-    )
-    parser = argparse.ArgumentParser(
-        prog="custody-agent",
-        description="cobalt-custody edge capture agent: signed, durable custody records.",
-        parents=[common],
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(
-        group: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str
-    ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = group.add_parser(
-            name, parents=[common], help=help_, description=help_
-        )
-        p.set_defaults(func=func)
-        return p
-
-    p = add(sub, "init", cmd_init, "create this gateway's key and config; print its enrolment")
-    p.add_argument("--site", required=True, help="site id, e.g. KOL-01")
-    p.add_argument("--device", required=True, help="device id, e.g. gw-kol-01")
-    p.add_argument("--ledger-key", metavar="FILE", help="ledger public-key JSON to pin")
-
-    p = add(
-        sub, "enrol", cmd_enrol,
-        "install the ledger's answer: its public keys, the broker CA and this gateway's "
-        "certificate (checked against tls.key and the device id); set sync.* in config.toml",
-    )  # fmt: skip
-    p.add_argument("--cert-file", required=True, metavar="FILE", help="this gateway's certificate")
-    p.add_argument("--ca-file", required=True, metavar="FILE", help="the broker's CA (ca.crt)")
-    p.add_argument("--ledger-key", metavar="FILE", help="ledger-public.json, when not pinned yet")
-    p.add_argument("--broker", metavar="URL", help="set sync.broker, e.g. mqtts://host:8883")
-
-    keys = add(sub, "keys", _group_help, "device keys").add_subparsers(
-        dest="keys_command", required=True, metavar="ACTION"
-    )
-    p = add(keys, "show", cmd_keys_show, "show the device public key and enrolment record")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add(
-        keys, "rotate", cmd_keys_rotate,
-        "new signing key, announced by a key_rotation record signed with the old one (kept); "
-        "stop the service first",
-    )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    config = add(sub, "config", _group_help, "configuration").add_subparsers(
-        dest="config_command", required=True, metavar="ACTION"
-    )
-    p = add(config, "check", cmd_config_check, "validate the config file; name every bad value")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    add(config, "settings", cmd_config_settings, "list every setting with its default and help")
-    p = add(config, "set", cmd_config_set, "set settings in config.toml (validated, comments kept)")
-    p.add_argument("pairs", nargs="+", metavar="KEY VALUE", help="e.g. sync.broker mqtts://h:8883")
-
-    record = add(sub, "record", _group_help, "record a capture by hand").add_subparsers(
-        dest="record_command", required=True, metavar="KIND"
-    )
-    p = add(record, "weighing", cmd_record_weighing, "record a manual weighing (flagged manual)")
-    p.add_argument("--gross-kg", required=True, help="gross mass in kg (resolution 0.1 kg)")
-    p.add_argument("--tare-kg", help="tare in kg; net is derived")
-    p.add_argument("--vehicle", help="vehicle id")
-    p.add_argument("--lot", help="lot id")
-    p.add_argument("--note", help="free text note")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add(record, "seal", cmd_record_seal, "record a manual seal scan (flagged manual)")
-    p.add_argument("--seal-id", required=True, help="the seal's printed or scanned code")
-    p.add_argument("--lot", help="lot id the sealed bag belongs to")
-    p.add_argument("--note", help="free text note")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add(record, "void", cmd_record_void, "void a mistaken record with a new signed event")
-    p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
-    p.add_argument("--reason", required=True, help="why the record is void")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    lot = add(sub, "lot", _group_help, "lots: close this gateway's part of one").add_subparsers(
-        dest="lot_command", required=True, metavar="ACTION"
-    )
-    p = add(lot, "close", cmd_lot_close, "commit to the sum of this gateway's bags of a lot")
-    p.add_argument("lot", help="lot id")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    stock = add(
-        sub, "stock", _group_help, "opening stock: the base of this site's mass balance"
-    ).add_subparsers(dest="stock_command", required=True, metavar="ACTION")
-    p = add(
-        stock, "declare", cmd_stock_declare,
-        "sign this site's opening stock (once per site; committed like any mass), then have "
-        "the registry authority pin the record",
-    )  # fmt: skip
-    p.add_argument(
-        "--kg", required=True,
-        help="opening stock in kg, at most one decimal (resolution 0.1 kg); 0 for none",
-    )  # fmt: skip
-    p.add_argument("--note", help="free text note, e.g. how the stock was measured")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add(sub, "checkpoint", cmd_checkpoint, "sign the running sums of inputs and outputs now")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    events = add(sub, "events", _group_help, "inspect recorded events").add_subparsers(
-        dest="events_command", required=True, metavar="ACTION"
-    )
-    p = add(events, "list", cmd_events_list, "list events, oldest first")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--limit", type=int, help="only the newest N")
-    p.add_argument("--state", choices=[str(s) for s in RecordState], help="only this state")
-    p = add(events, "show", cmd_events_show, "show one event, decoded and verified")
-    p.add_argument("event", help="event id (or unique prefix of 8+ hex digits) or seq")
-    p = add(
-        events, "export", cmd_events_export,
-        "export events: COSE files, or one GS1 EPCIS 2.0 JSON-LD document (masses committed)",
-    )  # fmt: skip
-    p.add_argument(
-        "--format", choices=["cose", "epcis"], default="cose",
-        help="cose: <seq>.cose files in DIR; epcis: one EPCIS 2.0 document in FILE, masses as "
-        "commitments (docs/protocol.md §3.3)",
-    )  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR|FILE", help="output directory or file")
-    for flag, options in epcis.LOCATION_OPTIONS:
-        p.add_argument(flag, **options)
-    p = add(events, "verify", cmd_events_verify, "verify signatures, chain and commitments")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = add(sub, "status", cmd_status, "outbox counts, backlog age, disk budget, clock, alarms")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = add(sub, "sync", cmd_sync, "send pending records to the ledger until all are acked")
-    p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
-    p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
-    p.add_argument("--timeout", type=float, help="give up after this many seconds (exit 10)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument(
-        "--from-db", metavar="FILE",
-        help="send a broken gateway's outbox file (recovered from its SD card) instead of ours",
-    )  # fmt: skip
-    p.add_argument("--cert-file", metavar="FILE", help="with --from-db: a certificate for the "
-                   "OLD device id (its own, or one `custody-ledger pki issue` made)")  # fmt: skip
-    p.add_argument("--key-file", metavar="FILE", help="with --from-db: that certificate's key")
-
-    p = add(
-        sub, "run", cmd_run,
-        "run the gateway service: device readers, workflows and sync under one supervisor, "
-        "/healthz and /metrics on localhost, systemd Type=notify; SIGTERM drains, SIGHUP reloads",
-    )  # fmt: skip
-    p.add_argument("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
-    p.add_argument(
-        "--log-format", choices=["text", "json"], default="text",
-        help="one line per event on stdout: logfmt key=value (default) or JSON",
-    )  # fmt: skip
-
-    p = add(
-        sub, "scan", cmd_scan,
-        "handheld scan-and-tag console: scan seals into a lot, weigh bags, void the last bag, "
-        "count bags per lot today (keyboard-wedge or serial scanner, optional scale and camera)",
-    )  # fmt: skip
-    p.add_argument("--lang", choices=["en", "fr"], help="screen language (default: from LANG)")
-    p.add_argument("--scale-port", metavar="URL", help="platform scale port (scan.scale_port)")
-    p.add_argument("--scale-dialect", metavar="D", help="its dialect (scan.scale_dialect)")
-    p.add_argument("--scanner-port", metavar="URL", help="serial scanner (scan.scanner_port)")
-    p.add_argument("--camera", metavar="SOURCE", help="/dev/video0, rtsp://... (scan.camera)")
-
-    devs = add(sub, "devices", _group_help, "serial devices: dialects and live decoding")
-    devs_sub = devs.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
-    p = add(devs_sub, "dialects", cmd_devices_dialects, "list the device dialects")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add(
-        devs_sub, "listen", cmd_devices_listen,
-        "print every frame decoded from a port, with errors and counters, until interrupted",
-    )  # fmt: skip
-    p.add_argument("--port", required=True, help="port URL: /dev/serial/by-id/..., socket://h:p")
-    p.add_argument("--dialect", required=True, help="dialect name (see `devices dialects`)")
-    p.add_argument("--baud", type=int, help="override the dialect's default baud rate")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    p = add(sub, "sim", cmd_sim, "run a simulated device on a pty or a TCP port")
-    p.add_argument("kind", choices=["scale", "rfid", "scanner", "gps"], help="device kind")
-    p.add_argument("--dialect", help="dialect to speak (default: the kind's first)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--pty", action="store_true", help="create a pseudo-terminal (default)")
-    where.add_argument("--listen", metavar="HOST:PORT", help="listen on TCP like a serial server")
-    where.add_argument("--port", metavar="URL", help="write to a serial port URL instead")
-    p.add_argument("--link", metavar="PATH", help="with --pty: keep a stable symlink here")
-    p.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (reproducible streams)")
-    p.add_argument("--noise", type=float, default=0.0, help="probability of garbage bytes")
-    p.add_argument("--bad-checksum", type=float, default=0.0, help="probability of a bad frame")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--frames", type=int, help="stop after this many frames")
-
-    cam = add(sub, "camera", _group_help, "camera and image decoding")
-    cam_sub = cam.add_subparsers(dest="camera_command", required=True, metavar="ACTION")
-    p = add(cam_sub, "decode", cmd_camera_decode, "decode QR codes and barcodes in images")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
-    return parser
-
-
+# --- the command table ------------------------------------------------------------------
 def _group_help(args: argparse.Namespace) -> int:  # pragma: no cover - subcommand required
     return ExitCode.USAGE
+
+
+DATA_DIR = arg(
+    "--data-dir", type=Path, default=argparse.SUPPRESS,
+    help="gateway data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for a "
+    "system install, else ~/.local/share/custody)",
+)  # fmt: skip
+JSON = arg("--json", action="store_true", help="print JSON")
+EVENT = arg("event", help="event id (or unique prefix of 8+ hex digits) or seq")
+NOTE = arg("--note", help="free text note")
+BROKER = arg("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
+
+COMMANDS = Command(
+    "custody-agent",
+    "cobalt-custody edge capture agent: signed, durable custody records.",
+    args=(DATA_DIR,),
+    shared=(DATA_DIR,),  # every command takes --data-dir, before or after its name
+    commands=(
+        Command(
+            "init", "create this gateway's key and config; print its enrolment", cmd_init,
+            args=(
+                arg("--site", required=True, help="site id, e.g. KOL-01"),
+                arg("--device", required=True, help="device id, e.g. gw-kol-01"),
+                arg("--ledger-key", metavar="FILE", help="ledger public-key JSON to pin"),
+            ),
+        ),
+        Command(
+            "enrol",
+            "install the ledger's answer: its public keys, the broker CA and this gateway's "
+            "certificate (checked against tls.key and the device id); set sync.* in config.toml",
+            cmd_enrol,
+            args=(
+                arg("--cert-file", required=True, metavar="FILE",
+                    help="this gateway's certificate"),
+                arg("--ca-file", required=True, metavar="FILE", help="the broker's CA (ca.crt)"),
+                arg("--ledger-key", metavar="FILE", help="ledger-public.json, when not pinned yet"),
+                arg("--broker", metavar="URL", help="set sync.broker, e.g. mqtts://host:8883"),
+            ),
+        ),
+        Command("keys", "device keys", _group_help, commands=(
+            Command("show", "show the device public key and enrolment record", cmd_keys_show,
+                    args=(JSON,)),
+            Command(
+                "rotate",
+                "new signing key, announced by a key_rotation record signed with the old one "
+                "(kept); stop the service first",
+                cmd_keys_rotate, args=(JSON,),
+            ),
+        )),
+        Command("config", "configuration", _group_help, commands=(
+            Command("check", "validate the config file; name every bad value", cmd_config_check,
+                    args=(JSON,)),
+            Command("settings", "list every setting with its default and help",
+                    cmd_config_settings),
+            Command(
+                "set", "set settings in config.toml (validated, comments kept)", cmd_config_set,
+                args=(arg("pairs", nargs="+", metavar="KEY VALUE",
+                          help="e.g. sync.broker mqtts://h:8883"),),
+            ),
+        )),
+        Command("record", "record a capture by hand", _group_help, metavar="KIND", commands=(
+            Command(
+                "weighing", "record a manual weighing (flagged manual)", cmd_record_weighing,
+                args=(
+                    arg("--gross-kg", required=True,
+                        help="gross mass in kg (resolution 0.1 kg)"),
+                    arg("--tare-kg", help="tare in kg; net is derived"),
+                    arg("--vehicle", help="vehicle id"),
+                    arg("--lot", help="lot id"),
+                    NOTE,
+                    JSON,
+                ),
+            ),
+            Command(
+                "seal", "record a manual seal scan (flagged manual)", cmd_record_seal,
+                args=(
+                    arg("--seal-id", required=True, help="the seal's printed or scanned code"),
+                    arg("--lot", help="lot id the sealed bag belongs to"),
+                    NOTE,
+                    JSON,
+                ),
+            ),
+            Command(
+                "void", "void a mistaken record with a new signed event", cmd_record_void,
+                args=(EVENT, arg("--reason", required=True, help="why the record is void"), JSON),
+            ),
+        )),
+        Command("lot", "lots: close this gateway's part of one", _group_help, commands=(
+            Command("close", "commit to the sum of this gateway's bags of a lot", cmd_lot_close,
+                    args=(arg("lot", help="lot id"), JSON)),
+        )),
+        Command(
+            "stock", "opening stock: the base of this site's mass balance", _group_help,
+            commands=(
+                Command(
+                    "declare",
+                    "sign this site's opening stock (once per site; committed like any mass), "
+                    "then have the registry authority pin the record",
+                    cmd_stock_declare,
+                    args=(
+                        arg("--kg", required=True,
+                            help="opening stock in kg, at most one decimal (resolution 0.1 kg); "
+                            "0 for none"),
+                        arg("--note", help="free text note, e.g. how the stock was measured"),
+                        JSON,
+                    ),
+                ),
+            ),
+        ),
+        Command("checkpoint", "sign the running sums of inputs and outputs now", cmd_checkpoint,
+                args=(JSON,)),
+        Command("events", "inspect recorded events", _group_help, commands=(
+            Command(
+                "list", "list events, oldest first", cmd_events_list,
+                args=(
+                    JSON,
+                    arg("--limit", type=int, help="only the newest N"),
+                    arg("--state", choices=[str(s) for s in RecordState],
+                        help="only this state"),
+                ),
+            ),
+            Command("show", "show one event, decoded and verified", cmd_events_show,
+                    args=(EVENT,)),
+            Command(
+                "export",
+                "export events: COSE files, or one GS1 EPCIS 2.0 JSON-LD document (masses "
+                "committed)",
+                cmd_events_export,
+                args=(
+                    arg("--format", choices=["cose", "epcis"], default="cose",
+                        help="cose: <seq>.cose files in DIR; epcis: one EPCIS 2.0 document in "
+                        "FILE, masses as commitments (docs/protocol.md §3.3)"),
+                    arg("--out", required=True, metavar="DIR|FILE",
+                        help="output directory or file"),
+                    *(arg(flag, **options) for flag, options in epcis.LOCATION_OPTIONS),
+                ),
+            ),
+            Command("verify", "verify signatures, chain and commitments", cmd_events_verify,
+                    args=(JSON,)),
+        )),
+        Command("status", "outbox counts, backlog age, disk budget, clock, alarms", cmd_status,
+                args=(JSON,)),
+        Command(
+            "sync", "send pending records to the ledger until all are acked", cmd_sync,
+            args=(
+                arg("--once", action="store_true", help="drain what is pending, then exit"),
+                BROKER,
+                arg("--timeout", type=float, help="give up after this many seconds (exit 10)"),
+                JSON,
+                arg("--from-db", metavar="FILE",
+                    help="send a broken gateway's outbox file (recovered from its SD card) "
+                    "instead of ours"),
+                arg("--cert-file", metavar="FILE",
+                    help="with --from-db: a certificate for the OLD device id (its own, or one "
+                    "`custody-ledger pki issue` made)"),
+                arg("--key-file", metavar="FILE", help="with --from-db: that certificate's key"),
+            ),
+        ),
+        Command(
+            "run",
+            "run the gateway service: device readers, workflows and sync under one supervisor, "
+            "/healthz and /metrics on localhost, systemd Type=notify; SIGTERM drains, SIGHUP "
+            "reloads",
+            cmd_run,
+            args=(
+                BROKER,
+                arg("--log-format", choices=["text", "json"], default="text",
+                    help="one line per event on stdout: logfmt key=value (default) or JSON"),
+            ),
+        ),
+        Command(
+            "scan",
+            "handheld scan-and-tag console: scan seals into a lot, weigh bags, void the last "
+            "bag, count bags per lot today (keyboard-wedge or serial scanner, optional scale and "
+            "camera)",
+            cmd_scan,
+            args=(
+                arg("--lang", choices=["en", "fr"], help="screen language (default: from LANG)"),
+                arg("--scale-port", metavar="URL", help="platform scale port (scan.scale_port)"),
+                arg("--scale-dialect", metavar="D", help="its dialect (scan.scale_dialect)"),
+                arg("--scanner-port", metavar="URL", help="serial scanner (scan.scanner_port)"),
+                arg("--camera", metavar="SOURCE", help="/dev/video0, rtsp://... (scan.camera)"),
+            ),
+        ),
+        Command("devices", "serial devices: dialects and live decoding", _group_help, commands=(
+            Command("dialects", "list the device dialects", cmd_devices_dialects, args=(JSON,)),
+            Command(
+                "listen",
+                "print every frame decoded from a port, with errors and counters, until "
+                "interrupted",
+                cmd_devices_listen,
+                args=(
+                    arg("--port", required=True,
+                        help="port URL: /dev/serial/by-id/..., socket://h:p"),
+                    arg("--dialect", required=True,
+                        help="dialect name (see `devices dialects`)"),
+                    arg("--baud", type=int, help="override the dialect's default baud rate"),
+                    arg("--duration", type=float, help="stop after this many seconds"),
+                    arg("--json", action="store_true", help="one JSON object per line"),
+                ),
+            ),
+        )),
+        Command(
+            "sim", "run a simulated device on a pty or a TCP port", cmd_sim,
+            args=(
+                arg("kind", choices=["scale", "rfid", "scanner", "gps"], help="device kind"),
+                arg("--dialect", help="dialect to speak (default: the kind's first)"),
+                OneOf((
+                    arg("--pty", action="store_true",
+                        help="create a pseudo-terminal (default)"),
+                    arg("--listen", metavar="HOST:PORT",
+                        help="listen on TCP like a serial server"),
+                    arg("--port", metavar="URL", help="write to a serial port URL instead"),
+                )),
+                arg("--link", metavar="PATH", help="with --pty: keep a stable symlink here"),
+                arg("--rate", type=float, default=10.0, help="frames per second (default 10)"),
+                arg("--seed", type=int, default=1, help="random seed (reproducible streams)"),
+                arg("--noise", type=float, default=0.0, help="probability of garbage bytes"),
+                arg("--bad-checksum", type=float, default=0.0,
+                    help="probability of a bad frame"),
+                arg("--duration", type=float, help="stop after this many seconds"),
+                arg("--frames", type=int, help="stop after this many frames"),
+            ),
+        ),
+        Command("camera", "camera and image decoding", _group_help, commands=(
+            Command(
+                "decode", "decode QR codes and barcodes in images", cmd_camera_decode,
+                args=(
+                    arg("images", nargs="+", help="image files"),
+                    arg("--json", action="store_true", help="one JSON object per image"),
+                ),
+            ),
+        )),
+    ),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return cli_table.build_parser(COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
