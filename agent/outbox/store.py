@@ -296,6 +296,16 @@ class Outbox:
                 counts[str(state)] = int(n)
         return counts
 
+    def rejected_reasons(self) -> dict[str, int]:
+        """How many records the ledger refused, by the reason its signed ack gave."""
+        with translate_sqlite_errors("counting rejections"):
+            rows = self.conn.execute(
+                "SELECT COALESCE(reject_reason, '?'), COUNT(*) FROM events "
+                "WHERE state = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+                (str(RecordState.REJECTED),),
+            ).fetchall()
+        return {str(reason): int(n) for reason, n in rows}
+
     def oldest_unacked_ms(self) -> int | None:
         """Local insertion time of the oldest event the ledger has not acknowledged."""
         with translate_sqlite_errors("reading the backlog"):

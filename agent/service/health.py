@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,6 +35,7 @@ from prometheus_client.registry import Collector
 from agent.clock import Clock
 from agent.outbox import Outbox, RecordState
 from agent.service.workers import Sample
+from agent.status import GatewayStatus, read_status
 from custody.event import TimeQuality
 
 __all__ = ["METRICS", "HealthServer", "MetricSpec", "OutboxGauges", "SampleCollector"]
@@ -167,44 +167,43 @@ class SampleCollector(Collector):
 
 
 class OutboxGauges:
-    """Outbox state read at scrape time over a connection of its own."""
+    """Outbox state read at scrape time over a connection of its own (``agent.status``)."""
 
-    def __init__(self, path: Path, *, budget_bytes: int, clock: Clock, boot: int) -> None:
+    def __init__(
+        self, path: Path, *, budget_bytes: int, alarm_percent: int, clock: Clock, boot: int
+    ) -> None:
         self.outbox = Outbox.open(path, check=None, create=False)
         self.budget_bytes = budget_bytes
+        self.alarm_percent = alarm_percent
         self.clock = clock
         self.boot = boot
         self._lock = threading.Lock()  # HTTP requests are served on several threads
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> GatewayStatus:
         with self._lock:
-            counts = self.outbox.counts_by_state()
-            oldest = self.outbox.oldest_unacked_ms()
-            used = self.outbox.usage_bytes()
-            alarms = self.outbox.active_alarms()
-        now_ms = time.time_ns() // 1_000_000
-        return {
-            "events": counts,
-            "oldest_unacked_age_s": 0.0 if oldest is None else max(0, now_ms - oldest) / 1000,
-            "disk_used_bytes": used,
-            "disk_budget_bytes": self.budget_bytes,
-            "alarms": sorted({a["kind"] for a in alarms}),
-            "clock_quality": str(self.clock.now().quality),
-        }
+            return read_status(
+                self.outbox,
+                budget_bytes=self.budget_bytes,
+                alarm_percent=self.alarm_percent,
+                clock_quality=str(self.clock.now().quality),
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.status().as_json()
 
     def samples(self) -> Iterator[Sample]:
-        snap = self.snapshot()
+        st = self.status()
         for state in RecordState:
-            yield Sample("custody_outbox_events", {"state": str(state)}, snap["events"][str(state)])
-        yield Sample("custody_outbox_oldest_unacked_age_seconds", {}, snap["oldest_unacked_age_s"])
-        yield Sample("custody_outbox_disk_used_bytes", {}, snap["disk_used_bytes"])
-        yield Sample("custody_outbox_disk_budget_bytes", {}, self.budget_bytes)
-        ratio = snap["disk_used_bytes"] / self.budget_bytes if self.budget_bytes else 0.0
-        yield Sample("custody_outbox_disk_budget_used_ratio", {}, ratio)
-        for kind in snap["alarms"]:
+            yield Sample("custody_outbox_events", {"state": str(state)}, st.events[str(state)])
+        age = st.oldest_unacked_age_s or 0.0  # 0 when nothing waits (docs/operations.md)
+        yield Sample("custody_outbox_oldest_unacked_age_seconds", {}, age)
+        yield Sample("custody_outbox_disk_used_bytes", {}, st.disk_used_bytes)
+        yield Sample("custody_outbox_disk_budget_bytes", {}, st.disk_budget_bytes)
+        yield Sample("custody_outbox_disk_budget_used_ratio", {}, st.disk_used_ratio)
+        for kind in sorted({a["kind"] for a in st.alarms}):
             yield Sample("custody_alarms_active", {"kind": kind}, 1.0)
         for q in TimeQuality:
-            current = 1.0 if str(q) == snap["clock_quality"] else 0.0
+            current = 1.0 if str(q) == st.clock_quality else 0.0
             yield Sample("custody_clock_quality", {"quality": str(q)}, current)
         yield Sample("custody_boot_counter", {}, self.boot)
 

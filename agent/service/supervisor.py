@@ -172,6 +172,7 @@ class Service:
         self.gauges = OutboxGauges(
             self.paths.outbox,
             budget_bytes=cfg.budget_mb * 2**20,
+            alarm_percent=cfg.alarm_percent,
             clock=self.recorder.clock,
             boot=self.recorder.boot,
         )
