@@ -22,7 +22,7 @@ from agent.uplink import sync_once
 from custody.envelope import ChainVerifier
 from custody.event import EventType
 from custody.merkle import root
-from ledger.intake import Intake
+from ledger.intake import Intake, IntakeResult
 from ledger.log import verify_checkpoint
 from ledger.service import LedgerService
 from ledger.store import LedgerStore
@@ -149,24 +149,41 @@ def test_a_second_sync_sends_only_what_is_new(gateway: Gateway, ledger: Ledger) 
 
 @PAHO_TLS_RECONNECT_LEAK
 def test_broker_killed_and_restarted_mid_drain_loses_and_duplicates_nothing(
-    gateway: Gateway, ledger: Ledger, broker: MosquittoBroker
+    gateway: Gateway, ledger: Ledger, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    total = 3001  # the outbox's first record plus the seal scans
     with gateway.recorder() as rec:
         futures = [rec.submit(EventType.SEAL_SCAN, {"seal": f"K-{i}"}) for i in range(3000)]
         for f in futures:
             f.result()
-    killed = threading.Event()
+    # The gateway's ack count lags the ledger by whole batches, so a kill timed by it alone
+    # can land after the ledger has logged and acked every record: the uplink then drains
+    # from acks already delivered and returns before paho even retries (at least 1 s), with
+    # no reconnect to count. Hold the ledger instead, with records logged and records still
+    # to log, until the broker is dead: the remaining acks can only come after a reconnect.
+    held, killed = threading.Event(), threading.Event()
+    ingest = ledger.intake.ingest
+
+    def ingest_held_mid_drain(
+        device_id: str, payload: bytes, *, correlation: bytes | None = None
+    ) -> IntakeResult:
+        if not killed.is_set() and 300 <= ledger.store.log_size() < total:
+            held.set()
+            killed.wait(60)  # bounded: an uplink that never kills cannot hang this thread
+        return ingest(device_id, payload, correlation=correlation)
+
+    monkeypatch.setattr(ledger.intake, "ingest", ingest_held_mid_drain)
 
     def kill_once_acks_flow(acked: int) -> None:
         # Fault at a real mid-drain moment: some records acked, most still to go.
-        if acked >= 300 and not killed.is_set():
-            killed.set()
+        if acked >= 300 and held.is_set() and not killed.is_set():
             broker.kill()
+            killed.set()
             threading.Thread(target=broker.restart, daemon=True).start()
 
     stats, counts = sync_once(gateway.data_dir, timeout_s=240, progress=kill_once_acks_flow)
     assert killed.is_set() and stats.reconnects >= 1
-    assert counts == {"pending": 0, "sent": 0, "acked": 3001, "rejected": 0}
+    assert counts == {"pending": 0, "sent": 0, "acked": total, "rejected": 0}
     logged = ledger.store.events(DEVICE)
-    assert [e.seq for e in logged] == list(range(1, 3002))
+    assert [e.seq for e in logged] == list(range(1, total + 1))
     assert ledger.store.integrity_ok()
