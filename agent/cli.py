@@ -20,17 +20,19 @@ from agent.cli_table import Command, OneOf, arg
 from agent.identity import load_device_key
 from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
-from agent.recorder import Recorder, kg_to_units, units_to_kg
+from agent.recorder import Recorder
 from agent.settings import SETTINGS, check_config, load_config
-from custody import cbor, cose, epcis
+from agent.status import read_status
+from custody import epcis
 from custody.commitment import MAX_SUM_UNITS
-from custody.envelope import verify_envelope
+from custody.envelope import peek, verify_envelope
 from custody.errors import CaptureError, ConfigError, CustodyError, VerificationError
 from custody.exits import ExitCode, exit_code_for
 from custody.files import fsync_directory, replace_file
+from custody.mass import kg_to_units, units_to_kg
 from firmware_bridge.errors import DeviceError, PortConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 # --- output helpers -----------------------------------------------------------------
@@ -60,7 +62,7 @@ def _event_json(e: StoredEvent, outbox: Outbox | None = None) -> dict[str, Any]:
 def _describe(e: StoredEvent) -> str:
     """A few words from the signed body for the listing (decoded, not re-verified)."""
     try:
-        body = cbor.decode(cose.decode_sign1(e.envelope).payload).get("body", {})
+        body = peek(e.envelope).get("body", {})
     except VerificationError:
         return "(undecodable)"
     parts = []
@@ -434,55 +436,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(paths.config)
     outbox = _open_outbox(args)
     try:
-        counts = outbox.counts_by_state()
-        oldest = outbox.oldest_unacked_ms()
-        used = outbox.usage_bytes()
-        latest = outbox.events(limit=1, newest_first=True)
-        status: dict[str, Any] = {
-            "device_id": cfg.device_id,
-            "site_id": cfg.site_id,
-            "data_dir": str(paths.root),
-            "events": counts,
-            "oldest_unacked_age_s": (
-                None if oldest is None else round((time.time_ns() // 10**6 - oldest) / 1000, 1)
-            ),
-            "disk_budget": {
-                "used_bytes": used,
-                "budget_bytes": cfg.budget_mb * 2**20,
-                "used_percent": round(100 * used / (cfg.budget_mb * 2**20), 2),
-                "alarm_percent": cfg.alarm_percent,
-            },
-            "clock_quality": latest[0].time_quality if latest else None,
-            "boot_counter": outbox.boot_counter(),
-            "alarms": outbox.active_alarms(),
-            "rejected_reasons": _rejected_reasons(outbox) if counts.get("rejected") else {},
-        }
+        st = read_status(
+            outbox, budget_bytes=cfg.budget_mb * 2**20, alarm_percent=cfg.alarm_percent
+        )
     finally:
         outbox.close()
     if args.json:
-        _print_json(status)
+        where = {"device_id": cfg.device_id, "site_id": cfg.site_id, "data_dir": str(paths.root)}
+        _print_json(where | st.as_json())
         return 0
-    print(f"gateway {status['device_id']} at site {status['site_id']} ({paths.root})")
-    print("events  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    age = status["oldest_unacked_age_s"]
+    print(f"gateway {cfg.device_id} at site {cfg.site_id} ({paths.root})")
+    print("events  " + ", ".join(f"{k} {v}" for k, v in st.events.items()))
+    age = st.oldest_unacked_age_s
     print("oldest unacked  " + ("none (all acked)" if age is None else f"{age} s"))
-    b = status["disk_budget"]
-    print(f"disk budget     {b['used_percent']}% of {cfg.budget_mb} MiB")
-    print(f"clock quality   {status['clock_quality']}   boot counter {status['boot_counter']}")
-    for a in status["alarms"]:
+    print(f"disk budget     {round(100 * st.disk_used_ratio, 2)}% of {cfg.budget_mb} MiB")
+    print(f"clock quality   {st.clock_quality}   boot counter {st.boot_counter}")
+    for a in st.alarms:
         print(f"ALARM {a['kind']}: {a['message']}")
-    for reason, n in status["rejected_reasons"].items():
+    for reason, n in st.rejected_reasons.items():
         print(f"REJECTED by the ledger: {n} record(s): {reason}")
     return 0
-
-
-def _rejected_reasons(outbox: Outbox) -> dict[str, int]:
-    """Why the ledger refused records (from its signed acks), e.g. ``device key revoked``."""
-    reasons: dict[str, int] = {}
-    for e in outbox.events(state=RecordState.REJECTED):
-        reason = e.reject_reason or "?"
-        reasons[reason] = reasons.get(reason, 0) + 1
-    return reasons
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -13,6 +13,9 @@ from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
 from agent.cli import build_parser
+from agent.clock import SystemClock
+from agent.paths import DataDir
+from agent.service.health import OutboxGauges
 from tests.conftest import Gateway
 from tests.support import run_cli
 
@@ -125,6 +128,21 @@ def test_record_list_show_export_verify_status(gateway: Gateway, tmp_path: Path)
     assert 0 < status["disk_budget"]["used_bytes"] < status["disk_budget"]["budget_bytes"]
     assert status["clock_quality"] in {"synced", "unsynced", "none"}
     assert status["alarms"] == []
+    # /healthz reads the same outbox through the same function: one meaning for both.
+    gauges = OutboxGauges(
+        DataDir(gateway.data_dir).outbox,
+        budget_bytes=status["disk_budget"]["budget_bytes"],
+        alarm_percent=status["disk_budget"]["alarm_percent"],
+        clock=SystemClock(earliest_valid_ms=0),
+        boot=status["boot_counter"],
+    )
+    try:
+        served = gauges.snapshot()
+    finally:
+        gauges.close()
+    assert served["clock_quality"] in {"synced", "unsynced", "none"}
+    for key in ("events", "disk_budget", "boot_counter", "alarms", "rejected_reasons"):
+        assert served[key] == status[key], key
 
 
 @pytest.mark.parametrize(
