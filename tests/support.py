@@ -48,6 +48,26 @@ def random_chunks(data: bytes, seed: int, max_len: int = 9) -> list[bytes]:
     return chunks
 
 
+def assert_cut_anywhere(
+    make_parser: Callable[[], Any],
+    data: bytes,
+    whole: list[object],
+    stats: object,
+    *,
+    seeds: Iterable[int] = range(5),
+    max_len: int = 9,
+) -> None:
+    """A serial line may deliver ``data`` in any pieces: fed byte by byte and in seeded
+    random chunks, a fresh parser returns exactly ``whole`` (what it returned for the
+    data fed at once) and ends with the same ``stats``."""
+    cuts = [("byte by byte", [data[i : i + 1] for i in range(len(data))])]
+    cuts += [(f"random chunks, seed {s}", random_chunks(data, s, max_len)) for s in seeds]
+    for how, chunks in cuts:
+        parser = make_parser()
+        assert feed_chunks(parser, chunks) == whole, how
+        assert parser.stats == stats, how
+
+
 def wait_until(
     check: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.02
 ) -> T:

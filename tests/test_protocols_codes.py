@@ -35,7 +35,7 @@ from firmware_bridge.protocols.codes import (
     parse_digital_link,
     parse_element_string,
 )
-from tests.support import feed_chunks, random_chunks
+from tests.support import assert_cut_anywhere, feed_chunks, random_chunks
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "scanner-line" / "lines.json").read_text()
@@ -45,10 +45,6 @@ CASES: list[dict[str, Any]] = json.loads(
 def _feed(chunks: list[bytes]) -> tuple[list[object], ScannerLineParser]:
     parser = ScannerLineParser()
     return feed_chunks(parser, chunks), parser
-
-
-def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    return random_chunks(data, seed, max_len=9)
 
 
 def _pairs(elements: Any) -> list[tuple[str, str]]:
@@ -80,16 +76,10 @@ def test_scanner_fixtures(case: dict[str, Any]) -> None:
     assert parser.stats.checksum_errors == case.get("checksum_errors", 0)
     frames = [o for o in whole if isinstance(o, SealCode)]
     assert parser.stats.frames == len(frames)
-    bytewise, p2 = _feed([bytes([b]) for b in data])
-    assert bytewise == whole
-    assert p2.stats == parser.stats
-    for seed in range(5):
-        chunked, p3 = _feed(_random_chunks(data, seed))
-        assert chunked == whole
-        assert p3.stats == parser.stats
+    assert_cut_anywhere(ScannerLineParser, data, whole, parser.stats)
     if frames:
         noise = b"\x00\x01\x02\r\n"
-        wrapped, _ = _feed(_random_chunks(noise + data + b"\x00partial", 42))
+        wrapped, _ = _feed(random_chunks(noise + data + b"\x00partial", 42))
         assert [o for o in wrapped if isinstance(o, SealCode)] == frames
         assert isinstance(wrapped[0], FrameError)
         assert wrapped[0].raw == noise.rstrip()
@@ -461,7 +451,7 @@ def test_scanner_any_bytes(parts: list[bytes]) -> None:
     data = b"".join(parts)
     parser = ScannerLineParser()
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data)):
         new = parser.feed(chunk)
         assert all(isinstance(o, (SealCode, FrameError)) for o in new)
         assert len(parser._buf) <= parser.max_line

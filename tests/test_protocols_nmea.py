@@ -27,7 +27,7 @@ from firmware_bridge.protocols.nmea import (
     nmea_checksum,
     nmea_sentence,
 )
-from tests.support import feed_chunks, random_chunks
+from tests.support import assert_cut_anywhere, feed_chunks, random_chunks
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "nmea" / "sentences.json").read_text()
@@ -37,10 +37,6 @@ CASES: list[dict[str, Any]] = json.loads(
 def _feed(chunks: list[bytes]) -> tuple[list[object], NmeaParser]:
     parser = NmeaParser()
     return feed_chunks(parser, chunks), parser
-
-
-def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    return random_chunks(data, seed, max_len=9)
 
 
 def _hms(utc_time: str) -> dt.time:
@@ -94,16 +90,10 @@ def test_nmea_fixtures(case: dict[str, Any]) -> None:
     assert dict(parser.ignored) == case.get("ignored", {})
     fixes = [o for o in whole if isinstance(o, GpsFix)]
     assert parser.stats.frames == len(fixes)
-    bytewise, p2 = _feed([bytes([b]) for b in data])
-    assert bytewise == whole
-    assert p2.stats == parser.stats
-    for seed in range(5):
-        chunked, p3 = _feed(_random_chunks(data, seed))
-        assert chunked == whole
-        assert p3.stats == parser.stats
+    assert_cut_anywhere(NmeaParser, data, whole, parser.stats)
     if fixes:
         noise = b"\x00\xffgarbage,*"
-        wrapped, p4 = _feed(_random_chunks(noise + data + b"$GPG", 7))
+        wrapped, p4 = _feed(random_chunks(noise + data + b"$GPG", 7))
         assert [o for o in wrapped if isinstance(o, GpsFix)] == fixes
         assert isinstance(wrapped[0], FrameError)
         assert wrapped[0].raw.startswith(noise)
@@ -276,7 +266,7 @@ def test_nmea_any_bytes(parts: list[bytes]) -> None:
     data = b"".join(parts)
     parser = NmeaParser()
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data)):
         new = parser.feed(chunk)
         assert all(isinstance(o, (GpsFix, FrameError)) for o in new)
         assert len(parser._buf) <= NMEA_MAX_SENTENCE
@@ -289,7 +279,7 @@ def test_nmea_any_bytes(parts: list[bytes]) -> None:
 def test_sentences_survive_noise_without_terminators(items: list[tuple[bytes, bytes]]) -> None:
     # Noise with no CR/LF/$ glued in front of each sentence: the "$" resyncs.
     data = b"".join(junk.translate(None, b"\r\n$") + sentence for junk, sentence in items)
-    out, _ = _feed(_random_chunks(data, 3))
+    out, _ = _feed(random_chunks(data, 3))
     assert [o.raw + b"\r\n" for o in out if isinstance(o, GpsFix)] == [s for _, s in items]
 
 

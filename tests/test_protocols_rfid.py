@@ -40,7 +40,7 @@ from firmware_bridge.protocols.rfid import (
     rdm6300_frame,
     wiegand26_bits,
 )
-from tests.support import feed_chunks, random_chunks
+from tests.support import assert_cut_anywhere, feed_chunks, random_chunks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 Factory = Callable[[], Any]
@@ -61,10 +61,6 @@ def _raw(case: dict[str, Any]) -> bytes:
 def _feed(factory: Factory, chunks: list[bytes]) -> tuple[list[object], Any]:
     parser = factory()
     return feed_chunks(parser, chunks), parser
-
-
-def _random_chunks(data: bytes, seed: int) -> list[bytes]:
-    return random_chunks(data, seed, max_len=7)
 
 
 def _check(out: list[object], expect: list[dict[str, Any]]) -> None:
@@ -91,18 +87,11 @@ def _fixture_roundtrip(
     assert parser.stats.checksum_errors == case.get("checksum_errors", 0)
     frames = [o for o in whole if not isinstance(o, FrameError)]
     assert parser.stats.frames == len(frames)
-    # Byte by byte and in random chunks: the very same output and stats.
-    bytewise, p2 = _feed(factory, [bytes([b]) for b in data])
-    assert bytewise == whole
-    assert p2.stats == parser.stats
-    for seed in range(5):
-        chunked, p3 = _feed(factory, _random_chunks(data, seed))
-        assert chunked == whole
-        assert p3.stats == parser.stats
+    assert_cut_anywhere(factory, data, whole, parser.stats, max_len=7)
     # Garbage around a case that carries frames: the frames survive, the noise is reported.
     if frames:
         before, after = garbage
-        wrapped, p4 = _feed(factory, _random_chunks(before + data + after, 99))
+        wrapped, p4 = _feed(factory, random_chunks(before + data + after, 99, max_len=7))
         assert [o for o in wrapped if not isinstance(o, FrameError)] == frames
         assert any(isinstance(o, FrameError) and o.raw.startswith(before[:4]) for o in wrapped)
         assert p4.stats.dropped_bytes >= parser.stats.dropped_bytes + len(before.rstrip(b"\r\n"))
@@ -144,7 +133,7 @@ def test_rdm6300_any_bytes(parts: list[bytes]) -> None:
     data = b"".join(parts)
     parser = Rdm6300Parser()
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data), max_len=7):
         new = parser.feed(chunk)
         assert all(isinstance(o, (TagRead, FrameError)) for o in new)
         assert parser.buffered <= RDM6300_MAX_FRAME
@@ -222,7 +211,7 @@ def test_wiegand_roundtrip_and_every_single_bit_error_detected(
 def test_wiegand_any_bytes(data: bytes, fmt: str) -> None:
     parser = Wiegand26TextParser(format=fmt)
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data), max_len=7):
         new = parser.feed(chunk)
         assert all(isinstance(o, (TagRead, FrameError)) for o in new)
         assert len(parser._buf) <= parser.max_line
@@ -276,7 +265,7 @@ def test_r2000_any_bytes(parts: list[bytes]) -> None:
     data = b"".join(parts)
     parser = R2000Parser()
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data), max_len=7):
         new = parser.feed(chunk)
         assert all(isinstance(o, (TagRead, CommandReply, FrameError)) for o in new)
         assert parser.buffered < R2000_MAX_FRAME
@@ -365,7 +354,7 @@ def test_chafon_any_bytes(parts: list[bytes]) -> None:
     data = b"".join(parts)
     parser = ChafonParser()
     out: list[object] = []
-    for chunk in _random_chunks(data, len(data)):
+    for chunk in random_chunks(data, len(data), max_len=7):
         new = parser.feed(chunk)
         assert all(isinstance(o, (TagRead, CommandReply, FrameError)) for o in new)
         assert parser.buffered < CHAFON_MAX_FRAME
@@ -377,7 +366,7 @@ def test_chafon_any_bytes(parts: list[bytes]) -> None:
 @given(st.lists(st.lists(st.binary(min_size=2, max_size=12), min_size=1, max_size=3), max_size=5))
 def test_chafon_back_to_back_replies_all_decoded(replies: list[list[bytes]]) -> None:
     data = b"".join(_chafon_inventory_reply(r) for r in replies)
-    out, parser = _feed(ChafonParser, _random_chunks(data, 7))
+    out, parser = _feed(ChafonParser, random_chunks(data, 7, max_len=7))
     assert [o.tag_id for o in out] == [e.hex().upper() for r in replies for e in r]
     assert parser.stats.errors == 0
 

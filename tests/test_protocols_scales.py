@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from firmware_bridge.protocols.scales import (
     sma_request,
     xk3190_request,
 )
+from tests.support import random_chunks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = ["mt-sics", "toledo-continuous", "sma", "ad-cas", "xk3190-a9", "xk3190-a12", "regex"]
@@ -150,13 +151,8 @@ def feed_all(parser: Parser, pieces: Iterable[bytes]) -> list[object]:
     return out
 
 
-def random_chunks(data: bytes, seed: int) -> Iterator[bytes]:
-    rng = random.Random(seed)
-    i = 0
-    while i < len(data):
-        n = rng.randint(1, 17)
-        yield data[i : i + n]
-        i += n
+def chunks_of(data: bytes, seed: int) -> list[bytes]:
+    return random_chunks(data, seed, max_len=17)
 
 
 def frames_of(items: list[object]) -> list[object]:
@@ -213,7 +209,7 @@ def test_fixture_fed_byte_by_byte(case: Case) -> None:
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_fixture_fed_in_random_chunks(case: Case, seed: int) -> None:
     parser = case.parser()
-    out = feed_all(parser, random_chunks(case.data, seed))
+    out = feed_all(parser, chunks_of(case.data, seed))
     assert frames_of(out) == case.frames
     assert parser.stats.dropped_bytes == case.dropped
     assert parser.stats.checksum_errors == case.checksum_errors
@@ -225,7 +221,7 @@ def test_fixture_fed_in_random_chunks(case: Case, seed: int) -> None:
 def test_fixture_wrapped_in_garbage(case: Case, chunked: bool) -> None:
     data = GARBAGE + case.data + GARBAGE
     parser = case.parser()
-    out = feed_all(parser, random_chunks(data, 99) if chunked else [data])
+    out = feed_all(parser, chunks_of(data, 99) if chunked else [data])
     assert frames_of(out) == case.frames  # the same frames come out
     # A line dialect drops the garbage line (its terminators end it); a marker
     # dialect drops every byte before a start marker.
@@ -302,7 +298,7 @@ def test_overlong_line_is_dropped_counted_and_bounded(name: str) -> None:
     assert isinstance(parser, LineParser)
     limit = parser.max_line
     flood = b"A" * (10 * limit + 3)
-    out = feed_all(parser, random_chunks(flood, 5))
+    out = feed_all(parser, chunks_of(flood, 5))
     assert buffered(parser)[0] <= limit
     assert len(out) == 1 and isinstance(out[0], FrameError) and len(out[0].raw) <= limit
     assert parser.stats.overflows == 1
@@ -319,7 +315,7 @@ def test_marker_dialect_holds_at_most_one_partial_frame(name: str) -> None:
     assert limit == {"toledo-continuous": 18, "xk3190-a9": 14}[name]
     rng = random.Random(3)
     noise = bytes(rng.choice(b"\x02=0123456789+-AB\r\x03") for _ in range(5000))
-    out = feed_all(parser, random_chunks(noise, 8))
+    out = feed_all(parser, chunks_of(noise, 8))
     assert all(isinstance(x, WeightReading | FrameError) for x in out)
     # A start marker followed by bytes that never complete a frame stays bounded too.
     feed_all(parser, [b"\x02" + b"1" * 5 for _ in range(50)])
