@@ -1,8 +1,8 @@
 """Open the ledger store a location names: a PostgreSQL URL or a SQLite file path.
 
-``postgresql://...`` (or libpq's ``postgres://`` alias) opens ``PostgresLedgerStore``,
-the scale-out store that several intake workers share (ARCHITECTURE.md "Scale
-beyond one machine"); anything else is the path of a SQLite ``LedgerStore``.
+``postgresql://...`` (or libpq's ``postgres://`` alias) opens a ``LedgerStore`` on
+PostgreSQL, the scale-out store that several intake workers share (ARCHITECTURE.md
+"Scale beyond one machine"); anything else is the path of a SQLite ledger file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def is_postgres_url(location: str | Path) -> bool:
 def open_store(url_or_path: str | Path) -> Store:
     """The store at ``url_or_path``; ``StorageError`` when it cannot be opened."""
     if is_postgres_url(url_or_path):
-        from ledger.store_pg import PostgresLedgerStore  # psycopg only when asked for
+        from ledger.dialect_pg import PostgresDialect  # psycopg only when asked for
 
-        return PostgresLedgerStore(str(url_or_path))
+        return LedgerStore(PostgresDialect(str(url_or_path)))
     return LedgerStore(Path(url_or_path))

@@ -21,9 +21,10 @@ from custody.commitment import commit_masses, seal_openings
 from custody.envelope import EventSigner, event_id_of
 from custody.event import DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey
+from ledger.dialect_pg import PostgresDialect
 from ledger.intake import Intake
+from ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from ledger.store import LedgerStore, Store
-from ledger.store_pg import PostgresLedgerStore
 from sync.ack import Ack, verify_ack
 from sync.batch import encode_batch
 from tests.conftest import Gateway
@@ -44,7 +45,7 @@ def location(request: pytest.FixtureRequest, ledger_dir: Path) -> str:
 @pytest.fixture
 def store(location: str) -> Iterator[Store]:
     opened: Store = (
-        PostgresLedgerStore(location)
+        LedgerStore(PostgresDialect(location))
         if location.startswith("postgresql")
         else LedgerStore(Path(location))
     )
@@ -216,11 +217,9 @@ def test_enroll_valid_from_on_the_command_line(
 
 # --- migrations -----------------------------------------------------------------------------
 def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path, device_key: DeviceKey) -> None:
-    from ledger import store as store_module
-
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(f"BEGIN; {store_module._SCHEMA} PRAGMA user_version = 1; COMMIT;")
+    conn.executescript(f"BEGIN; {MIGRATIONS[0].sqlite} PRAGMA user_version = 1; COMMIT;")
     conn.execute(
         "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms)"
         " VALUES (?, ?, ?, ?, 1234)",
@@ -234,7 +233,7 @@ def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path, device_key: Device
         assert key.valid_from_ms == 1234  # valid since its enrolment, as before
         assert store.forks() == []
         version = store.conn.execute("PRAGMA user_version").fetchone()[0]
-        assert version == store_module.SCHEMA_VERSION == 4
+        assert version == SCHEMA_VERSION == 4
         assert store.dead_letters() == [] and store.rejection_rows() == 0
     finally:
         store.close()
@@ -242,17 +241,15 @@ def test_a_version_1_sqlite_store_is_migrated(tmp_path: Path, device_key: Device
 
 
 def test_a_version_1_postgres_store_is_migrated(pg_dsn: str, device_key: DeviceKey) -> None:
-    from ledger import store_pg
-
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(store_pg._SCHEMA)
+        conn.execute(MIGRATIONS[0].postgresql)
         conn.execute("INSERT INTO ledger_schema (version) VALUES (1)")
         conn.execute(
             "INSERT INTO device_keys (kid, device_id, site_id, public_key, enrolled_ms)"
             " VALUES (%s, %s, %s, %s, 1234)",
             (device_key.kid, DEVICE, SITE, device_key.public_key),
         )
-    store = PostgresLedgerStore(pg_dsn)
+    store = LedgerStore(PostgresDialect(pg_dsn))
     try:
         key = store.key(device_key.kid)
         assert key is not None

@@ -21,11 +21,12 @@ import pytest
 from custody.errors import StorageError
 from custody.keys import DeviceKey
 from custody.merkle import CompactRange, leaf_hash, root, verify_inclusion
-from ledger import store as sqlite_store
-from ledger import store_pg
+from ledger import store as ledger_store
+from ledger.dialect_pg import PostgresDialect
+from ledger.dialect_sqlite import statements
 from ledger.log import prove_consistency, prove_inclusion
+from ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from ledger.store import LedgerStore, LoggedRegistryEntry, NewEvent, Store
-from ledger.store_pg import PostgresLedgerStore
 
 DEVICE = "gw-reg-01"
 SITE = "KOL-01"
@@ -39,8 +40,8 @@ class Opened:
 
     def raw(self, query: str, *params: object) -> None:
         """A statement outside the store's methods (as an operator's shell would)."""
-        if isinstance(self.store, LedgerStore):
-            self.store.conn.execute(query.replace("%s", "?"), params)
+        if self.kind == "sqlite":
+            self.store.dialect.conn.execute(query.replace("%s", "?"), params)
         else:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 conn.execute(query, params)
@@ -53,7 +54,7 @@ def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opened]:
         result = Opened(LedgerStore(tmp_path / "ledger.sqlite"), "sqlite")
     else:
         dsn = request.getfixturevalue("pg_dsn")
-        result = Opened(PostgresLedgerStore(dsn), "postgres", dsn)
+        result = Opened(LedgerStore(PostgresDialect(dsn)), "postgres", dsn)
     yield result
     result.store.close()
 
@@ -335,8 +336,8 @@ def test_rotate_key_stores_the_old_keys_last_seq(opened: Opened, key: DeviceKey)
 def _v3_sqlite(path: Path, key: DeviceKey, events: list[NewEvent]) -> bytes:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
-    for script in sqlite_store._MIGRATIONS[:3]:
-        for statement in sqlite_store._statements(script):
+    for migration in MIGRATIONS[:3]:
+        for statement in statements(migration.sqlite):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 3")
     old_root = _fill_v3(lambda q, p: conn.execute(q.replace("%s", "?"), p), key, events)
@@ -399,8 +400,8 @@ def test_a_version_3_sqlite_store_is_migrated(tmp_path: Path, key: DeviceKey) ->
     old_root = _v3_sqlite(path, key, events)
     store = LedgerStore(path)
     try:
-        version = store.conn.execute("PRAGMA user_version").fetchone()[0]
-        assert version == sqlite_store.SCHEMA_VERSION == 4
+        version = store.dialect.conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == SCHEMA_VERSION == 4
         _check_migrated(store, key, events, old_root)
     finally:
         store.close()
@@ -414,16 +415,16 @@ def test_a_version_3_sqlite_store_is_migrated(tmp_path: Path, key: DeviceKey) ->
 def test_a_version_3_postgres_store_is_migrated(pg_dsn: str, key: DeviceKey) -> None:
     events = [event(key, s) for s in (1, 2, 3)]
     with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.transaction():
-        for version in (1, 2, 3):
-            conn.execute(store_pg._MIGRATIONS[version])
-            conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (version,))
+        for migration in MIGRATIONS[:3]:
+            conn.execute(migration.postgresql)
+            conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (migration.version,))
         old_root = _fill_v3(conn.execute, key, events)
-    store = PostgresLedgerStore(pg_dsn)
+    store = LedgerStore(PostgresDialect(pg_dsn))
     try:
         with psycopg.connect(pg_dsn) as conn:
             rows = conn.execute("SELECT version FROM ledger_schema ORDER BY version").fetchall()
-        assert rows == [(v,) for v in range(1, store_pg.SCHEMA_VERSION + 1)]
-        assert store_pg.SCHEMA_VERSION == sqlite_store.SCHEMA_VERSION == 4
+        assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        assert SCHEMA_VERSION == 4
         _check_migrated(store, key, events, old_root)
     finally:
         store.close()
@@ -432,7 +433,7 @@ def test_a_version_3_postgres_store_is_migrated(pg_dsn: str, key: DeviceKey) -> 
 def test_postgres_integrity_sees_a_position_held_twice_or_a_registry_gap(
     pg_dsn: str, key: DeviceKey
 ) -> None:
-    store = PostgresLedgerStore(pg_dsn)
+    store = LedgerStore(PostgresDialect(pg_dsn))
     try:
         store.enroll(DEVICE, SITE, key.public_key, key.kid)
         append_entry(store, 1)
@@ -457,7 +458,7 @@ def test_logged_registry_entry_is_a_frozen_value() -> None:
     assert a == LoggedRegistryEntry(1, 0, bytes(32), b"x", "enrol")
     with pytest.raises(AttributeError):
         a.seq = 2  # type: ignore[misc]
-    assert "LoggedRegistryEntry" in sqlite_store.__all__
+    assert "LoggedRegistryEntry" in ledger_store.__all__
 
 
 def test_only_the_thread_holding_the_sqlite_transaction_nests_in_it(tmp_path: Path) -> None:

@@ -226,9 +226,9 @@ def test_rotation_mid_stream_over_the_broker(tmp_path: Path, central: Central) -
 
 
 def test_rotation_on_postgresql(gateway: Gateway, pg_dsn: str) -> None:
-    from ledger.store_pg import PostgresLedgerStore
+    from ledger.dialect_pg import PostgresDialect
 
-    store = PostgresLedgerStore(pg_dsn)
+    store = LedgerStore(PostgresDialect(pg_dsn))
     try:
         with gateway.recorder() as rec:
             old = rec.key

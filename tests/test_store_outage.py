@@ -17,9 +17,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from custody.keys import DeviceKey, LedgerKeyPair
+from ledger.dialect_pg import PostgresDialect
 from ledger.intake import Intake
 from ledger.service import IntakeSettings, LedgerService
-from ledger.store_pg import PostgresLedgerStore
+from ledger.store import LedgerStore
 from sync.ack import verify_ack
 from sync.batch import encode_batch
 from sync.mqtt import BrokerConfig
@@ -61,7 +62,7 @@ def test_the_intake_waits_out_a_store_outage_and_loses_nothing(
 ) -> None:
     ledger = LedgerKeyPair.generate("outage-ledger")
     key = DeviceKey.generate()
-    store = PostgresLedgerStore(cluster.admin_dsn)
+    store = LedgerStore(PostgresDialect(cluster.admin_dsn))
     store.enroll(DEVICE, "KOL-01", key.public_key, key.kid)
     with MosquittoBroker(tmp_path / "broker") as broker:
         url = f"mqtt://{broker.host}:{broker.plain_port}"

@@ -40,11 +40,13 @@ from custody.errors import StorageError
 from custody.event import DeviceTime, EventType, Payload, TimeQuality, TimeSource
 from custody.keys import DeviceKey, LedgerKeyPair
 from custody.merkle import leaf_hash, root
+from ledger.dialect_pg import PostgresDialect
+from ledger.dialect_sqlite import SqliteDialect
 from ledger.intake import Intake, IntakeResult
 from ledger.keys import PUBLIC_FILE, load_ledger_keypair
+from ledger.schema import SCHEMA_VERSION
 from ledger.service import LedgerService
 from ledger.store import LedgerStore, NewEvent, Store
-from ledger.store_pg import SCHEMA_VERSION, PostgresLedgerStore
 from ledger.stores import open_store
 from sync.ack import verify_ack
 from sync.batch import encode_batch
@@ -55,6 +57,11 @@ from tests.support import wait_until
 from tests.test_intake import DEVICE, ack_of, envelopes, fill
 
 DEADLINE_S = 60.0
+
+
+def postgres(dsn: str) -> LedgerStore:
+    """The one store class on PostgreSQL (``open_store`` does this for a URL)."""
+    return LedgerStore(PostgresDialect(dsn))
 
 
 def sql(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
@@ -87,7 +94,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         opened = LedgerStore(tmp_path / "ledger.sqlite")
     else:
-        opened = PostgresLedgerStore(request.getfixturevalue("pg_dsn"))
+        opened = postgres(request.getfixturevalue("pg_dsn"))
     yield opened
     opened.close()
 
@@ -232,10 +239,10 @@ def test_open_store_picks_the_backend_from_the_location(tmp_path: Path, pg_dsn: 
     sqlite_store = open_store(tmp_path / "ledger.sqlite")
     pg_store = open_store(pg_dsn)
     try:
-        assert isinstance(sqlite_store, LedgerStore)
-        assert isinstance(pg_store, PostgresLedgerStore)
+        assert isinstance(sqlite_store.dialect, SqliteDialect)
+        assert isinstance(pg_store.dialect, PostgresDialect)
         by_name = open_store(str(tmp_path / "other.sqlite"))
-        assert isinstance(by_name, LedgerStore)
+        assert isinstance(by_name.dialect, SqliteDialect)
         by_name.close()
     finally:
         sqlite_store.close()
@@ -245,7 +252,7 @@ def test_open_store_picks_the_backend_from_the_location(tmp_path: Path, pg_dsn: 
 def test_logged_events_cannot_be_changed_deleted_or_truncated(
     pg_dsn: str, gateway: Gateway, recorder: Recorder
 ) -> None:
-    store = PostgresLedgerStore(pg_dsn)
+    store = postgres(pg_dsn)
     key = load_device_key(gateway.data_dir / "device.key")
     store.enroll(DEVICE, "KOL-01", key.public_key, key.kid)
     Intake(store, gateway.ledger).ingest(DEVICE, encode_batch(DEVICE, envelopes(recorder)))
@@ -267,14 +274,14 @@ def test_logged_events_cannot_be_changed_deleted_or_truncated(
 
 
 def test_workers_starting_together_create_the_schema_once(pg_dsn: str) -> None:
-    opened: list[PostgresLedgerStore] = []
+    opened: list[LedgerStore] = []
     errors: list[BaseException] = []
     go = threading.Barrier(6)
 
     def open_one() -> None:
         go.wait()
         try:
-            opened.append(PostgresLedgerStore(pg_dsn))
+            opened.append(postgres(pg_dsn))
         except BaseException as exc:
             errors.append(exc)
 
@@ -299,11 +306,11 @@ def test_workers_starting_together_create_the_schema_once(pg_dsn: str) -> None:
 def test_the_sequencer_lock_admits_one_writer_and_the_next_sees_its_log(
     pg_dsn: str, gateway: Gateway, recorder: Recorder
 ) -> None:
-    a, b = PostgresLedgerStore(pg_dsn), PostgresLedgerStore(pg_dsn)
+    a, b = postgres(pg_dsn), postgres(pg_dsn)
     try:
         key = load_device_key(gateway.data_dir / "device.key")
         a.enroll(DEVICE, "KOL-01", key.public_key, key.kid)
-        b_pid = b.conn.info.backend_pid
+        b_pid = b.dialect.conn.info.backend_pid
         seen_by_b: list[int] = []
         entered = threading.Event()
 
@@ -339,14 +346,14 @@ def test_psycopg_errors_become_storage_errors(pg_dsn: str) -> None:
     from tests.brokers import free_port
 
     with pytest.raises(StorageError, match="cannot open"):
-        PostgresLedgerStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
-    store = PostgresLedgerStore(pg_dsn)
+        postgres(f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2")
+    store = postgres(pg_dsn)
     with pytest.raises(StorageError, match="PostgreSQL"), store.transaction() as conn:
         conn.execute("SELECT * FROM no_such_table")
     assert store.log_size() == 0  # the failed transaction was rolled back; the store still works
     other = psycopg.connect(pg_dsn, autocommit=True)
     other.execute(
-        "SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,)
+        "SELECT pg_terminate_backend(%s)", (store.dialect.conn.info.backend_pid,)
     )  # the server goes away under the store
     other.close()
     with pytest.raises(StorageError):
@@ -354,7 +361,7 @@ def test_psycopg_errors_become_storage_errors(pg_dsn: str) -> None:
     store.close()
     sql(pg_dsn, "INSERT INTO ledger_schema (version) VALUES (99)")  # a newer program's store
     with pytest.raises(StorageError, match="schema version 99"):
-        PostgresLedgerStore(pg_dsn)
+        postgres(pg_dsn)
 
 
 # --- (b) two intake workers on one database ------------------------------------------------
@@ -392,7 +399,7 @@ def test_two_intake_workers_never_assign_a_position_twice(pg_dsn: str, ledger_di
     rng = random.Random(4)  # reproducible shuffles
     keys = load_ledger_keypair(ledger_dir)
     chains = [make_chain(f"gw-race-{i:02d}", 80, keys) for i in range(12)]
-    setup = PostgresLedgerStore(pg_dsn)
+    setup = postgres(pg_dsn)
     for c in chains:
         setup.enroll(c.device_id, "KOL-01", c.key.public_key, c.key.kid)
     # Each device's chain cut into batches of 1..12; all batches interleaved across devices,
@@ -412,7 +419,7 @@ def test_two_intake_workers_never_assign_a_position_twice(pg_dsn: str, ledger_di
     for d in deliveries:
         queues[rng.randrange(2)].append(d)
 
-    stores = [PostgresLedgerStore(pg_dsn), PostgresLedgerStore(pg_dsn)]
+    stores = [postgres(pg_dsn), postgres(pg_dsn)]
     results: list[list[tuple[str, bytes, IntakeResult]]] = [[], []]
     go = threading.Barrier(2)
 
@@ -507,7 +514,7 @@ def test_twenty_gateways_two_ledger_workers_one_postgres(
     started = time.monotonic()
     keys = load_ledger_keypair(ledger_dir)
     device_ids = [f"gw-scale-{i:02d}" for i in range(SCALE_GATEWAYS)]
-    setup = PostgresLedgerStore(pg_dsn)
+    setup = postgres(pg_dsn)
     dirs: dict[str, Path] = {}
     for device_id in device_ids:
         dirs[device_id] = tmp_path / device_id
@@ -521,10 +528,10 @@ def test_twenty_gateways_two_ledger_workers_one_postgres(
         list(pool.map(lambda d: capture(d, SCALE_RECORDS), dirs.values()))
     captured = time.monotonic()
 
-    workers: list[tuple[PostgresLedgerStore, LedgerService, threading.Thread]] = []
+    workers: list[tuple[LedgerStore, LedgerService, threading.Thread]] = []
     stop = threading.Event()
     for n in (1, 2):
-        store = PostgresLedgerStore(pg_dsn)
+        store = postgres(pg_dsn)
         config = BrokerConfig(
             url=f"mqtts://{broker.host}:{broker.tls_port}", client_id=f"ledger/{n}",
             ca_file=test_pki.ca_file, cert_file=test_pki.ledger.cert,
