@@ -21,6 +21,8 @@ from custody.event import validate_identifier
 from custody.exits import ExitCode, exit_code_for
 from custody.keys import KID_BYTES, check_ed25519_public
 from ledger.authority import Authority, create_authority
+from ledger.verify import cli_table
+from ledger.verify.cli_table import Command, arg
 from ledger.verify.registry import RegistryEntry
 
 PROG = "custody-registry"
@@ -129,60 +131,70 @@ def _hex(text: str, length: int, what: str) -> bytes:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "The registry authority's tool: enrol gateways at sites, retire keys, pin sites' "
-            "opening stocks and sign heartbeats. Each command signs one entry of the registry's "
-            "chain and prints its file, which the ledger's operator logs with `custody-ledger "
-            "registry add`. Keep the authority directory away from the ledger."
+COMMANDS = Command(
+    PROG,
+    "The registry authority's tool: enrol gateways at sites, retire keys, pin sites' opening "
+    "stocks and sign heartbeats. Each command signs one entry of the registry's chain and "
+    "prints its file, which the ledger's operator logs with `custody-ledger registry add`. Keep "
+    "the authority directory away from the ledger.",
+    epilog=f"The authority directory: --dir DIR, else ${DIR_ENV}. Exit status: 0 done, "
+    "1 an entry that does not verify, 3 a refused request (the message says why), "
+    "4 key problems, 5 storage errors.",
+    required=False,  # without a command it prints its help
+    shared=(
+        arg("--dir", type=Path, default=None, metavar="DIR",
+            help=f"the authority directory (default ${DIR_ENV})"),
+        arg("--json", action="store_true", help="print JSON"),
+    ),
+    commands=(
+        Command(
+            "init", "create the authority's key (0600) and authority-public.json", cmd_init,
+            args=(arg("--name", required=True,
+                      help="the authority's id, e.g. consortium-registry"),),
         ),
-        epilog=f"The authority directory: --dir DIR, else ${DIR_ENV}. Exit status: 0 done, "
-        "1 an entry that does not verify, 3 a refused request (the message says why), "
-        "4 key problems, 5 storage errors.",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--dir", type=Path, default=None, metavar="DIR",
-        help=f"the authority directory (default ${DIR_ENV})",
-    )  # fmt: skip
-    common.add_argument("--json", action="store_true", help="print JSON")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        Command(
+            "enrol", "enrol a gateway at its site from its `custody-agent init` record",
+            cmd_enrol,
+            args=(
+                arg("record", type=Path, help="the gateway's enrolment record (JSON)"),
+                arg("--site", help="refuse unless the record is for this site"),
+            ),
+        ),
+        Command(
+            "retire",
+            "retire a key: its chain ends at --last-seq (custody-ledger revoke prints the "
+            "values)",
+            cmd_retire,
+            args=(
+                arg("kid", metavar="KID", help="the key id (16 hex digits)"),
+                arg("--last-seq", type=int, required=True, help="the last seq that counts"),
+                arg("--last-checkpoint", metavar="EVENT_ID",
+                    help="the chain's last checkpoint at or before that seq (64 hex digits)"),
+            ),
+        ),
+        Command(
+            "stock",
+            "pin a site's opening stock: the opening_stock record its gateway signed (once per "
+            "site)",
+            cmd_stock,
+            args=(
+                arg("site", help="the site id"),
+                arg("record", metavar="EVENT_ID", help="custody-agent stock declare printed it"),
+            ),
+        ),
+        Command(
+            "heartbeat",
+            "sign an entry that changes nothing: it shows verifiers the registry is complete up "
+            "to it",
+            cmd_heartbeat,
+        ),
+        Command("list", "list the entries signed so far", cmd_list),
+    ),
+)  # fmt: skip
 
-    def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
-        p.set_defaults(func=func)
-        return p
 
-    p = add("init", cmd_init, "create the authority's key (0600) and authority-public.json")
-    p.add_argument("--name", required=True, help="the authority's id, e.g. consortium-registry")
-    p = add("enrol", cmd_enrol, "enrol a gateway at its site from its `custody-agent init` record")
-    p.add_argument("record", type=Path, help="the gateway's enrolment record (JSON)")
-    p.add_argument("--site", help="refuse unless the record is for this site")
-    p = add(
-        "retire", cmd_retire,
-        "retire a key: its chain ends at --last-seq (custody-ledger revoke prints the values)",
-    )  # fmt: skip
-    p.add_argument("kid", metavar="KID", help="the key id (16 hex digits)")
-    p.add_argument("--last-seq", type=int, required=True, help="the last seq that counts")
-    p.add_argument(
-        "--last-checkpoint", metavar="EVENT_ID",
-        help="the chain's last checkpoint at or before that seq (64 hex digits)",
-    )  # fmt: skip
-    p = add(
-        "stock", cmd_stock,
-        "pin a site's opening stock: the opening_stock record its gateway signed (once per site)",
-    )  # fmt: skip
-    p.add_argument("site", help="the site id")
-    p.add_argument("record", metavar="EVENT_ID", help="custody-agent stock declare printed it")
-    add(
-        "heartbeat",
-        cmd_heartbeat,
-        "sign an entry that changes nothing: it shows verifiers the registry is complete up to it",
-    )
-    add("list", cmd_list, "list the entries signed so far")
-    return parser
+def build_parser() -> argparse.ArgumentParser:
+    return cli_table.build_parser(COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
 from ledger.stores import open_store
+from ledger.verify import cli_table
+from ledger.verify.cli_table import Command, arg
 
 STORE_FILE = "ledger.sqlite"
 
@@ -554,213 +556,244 @@ def _check_range(ok: bool, reason: str) -> None:
         raise ConfigError("command line", "size", reason)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="custody-ledger",
-        description="The cobalt-custody ledger: verifies and logs gateway records exactly once.",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for a "
-        "system install, else ~/.local/share/custody)",
-    )
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="store: postgresql://... for several intake workers (default: SQLite in the data dir)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func)
-        return p
-
-    p = add(
-        "init", cmd_init,
-        f"create the ledger's signing and sealing keys (0600) and {PUBLIC_FILE} for gateways",
-    )  # fmt: skip
-    p.add_argument("--ledger-id", default="ledger", help="a name for this ledger")
-    p.add_argument(
-        "--authority", metavar="FILE",
-        help="pin the registry authority's authority-public.json (or later: registry trust)",
-    )  # fmt: skip
-    p = add(
-        "enroll", cmd_enroll,
-        "log the registry authority's enrolment entry for a gateway (as registry add)",
-    )  # fmt: skip
-    p.add_argument("record", help="the entry file custody-registry enrol wrote")
-    p.add_argument(
-        "--valid-from", metavar="ISO8601",
-        help="accept the key's records only from this time on (default: now; UTC without an "
-        "offset); earlier arrivals are rejected as 'key not yet valid' and kept by the device",
-    )  # fmt: skip
-    p = add(
-        "revoke", cmd_revoke,
-        "revoke every key of a device (later records are rejected) and its certificates (CRL)",
-    )  # fmt: skip
-    p.add_argument("device", help="device id")
-    p.add_argument("--pki-dir", metavar="DIR", help="the CA's directory (default DATA_DIR/pki)")
-    pki = add("pki", _needs_action, "the MQTT link's CA: certificates for gateways, broker, ledger")
-    pki.add_argument("--pki-dir", metavar="DIR", help="the CA's directory (default DATA_DIR/pki)")
-    pki_sub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
-
-    def pki_add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
-        q = pki_sub.add_parser(name, help=help_, description=help_)
-        q.add_argument("--pki-dir", metavar="DIR", default=argparse.SUPPRESS,
-                       help="the CA's directory (default DATA_DIR/pki)")  # fmt: skip
-        q.set_defaults(func=func)
-        return q
-
-    p = pki_add("init", cmd_pki_init, "create the CA: ca.key (0600), ca.crt and an empty crl.pem")
-    p.add_argument("--name", default="custody MQTT CA", help="the CA's common name")
-    p = pki_add(
-        "issue", cmd_pki_issue,
-        "issue a gateway's client certificate (CN = device id) from its CSR; prints its path",
-    )  # fmt: skip
-    p.add_argument("device", help="device id (must be the CSR's CN)")
-    p.add_argument(
-        "--csr", metavar="FILE",
-        help="the gateway's tls.csr; without it the CA makes the key too (labs, recovery only)",
-    )  # fmt: skip
-    p = pki_add("issue-broker", cmd_pki_issue_broker, "issue the broker's server certificate")
-    p.add_argument("--host", action="append", required=True,
-                   help="a DNS name or IP address gateways dial (repeatable)")  # fmt: skip
-    pki_add("issue-ledger", cmd_pki_issue_ledger, "issue the ledger's client certificate")
-    p = pki_add("crl", cmd_pki_crl, "re-sign the CRL (before it expires; then reload the broker)")
-    p.add_argument("--days", type=int, default=90, help="validity in days (default 90)")
-    p = pki_add("list", cmd_pki_list, "list issued certificates and their revocation")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("run", cmd_run, "run the MQTT intake: verify, log exactly once, ack")
-    p.add_argument("--broker", required=True, metavar="URL", help="mqtts://host:8883 or mqtt://")
-    p.add_argument(
-        "--client-id", metavar="ID",
-        help="MQTT client id of the persistent session (default: the CN of --cert-file, i.e. "
-        "ledger); each further worker sharing the subscription: ledger/NAME, e.g. ledger/2",
-    )  # fmt: skip
-    p.add_argument("--ca-file", type=Path, help="CA of the broker certificate (mqtts)")
-    p.add_argument("--cert-file", type=Path, help="the ledger's client certificate (CN=ledger)")
-    p.add_argument("--key-file", type=Path, help="its private key")
-    p.add_argument(
-        "--checkpoint-interval", type=float, default=300.0, metavar="S",
-        help="sign a checkpoint of the log every S seconds while it grows (default 300)",
-    )  # fmt: skip
-    p.add_argument(
-        "--check-workers", type=int, default=1, metavar="N",
-        help="processes sharing the signature and mass checks of large batches (default 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--http", default="127.0.0.1:9310", metavar="HOST:PORT",
-        help="serve /metrics and /healthz there, or 'off' (default 127.0.0.1:9310; port 0 "
-        "picks a free one)",
-    )  # fmt: skip
-    p.add_argument(
-        "--device-messages-per-s", type=float, default=50.0, metavar="N",
-        help="messages per second one device may send before the excess is dropped (default 50)",
-    )  # fmt: skip
-    p.add_argument(
-        "--device-records-per-s", type=float, default=1000.0, metavar="N",
-        help="records per second one device may have checked (default 1000)",
-    )  # fmt: skip
-    p.add_argument(
-        "--device-bytes-per-s", type=float, default=1024 * 1024, metavar="N",
-        help="bytes per second one device may send (default 1 MiB)",
-    )  # fmt: skip
-    p.add_argument(
-        "--device-queue", type=int, default=4, metavar="N",
-        help="messages of one device waiting for the intake at most (default 4)",
-    )  # fmt: skip
-    p.add_argument(
-        "--rejection-retention", type=int, default=100_000, metavar="ROWS",
-        help="rejection rows kept, the newest (default 100000)",
-    )  # fmt: skip
-    p.add_argument(
-        "--dead-letters", type=int, default=100, metavar="N",
-        help="messages the intake could not handle kept at most (default 100)",
-    )  # fmt: skip
-    p = add("summary", cmd_summary, "prove a lot's total, receipt and mass balance in one bundle")
-    p.add_argument("--lot", required=True, help="the lot id")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the bundle to write")
-    p.add_argument(
-        "--audience", choices=("buyer", "regulator", "auditor"), default="buyer",
-        help="who receives it (the disclosure policy depends on it; default buyer)",
-    )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON")
-    reg = add("registry", _needs_action, "the device registry: the registry authority's entries")
-    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
-    p = reg_sub.add_parser(
-        "trust", help="pin the registry authority whose entries this ledger logs",
-        description="Pin the registry authority (its authority-public.json): only entries it "
-        "signed are logged. It must not be this ledger's own key.",
-    )  # fmt: skip
-    p.add_argument("file", metavar="FILE", help="the authority's authority-public.json")
-    p.add_argument(
-        "--replace", action="store_true",
-        help="replace another pinned authority (only when the consortium did)",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_registry_trust)
-    p = reg_sub.add_parser(
-        "add", help="log registry entries the authority signed (enrol, retire, stock, heartbeat)",
-        description="Verify registry entries under the pinned authority and log them, in seq "
-        "order; an entry logged already is reported, not logged again.",
-    )  # fmt: skip
-    p.add_argument("files", nargs="+", metavar="ENTRY", help="entry files (custody-registry)")
-    p.add_argument(
-        "--valid-from", metavar="ISO8601",
-        help="for enrolments: accept the key's records only from this time on (UTC without an "
-        "offset); earlier arrivals are rejected as 'key not yet valid' and kept by the device",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_registry_add)
-    p = reg_sub.add_parser(
-        "list", help="the registry entries this ledger logged",
-        description="List the registry entries this ledger logged, in seq order.",
-    )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_registry_list)
-    log = add("log", _needs_action, "the transparency log: checkpoints and proofs")
-    log_sub = log.add_subparsers(dest="log_command", required=True, metavar="ACTION")
-    p = log_sub.add_parser(
-        "checkpoint", help="sign a checkpoint (size, root, time) of the log now",
-        description="Sign a checkpoint (size, root, time) of the log now; print it as JSON.",
-    )  # fmt: skip
-    p.add_argument("--out", metavar="FILE", help="also write the COSE checkpoint here")
-    p.set_defaults(func=cmd_log_checkpoint)
-    p = log_sub.add_parser(
-        "prove-inclusion", help="RFC 9162 inclusion proof of a log entry",
-        description="RFC 9162 inclusion proof of the entry at INDEX in the tree of SIZE leaves.",
-    )  # fmt: skip
-    p.add_argument("index", type=int, help="log index of the entry")
-    p.add_argument("--size", type=int, help="tree size (default: the current size)")
-    p.set_defaults(func=cmd_log_prove_inclusion)
-    p = log_sub.add_parser(
-        "prove-consistency", help="RFC 9162 consistency proof between two tree sizes",
-        description="RFC 9162 consistency proof that the tree of OLD leaves is a prefix of NEW.",
-    )  # fmt: skip
-    p.add_argument("old", type=int, help="older tree size")
-    p.add_argument("new", type=int, help="newer tree size")
-    p.set_defaults(func=cmd_log_prove_consistency)
-    p = add(
-        "export", cmd_export,
-        "export logged captures as one GS1 EPCIS 2.0 JSON-LD document, with clear masses",
-    )  # fmt: skip
-    p.add_argument(
-        "--format", choices=["epcis"], default="epcis",
-        help="epcis: EPCIS 2.0 JSON-LD (docs/protocol.md §3.3)",
-    )  # fmt: skip
-    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
-    p.add_argument("--device", help="only this device's events (default: all, in log order)")
-    for flag, options in epcis.LOCATION_OPTIONS:
-        p.add_argument(flag, **options)
-    p = add("devices", cmd_devices, "list enrolled device keys, their chain heads and forks")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("alarms", cmd_alarms, "list durable alarms: forks of a device key's chain")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
+# --- the command table ------------------------------------------------------------------
 def _needs_action(args: argparse.Namespace) -> int:  # pragma: no cover - required subcommand
     return ExitCode.USAGE
+
+
+JSON = arg("--json", action="store_true", help="print JSON")
+PKI_DIR_HELP = "the CA's directory (default DATA_DIR/pki)"
+VALID_FROM_HELP = (
+    "accept the key's records only from this time on (default: now; UTC without an offset); "
+    "earlier arrivals are rejected as 'key not yet valid' and kept by the device"
+)
+
+COMMANDS = Command(
+    "custody-ledger",
+    "The cobalt-custody ledger: verifies and logs gateway records exactly once.",
+    required=False,  # without a command it prints its help
+    args=(
+        arg("--data-dir", type=Path,
+            help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for "
+            "a system install, else ~/.local/share/custody)"),
+        arg("--db", metavar="URL",
+            help="store: postgresql://... for several intake workers (default: SQLite in the "
+            "data dir)"),
+    ),
+    commands=(
+        Command(
+            "init",
+            f"create the ledger's signing and sealing keys (0600) and {PUBLIC_FILE} for gateways",
+            cmd_init,
+            args=(
+                arg("--ledger-id", default="ledger", help="a name for this ledger"),
+                arg("--authority", metavar="FILE",
+                    help="pin the registry authority's authority-public.json (or later: "
+                    "registry trust)"),
+            ),
+        ),
+        Command(
+            "enroll",
+            "log the registry authority's enrolment entry for a gateway (as registry add)",
+            cmd_enroll,
+            args=(
+                arg("record", help="the entry file custody-registry enrol wrote"),
+                arg("--valid-from", metavar="ISO8601", help=VALID_FROM_HELP),
+            ),
+        ),
+        Command(
+            "revoke",
+            "revoke every key of a device (later records are rejected) and its certificates "
+            "(CRL)",
+            cmd_revoke,
+            args=(
+                arg("device", help="device id"),
+                arg("--pki-dir", metavar="DIR", help=PKI_DIR_HELP),
+            ),
+        ),
+        Command(
+            "pki", "the MQTT link's CA: certificates for gateways, broker, ledger", _needs_action,
+            args=(arg("--pki-dir", metavar="DIR", help=PKI_DIR_HELP),),
+            # After the action too: `pki issue --pki-dir DIR` (not replacing one given before).
+            shared=(arg("--pki-dir", metavar="DIR", default=argparse.SUPPRESS, help=PKI_DIR_HELP),),
+            commands=(
+                Command(
+                    "init", "create the CA: ca.key (0600), ca.crt and an empty crl.pem",
+                    cmd_pki_init,
+                    args=(arg("--name", default="custody MQTT CA", help="the CA's common name"),),
+                ),
+                Command(
+                    "issue",
+                    "issue a gateway's client certificate (CN = device id) from its CSR; prints "
+                    "its path",
+                    cmd_pki_issue,
+                    args=(
+                        arg("device", help="device id (must be the CSR's CN)"),
+                        arg("--csr", metavar="FILE",
+                            help="the gateway's tls.csr; without it the CA makes the key too "
+                            "(labs, recovery only)"),
+                    ),
+                ),
+                Command(
+                    "issue-broker", "issue the broker's server certificate", cmd_pki_issue_broker,
+                    args=(arg("--host", action="append", required=True,
+                              help="a DNS name or IP address gateways dial (repeatable)"),),
+                ),
+                Command("issue-ledger", "issue the ledger's client certificate",
+                        cmd_pki_issue_ledger),
+                Command(
+                    "crl", "re-sign the CRL (before it expires; then reload the broker)",
+                    cmd_pki_crl,
+                    args=(arg("--days", type=int, default=90,
+                              help="validity in days (default 90)"),),
+                ),
+                Command("list", "list issued certificates and their revocation", cmd_pki_list,
+                        args=(JSON,)),
+            ),
+        ),
+        Command(
+            "run", "run the MQTT intake: verify, log exactly once, ack", cmd_run,
+            args=(
+                arg("--broker", required=True, metavar="URL", help="mqtts://host:8883 or mqtt://"),
+                arg("--client-id", metavar="ID",
+                    help="MQTT client id of the persistent session (default: the CN of "
+                    "--cert-file, i.e. ledger); each further worker sharing the subscription: "
+                    "ledger/NAME, e.g. ledger/2"),
+                arg("--ca-file", type=Path, help="CA of the broker certificate (mqtts)"),
+                arg("--cert-file", type=Path,
+                    help="the ledger's client certificate (CN=ledger)"),
+                arg("--key-file", type=Path, help="its private key"),
+                arg("--checkpoint-interval", type=float, default=300.0, metavar="S",
+                    help="sign a checkpoint of the log every S seconds while it grows "
+                    "(default 300)"),
+                arg("--check-workers", type=int, default=1, metavar="N",
+                    help="processes sharing the signature and mass checks of large batches "
+                    "(default 1)"),
+                arg("--http", default="127.0.0.1:9310", metavar="HOST:PORT",
+                    help="serve /metrics and /healthz there, or 'off' (default "
+                    "127.0.0.1:9310; port 0 picks a free one)"),
+                arg("--device-messages-per-s", type=float, default=50.0, metavar="N",
+                    help="messages per second one device may send before the excess is "
+                    "dropped (default 50)"),
+                arg("--device-records-per-s", type=float, default=1000.0, metavar="N",
+                    help="records per second one device may have checked (default 1000)"),
+                arg("--device-bytes-per-s", type=float, default=1024 * 1024, metavar="N",
+                    help="bytes per second one device may send (default 1 MiB)"),
+                arg("--device-queue", type=int, default=4, metavar="N",
+                    help="messages of one device waiting for the intake at most (default 4)"),
+                arg("--rejection-retention", type=int, default=100_000, metavar="ROWS",
+                    help="rejection rows kept, the newest (default 100000)"),
+                arg("--dead-letters", type=int, default=100, metavar="N",
+                    help="messages the intake could not handle kept at most (default 100)"),
+            ),
+        ),
+        Command(
+            "summary", "prove a lot's total, receipt and mass balance in one bundle", cmd_summary,
+            args=(
+                arg("--lot", required=True, help="the lot id"),
+                arg("--out", required=True, type=Path, metavar="FILE",
+                    help="the bundle to write"),
+                arg("--audience", choices=("buyer", "regulator", "auditor"), default="buyer",
+                    help="who receives it (the disclosure policy depends on it; default buyer)"),
+                JSON,
+            ),
+        ),
+        Command(
+            "registry", "the device registry: the registry authority's entries", _needs_action,
+            commands=(
+                Command(
+                    "trust", "pin the registry authority whose entries this ledger logs",
+                    cmd_registry_trust,
+                    description="Pin the registry authority (its authority-public.json): only "
+                    "entries it signed are logged. It must not be this ledger's own key.",
+                    args=(
+                        arg("file", metavar="FILE",
+                            help="the authority's authority-public.json"),
+                        arg("--replace", action="store_true",
+                            help="replace another pinned authority (only when the consortium "
+                            "did)"),
+                    ),
+                ),
+                Command(
+                    "add",
+                    "log registry entries the authority signed (enrol, retire, stock, "
+                    "heartbeat)",
+                    cmd_registry_add,
+                    description="Verify registry entries under the pinned authority and log "
+                    "them, in seq order; an entry logged already is reported, not logged again.",
+                    args=(
+                        arg("files", nargs="+", metavar="ENTRY",
+                            help="entry files (custody-registry)"),
+                        arg("--valid-from", metavar="ISO8601",
+                            help="for enrolments: accept the key's records only from this time "
+                            "on (UTC without an offset); earlier arrivals are rejected as 'key "
+                            "not yet valid' and kept by the device"),
+                    ),
+                ),
+                Command(
+                    "list", "the registry entries this ledger logged", cmd_registry_list,
+                    description="List the registry entries this ledger logged, in seq order.",
+                    args=(JSON,),
+                ),
+            ),
+        ),
+        Command(
+            "log", "the transparency log: checkpoints and proofs", _needs_action,
+            commands=(
+                Command(
+                    "checkpoint", "sign a checkpoint (size, root, time) of the log now",
+                    cmd_log_checkpoint,
+                    description="Sign a checkpoint (size, root, time) of the log now; print it "
+                    "as JSON.",
+                    args=(arg("--out", metavar="FILE",
+                              help="also write the COSE checkpoint here"),),
+                ),
+                Command(
+                    "prove-inclusion", "RFC 9162 inclusion proof of a log entry",
+                    cmd_log_prove_inclusion,
+                    description="RFC 9162 inclusion proof of the entry at INDEX in the tree of "
+                    "SIZE leaves.",
+                    args=(
+                        arg("index", type=int, help="log index of the entry"),
+                        arg("--size", type=int, help="tree size (default: the current size)"),
+                    ),
+                ),
+                Command(
+                    "prove-consistency", "RFC 9162 consistency proof between two tree sizes",
+                    cmd_log_prove_consistency,
+                    description="RFC 9162 consistency proof that the tree of OLD leaves is a "
+                    "prefix of NEW.",
+                    args=(
+                        arg("old", type=int, help="older tree size"),
+                        arg("new", type=int, help="newer tree size"),
+                    ),
+                ),
+            ),
+        ),
+        Command(
+            "export",
+            "export logged captures as one GS1 EPCIS 2.0 JSON-LD document, with clear masses",
+            cmd_export,
+            args=(
+                arg("--format", choices=["epcis"], default="epcis",
+                    help="epcis: EPCIS 2.0 JSON-LD (docs/protocol.md §3.3)"),
+                arg("--out", required=True, type=Path, metavar="FILE",
+                    help="the file to write"),
+                arg("--device",
+                    help="only this device's events (default: all, in log order)"),
+                *(arg(flag, **options) for flag, options in epcis.LOCATION_OPTIONS),
+            ),
+        ),
+        Command("devices", "list enrolled device keys, their chain heads and forks", cmd_devices,
+                args=(JSON,)),
+        Command("alarms", "list durable alarms: forks of a device key's chain", cmd_alarms,
+                args=(JSON,)),
+    ),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return cli_table.build_parser(COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

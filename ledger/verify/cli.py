@@ -14,6 +14,7 @@ pinned key, missing, unreadable or malformed files).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,8 +26,10 @@ from pathlib import Path
 from custody.errors import CustodyError, ProofError
 from custody.exits import ExitCode
 from custody.keys import LedgerPublicKeys
+from ledger.verify import cli_table
 from ledger.verify.authority import AUTHORITY_FORMAT, AuthorityKey, read_authority_file
 from ledger.verify.bundle import MAX_BUNDLE_BYTES, verify_bundle
+from ledger.verify.cli_table import Command, OneOf, arg
 from ledger.verify.trust import (
     TRUST_ENV,
     AuthorityPin,
@@ -62,91 +65,102 @@ class _Formatter(argparse.HelpFormatter):
         )  # fmt: skip
 
 
-def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+def commands(env: Mapping[str, str] | None = None) -> Command:
+    """custody-verify's command table: the program checks a bundle; ``trust`` keeps the pins.
+
+    A bundle's path and the command share the first position, so ``main`` dispatches ``trust``
+    itself and each half gets its own parser (``build_parser``, ``build_trust_parser``).
+    """
     user_file = user_trust_file(os.environ if env is None else env)
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        formatter_class=_Formatter,
-        description=(
-            "Verify a cobalt-custody lot summary bundle offline: signatures, registry, log "
-            "inclusion, checkpoint chains and the zero-knowledge proofs of the lot total, the "
-            "receipt tolerance and every site's mass balance. Only keys you pinned are "
-            "trusted: the ledger's (--ledger-key FILE, or a trust file: --trust FILE, else "
-            f"${TRUST_ENV}, else {user_file} when it exists) and the registry authority's "
-            "(--registry-key FILE, or the trust file's). Key files next to the bundle are "
-            "never used."
-        ),
+    trust_file = arg(
+        "--trust", type=Path, metavar="FILE",
+        help=f"the trust file (default: ${TRUST_ENV}, else {user_file})",
+    )  # fmt: skip
+    return Command(
+        PROG,
+        "Verify a cobalt-custody lot summary bundle offline: signatures, registry, log "
+        "inclusion, checkpoint chains and the zero-knowledge proofs of the lot total, the "
+        "receipt tolerance and every site's mass balance. Only keys you pinned are "
+        "trusted: the ledger's (--ledger-key FILE, or a trust file: --trust FILE, else "
+        f"${TRUST_ENV}, else {user_file} when it exists) and the registry authority's "
+        "(--registry-key FILE, or the trust file's). Key files next to the bundle are "
+        "never used.",
         epilog=(
             f"Pin a ledger and the registry authority once with `{PROG} trust add "
             f"ledger-public.json` and `{PROG} trust add authority-public.json` (see `{PROG} "
             "trust --help`). Exit status: 0 accepted, 1 rejected (also a bundle from a ledger "
             "that is not pinned), 2 usage: no pinned key, missing, unreadable or malformed files."
         ),
-    )
-    parser.add_argument("bundle", type=Path, help="the bundle (custody-ledger summary --out)")
-    pinned = parser.add_mutually_exclusive_group()
-    pinned.add_argument(
-        "--ledger-key", type=Path, metavar="FILE",
-        help="trust only this ledger: its public keys (ledger-public.json from its operator)",
+        args=(
+            arg("bundle", type=Path, help="the bundle (custody-ledger summary --out)"),
+            OneOf((
+                arg("--ledger-key", type=Path, metavar="FILE",
+                    help="trust only this ledger: its public keys (ledger-public.json from its "
+                    "operator)"),
+                arg("--trust", type=Path, metavar="FILE",
+                    help=f"the trust file of pinned ledgers to use (default: ${TRUST_ENV}, else "
+                    f"{user_file})"),
+            )),
+            arg("--registry-key", type=Path, metavar="FILE",
+                help="trust only this registry authority: its authority-public.json (default: "
+                "the authorities pinned in the trust file)"),
+            arg("--json", action="store_true", help="print the result as JSON"),
+        ),
+        commands=(
+            Command(
+                TRUST_COMMAND, "keep the ledgers and registry authorities you trust",
+                description="Keep the ledgers whose bundles you accept: a trust file mapping "
+                "each ledger id to its public keys. Pin a ledger only with a key file you got "
+                "from its operator, and compare the fingerprint printed here with theirs.",
+                epilog=f"The trust file: --trust FILE, else ${TRUST_ENV}, else {user_file}.",
+                commands=(
+                    Command(
+                        "add", "pin a ledger's or a registry authority's public key", _cmd_add,
+                        description="Pin a ledger (its ledger-public.json) or a registry "
+                        "authority (its authority-public.json): add it to the trust file "
+                        "(created if needed) and print its key fingerprint to compare with its "
+                        "operator's.",
+                        args=(
+                            arg("key_file", type=Path, metavar="FILE",
+                                help="ledger-public.json of a ledger, or authority-public.json "
+                                "of a registry authority"),
+                            arg("--replace", action="store_true",
+                                help="replace the key pinned for this ledger id (only when its "
+                                "operator says it changed)"),
+                            trust_file,
+                        ),
+                    ),
+                    Command(
+                        "list", "list the pinned ledgers", _cmd_list,
+                        description="List the pinned ledgers and registry authorities: id and "
+                        "key fingerprint (SHA-256).",
+                        args=(arg("--json", action="store_true", help="print the list as JSON"),
+                              trust_file),
+                    ),
+                    Command(
+                        "remove", "stop trusting a ledger or authority", _cmd_remove,
+                        description="Remove a ledger's or registry authority's pin from the "
+                        "trust file.",
+                        args=(arg("ledger_id", metavar="ID",
+                                  help="the ledger or authority id to unpin"), trust_file),
+                    ),
+                ),
+            ),
+        ),
     )  # fmt: skip
-    pinned.add_argument(
-        "--trust", type=Path, metavar="FILE",
-        help=f"the trust file of pinned ledgers to use (default: ${TRUST_ENV}, else {user_file})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--registry-key", type=Path, metavar="FILE",
-        help="trust only this registry authority: its authority-public.json (default: the "
-        "authorities pinned in the trust file)",
-    )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``custody-verify BUNDLE ...``."""
+    program = dataclasses.replace(commands(env), commands=())
+    return cli_table.build_parser(program, formatter_class=_Formatter)
 
 
 def build_trust_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    user_file = user_trust_file(os.environ if env is None else env)
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} {TRUST_COMMAND}",
-        formatter_class=_Formatter,
-        description=(
-            "Keep the ledgers whose bundles you accept: a trust file mapping each ledger id to "
-            "its public keys. Pin a ledger only with a key file you got from its operator, and "
-            "compare the fingerprint printed here with theirs."
-        ),
-        epilog=f"The trust file: --trust FILE, else ${TRUST_ENV}, else {user_file}.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = sub.add_parser(
-        "add", formatter_class=_Formatter,
-        help="pin a ledger's or a registry authority's public key",
-        description="Pin a ledger (its ledger-public.json) or a registry authority (its "
-        "authority-public.json): add it to the trust file (created if needed) and print its "
-        "key fingerprint to compare with its operator's.",
-    )  # fmt: skip
-    add.add_argument(
-        "key_file", type=Path, metavar="FILE",
-        help="ledger-public.json of a ledger, or authority-public.json of a registry authority",
-    )  # fmt: skip
-    add.add_argument(
-        "--replace", action="store_true",
-        help="replace the key pinned for this ledger id (only when its operator says it changed)",
-    )  # fmt: skip
-    listed = sub.add_parser(
-        "list", formatter_class=_Formatter, help="list the pinned ledgers",
-        description="List the pinned ledgers and registry authorities: id and key "
-        "fingerprint (SHA-256).",
-    )  # fmt: skip
-    listed.add_argument("--json", action="store_true", help="print the list as JSON")
-    remove = sub.add_parser(
-        "remove", formatter_class=_Formatter, help="stop trusting a ledger or authority",
-        description="Remove a ledger's or registry authority's pin from the trust file.",
-    )  # fmt: skip
-    remove.add_argument("ledger_id", metavar="ID", help="the ledger or authority id to unpin")
-    for command in (add, listed, remove):
-        command.add_argument(
-            "--trust", type=Path, metavar="FILE",
-            help=f"the trust file (default: ${TRUST_ENV}, else {user_file})",
-        )  # fmt: skip
-    return parser
+    """The parser of ``custody-verify trust ...``."""
+    (trust,) = commands(env).commands
+    program = dataclasses.replace(trust, name=f"{PROG} {TRUST_COMMAND}")
+    return cli_table.build_parser(program, formatter_class=_Formatter)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -282,15 +296,25 @@ def trust_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         path = Path(env[TRUST_ENV])
     else:
         path = user_trust_file(env)
+    args.trust = path
     try:
-        if args.command == "add":
-            return _trust_add(path, args.key_file, replace=args.replace)
-        if args.command == "list":
-            return _trust_list(path, as_json=args.json)
-        return _trust_remove(path, args.ledger_id)
+        code: int = args.func(args)
     except CustodyError as exc:
         print(f"{PROG} {TRUST_COMMAND}: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    return code
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    return _trust_add(args.trust, args.key_file, replace=args.replace)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    return _trust_list(args.trust, as_json=args.json)
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    return _trust_remove(args.trust, args.ledger_id)
 
 
 def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
