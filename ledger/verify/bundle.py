@@ -389,21 +389,7 @@ def verify_bundle(
     group.self_test()  # a libsodium that accepts torsion points would make proofs meaningless
     bundle = Bundle.from_bytes(data, group)
     st = bundle.statement
-    if authority.signing_key == ledger.signing_key:
-        raise ProofError(
-            "registry: the pinned registry authority key is the ledger's own signing key; "
-            "a ledger cannot be its own registry authority"
-        )
-    log: Checkpoint = _step(
-        "log checkpoint signature", lambda: verify_checkpoint(bundle.log, ledger)
-    )
-    # The claim is stated as this ledger's: the signed checkpoint must say so too, or a key
-    # pinned under one name would vouch for a log that calls itself another.
-    if log.ledger_id != ledger.ledger_id:
-        raise ProofError(
-            f"log checkpoint: signed as ledger {log.ledger_id!r}, "
-            f"but the pinned key is ledger {ledger.ledger_id!r}"
-        )
+    log = _signed_log(bundle, ledger, authority)
     registry = _step("registry", lambda: _registry(bundle.registry, authority, log))
     book = KeyBook(registry)
     records = _step("records", lambda: [_record(rec, book, log) for rec in bundle.records])
@@ -420,46 +406,73 @@ def verify_bundle(
         lambda: derive(st.lot, st.refiner, st.sites, st.windows, pol.window, book, records),
     )
     points = _step("commitments", lambda: public_points(st, derived, group))
-    if len(bundle.proof.balance) != len(points.balances) or len(bundle.proof.stocks) != len(
-        points.stocks
-    ):
-        raise ProofError(
-            f"proofs: {len(bundle.proof.balance)} balance and {len(bundle.proof.stocks)} stock "
-            f"proofs for {len(points.balances)} checks and {len(points.stocks)} stocks"
-        )
+    verifiers = _sub_verifiers(st, points, bundle.proof, group)
     tr = summary_transcript(st, bundle.log, bundle.registry, bundle.records, points, group)
-    verifiers: list[SubVerifier] = [
-        SchnorrVerifier(
-            "total", g_sub_total(group, points.contrib_sum, st.total), bundle.proof.total, group
-        ),
-        RangeVerifier(
-            "tol_low", points.tol_low, bundle.proof.tolerance[0], pol.tolerance_bits, group
-        ),
-        RangeVerifier(
-            "tol_high", points.tol_high, bundle.proof.tolerance[1], pol.tolerance_bits, group
-        ),
-        *(
-            RangeVerifier(f"stock{i}", c, p, pol.stock_bits, group)
-            for i, (c, p) in enumerate(zip(points.stocks, bundle.proof.stocks, strict=True))
-        ),
-        *(
-            RangeVerifier(f"balance{i}", c, p, pol.balance_bits, group)
-            for i, (c, p) in enumerate(zip(points.balances, bundle.proof.balance, strict=True))
-        ),
-    ]
     _step("zero-knowledge proofs", lambda: verify_all(tr, verifiers, bundle.proof.challenge))
-    published = policies.get(pol.version)
-    if published != pol:
-        raise ProofError(f"policy: the bundle's constants are not published policy v{pol.version}")
-    if st.tolerance != tolerance_for(st.total, pol):
-        raise ProofError("policy: the tolerance is not the policy's for this total")
-    if len(st.sites) == 1 and st.audience != "auditor" and not pol.single_site_lots:
-        raise ProofError("policy: single-site lots may not be proven to this audience")
+    _check_policy(st, policies)
     return Claim(
         st.lot, st.refiner, st.total, st.tolerance, st.sites, len(points.balances),
         tuple(sorted(derived.stocks)), log.size, pol.version, authority.authority_id,
         authority.fingerprint,
     )  # fmt: skip
+
+
+def _signed_log(bundle: Bundle, ledger: LedgerPublicKeys, authority: AuthorityKey) -> Checkpoint:
+    """The bundle's log checkpoint, signed by the pinned ledger under its own name."""
+    if authority.signing_key == ledger.signing_key:
+        raise ProofError(
+            "registry: the pinned registry authority key is the ledger's own signing key; "
+            "a ledger cannot be its own registry authority"
+        )
+    log: Checkpoint = _step(
+        "log checkpoint signature", lambda: verify_checkpoint(bundle.log, ledger)
+    )
+    # The claim is stated as this ledger's: the signed checkpoint must say so too, or a key
+    # pinned under one name would vouch for a log that calls itself another.
+    if log.ledger_id != ledger.ledger_id:
+        raise ProofError(
+            f"log checkpoint: signed as ledger {log.ledger_id!r}, "
+            f"but the pinned key is ledger {ledger.ledger_id!r}"
+        )
+    return log
+
+
+def _sub_verifiers(
+    st: Statement, points: PublicPoints, proof: SummaryProof, group: Group
+) -> list[SubVerifier]:
+    """One verifier per proven relation, in the transcript's order (docs/zk-summaries.md §4)."""
+    pol = st.policy
+    if len(proof.balance) != len(points.balances) or len(proof.stocks) != len(points.stocks):
+        raise ProofError(
+            f"proofs: {len(proof.balance)} balance and {len(proof.stocks)} stock "
+            f"proofs for {len(points.balances)} checks and {len(points.stocks)} stocks"
+        )
+    return [
+        SchnorrVerifier(
+            "total", g_sub_total(group, points.contrib_sum, st.total), proof.total, group
+        ),
+        RangeVerifier("tol_low", points.tol_low, proof.tolerance[0], pol.tolerance_bits, group),
+        RangeVerifier("tol_high", points.tol_high, proof.tolerance[1], pol.tolerance_bits, group),
+        *(
+            RangeVerifier(f"stock{i}", c, p, pol.stock_bits, group)
+            for i, (c, p) in enumerate(zip(points.stocks, proof.stocks, strict=True))
+        ),
+        *(
+            RangeVerifier(f"balance{i}", c, p, pol.balance_bits, group)
+            for i, (c, p) in enumerate(zip(points.balances, proof.balance, strict=True))
+        ),
+    ]
+
+
+def _check_policy(st: Statement, policies: Mapping[int, Policy]) -> None:
+    """The statement's constants are a published policy's, and the policy allows the claim."""
+    pol = st.policy
+    if policies.get(pol.version) != pol:
+        raise ProofError(f"policy: the bundle's constants are not published policy v{pol.version}")
+    if st.tolerance != tolerance_for(st.total, pol):
+        raise ProofError("policy: the tolerance is not the policy's for this total")
+    if len(st.sites) == 1 and st.audience != "auditor" and not pol.single_site_lots:
+        raise ProofError("policy: single-site lots may not be proven to this audience")
 
 
 def g_sub_total(group: Group, contrib_sum: Point | None, total: int) -> Point | None:
