@@ -112,8 +112,9 @@ class SqliteDialect:
             try:
                 yield
             except BaseException:
-                conn.execute("ROLLBACK TO nested")
-                conn.execute("RELEASE nested")
+                if conn.in_transaction:  # see below
+                    conn.execute("ROLLBACK TO nested")
+                    conn.execute("RELEASE nested")
                 raise
             conn.execute("RELEASE nested")
             return
@@ -123,7 +124,10 @@ class SqliteDialect:
             try:
                 yield
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite rolls the whole transaction back itself after some errors (a full
+                # disk, an I/O error): a ROLLBACK then would fail and hide the error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             try:
                 conn.execute("COMMIT")

@@ -1,5 +1,7 @@
 """The SQLite ledger store's reads fail with the typed storage errors (STYLE.md §5), as its
-writes and every PostgreSQL operation do (tests/test_store_pg.py): real faults, no mocks."""
+writes and every PostgreSQL operation do (tests/test_store_pg.py): real faults, no mocks. A
+corrupt page is a CorruptDatabaseError; a full database a DiskFullError, with nothing of the
+failed write kept."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from custody.errors import CorruptDatabaseError, StorageError
+from custody.errors import CorruptDatabaseError, DiskFullError, StorageError
 from custody.keys import DeviceKey
 from ledger.store import LedgerStore
 from tests.test_registry_log_store import DEVICE, SITE, append_events, event
@@ -74,3 +76,19 @@ def test_a_read_after_close_is_a_storage_error(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StorageError, match="closed"):
         store.log_size()
+
+
+def test_a_write_past_the_databases_size_limit_is_a_disk_full_error(tmp_path: Path) -> None:
+    key = _filled(tmp_path / "ledger.sqlite")
+    store = LedgerStore(tmp_path / "ledger.sqlite")
+    try:
+        pages = int(store.conn.execute("PRAGMA page_count").fetchone()[0])
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL
+        with pytest.raises(DiskFullError, match="recording a dead letter"):
+            store.record_dead_letter(DEVICE, "t", bytes(64 * 1024), "unreadable", keep=10)
+        with pytest.raises(DiskFullError, match="appending events"):
+            append_events(store, [event(key, seq) for seq in range(21, 200)])
+        assert store.log_size() == 20 and store.dead_letter_count() == 0  # nothing half-kept
+        assert store.integrity_ok()
+    finally:
+        store.close()
