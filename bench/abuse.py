@@ -354,23 +354,7 @@ def _measure(
     current = ["warmup"]
     stop = threading.Event()
     gateways = [Honest(chains[d], _link(pki, d, broker.tls_port), public) for d in honest_ids]
-    threads = [
-        threading.Thread(
-            target=g.run,
-            daemon=True,
-            args=(
-                lambda: current[0],
-                stop,
-                args.period,
-                args.records,
-                args.ack_timeout,
-                args.period * i / len(gateways),
-            ),
-        )
-        for i, g in enumerate(gateways)
-    ]
-    for t in threads:
-        t.start()
+    threads = _start_honest(args, gateways, lambda: current[0], stop)
     flood = Flood(_link(pki, ATTACKER, broker.tls_port), floods)
     phases: dict[str, Any] = {}
     up = True
@@ -385,24 +369,9 @@ def _measure(
                 flood.run(name, args.rate, args.seconds)
             current[0] = "cooldown"
             up = up and ledger.alive()
-            lat = [x for g in gateways for x in g.latencies.get(name, [])]
-            sent = flood.sent.get(name, (0, 0, args.seconds))
-            phases[name] = {
-                "honest_acked_batches": len(lat),
-                "honest_lost_batches": sum(g.lost.get(name, 0) for g in gateways),
-                "ack_latency_ms_p50": _ms(_pct(lat, 0.5)),
-                "ack_latency_ms_p99": _ms(_pct(lat, 0.99)),
-                "flood_messages_per_s": round(sent[0] / sent[2], 1) if name != "baseline" else 0,
-                "flood_bytes_per_s": round(sent[1] / sent[2]) if name != "baseline" else 0,
-                # What the broker's per-device publish budget let through to the ledger.
-                "flood_accepted_by_broker_per_s": round(
-                    (sent[0] - flood.refused.get(name, 0)) / sent[2], 1
-                )
-                if name != "baseline"
-                else 0,
-                "db_growth_bytes": _db_bytes(data) - before,
-                "ledger_up": ledger.alive(),
-            }
+            phases[name] = _phase_figures(name, args, gateways, flood)
+            phases[name]["db_growth_bytes"] = _db_bytes(data) - before
+            phases[name]["ledger_up"] = ledger.alive()
             time.sleep(min(3.0, args.seconds / 4))  # let the ledger drain before the next
     finally:
         stop.set()
@@ -411,7 +380,58 @@ def _measure(
         for g in gateways:
             g.close()
         flood.link.stop()
-    metrics = ledger.metrics() if ledger.alive() else {}
+    return _report(args, phases, ledger.metrics() if ledger.alive() else {}, up and ledger.alive())
+
+
+def _start_honest(
+    args: argparse.Namespace, gateways: list[Honest], phase: Callable[[], str],
+    stop: threading.Event,
+) -> list[threading.Thread]:  # fmt: skip
+    """One thread per honest gateway, their batch periods staggered evenly."""
+    threads = [
+        threading.Thread(
+            target=g.run,
+            daemon=True,
+            args=(
+                phase,
+                stop,
+                args.period,
+                args.records,
+                args.ack_timeout,
+                args.period * i / len(gateways),
+            ),
+        )
+        for i, g in enumerate(gateways)
+    ]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _phase_figures(
+    name: str, args: argparse.Namespace, gateways: list[Honest], flood: Flood
+) -> dict[str, Any]:
+    """What the honest gateways saw during one phase, and what the flood offered."""
+    lat = [x for g in gateways for x in g.latencies.get(name, [])]
+    messages, size, seconds = flood.sent.get(name, (0, 0, args.seconds))
+    flooded = name != "baseline"
+    return {
+        "honest_acked_batches": len(lat),
+        "honest_lost_batches": sum(g.lost.get(name, 0) for g in gateways),
+        "ack_latency_ms_p50": _ms(_pct(lat, 0.5)),
+        "ack_latency_ms_p99": _ms(_pct(lat, 0.99)),
+        "flood_messages_per_s": round(messages / seconds, 1) if flooded else 0,
+        "flood_bytes_per_s": round(size / seconds) if flooded else 0,
+        # What the broker's per-device publish budget let through to the ledger.
+        "flood_accepted_by_broker_per_s": (
+            round((messages - flood.refused.get(name, 0)) / seconds, 1) if flooded else 0
+        ),
+    }
+
+
+def _report(
+    args: argparse.Namespace, phases: dict[str, Any], metrics: Mapping[str, float], up: bool
+) -> dict[str, Any]:
     base = phases["baseline"]["ack_latency_ms_p99"] or 0.0
     drops = {k.split('limit="')[1].rstrip('"}'): v for k, v in metrics.items()
              if k.startswith("custody_ledger_device_drops_total")}  # fmt: skip
@@ -428,7 +448,7 @@ def _measure(
             n: round((phases[n]["ack_latency_ms_p99"] or 0.0) / base, 2) if base else None
             for n in PHASES[1:]
         },
-        "ledger_stayed_up": up and ledger.alive(),
+        "ledger_stayed_up": up,
         "ledger_drops_by_limit": drops,
         "ledger_rejection_rows": metrics.get("custody_ledger_rejection_rows"),
         "ledger_dead_letters": metrics.get("custody_ledger_dead_letters_total"),
