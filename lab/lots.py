@@ -95,7 +95,6 @@ def build_lot(
     )  # fmt: skip
     store = open_store(str(ledger_dir / LEDGER_STORE))
     intake = Intake(store, keys)
-    p, q = recovery
     try:
         for site in scenario.sites:
             with gateway(root, site, store, ledger_dir, authority_dir) as rec:
@@ -103,26 +102,10 @@ def build_lot(
                     stock = rec.declare_stock(opening_stock)
                     pinned = Authority(authority_dir).stock(site, stock.event_id)[0]
                     log_entry(store, authority, pinned)
-                bags = [rng.randint(*bag_range) for _ in range(bags_per_site)]
-                others = max(0, checkpoints_per_site - bags_per_site)
-                other_bags = [rng.randint(*bag_range) for _ in range(others)]
-                # Enough ore in for every bag out at p/q, with a margin.
-                ore = -(-(sum(bags) + sum(other_bags)) * q // p) + ore_margin
-                while ore > 0:
-                    load = min(ore, 400_000)
-                    rec.weighing(gross=load + 150_000, tare=150_000, direction="in", stage="out")
-                    ore -= load
-                # A scheduled checkpoint after each bag: the checkpoints a window holds.
-                for units in other_bags:
-                    rec.weighing(bag=units, lot=f"OTHER-{site}", direction="out")
-                    rec.checkpoint()
-                for units in bags:
-                    rec.weighing(bag=units, lot=lot, direction="out")
-                    rec.checkpoint()
-                rec.lot_close(lot)
-                # The gateway's next scheduled checkpoint: the fence that shows a buyer its
-                # chain is complete up to the lot's window.
-                rec.checkpoint()
+                bags = _mine_a_lot(
+                    rec, rng, lot, site, bags_per_site, checkpoints_per_site, recovery,
+                    bag_range, ore_margin,
+                )  # fmt: skip
                 scenario.bag_units[site] = bags
                 feed(intake, rec)
         with gateway(root, scenario.refiner, store, ledger_dir, authority_dir) as rec:
@@ -139,6 +122,36 @@ def build_lot(
         intake.close()
         store.close()
     return scenario
+
+
+def _mine_a_lot(
+    rec: Recorder, rng: random.Random, lot: str, site: str, bags_per_site: int,
+    checkpoints_per_site: int, recovery: tuple[int, int], bag_range: tuple[int, int],
+    ore_margin: int,
+) -> list[int]:  # fmt: skip
+    """One site's part of the lot: ore in, bags of this lot and others out, each bag under a
+    scheduled checkpoint, the lot closed and the next checkpoint signed (the fence that shows
+    a buyer its chain is complete up to the lot's window). Returns the lot's bag masses."""
+    p, q = recovery
+    bags = [rng.randint(*bag_range) for _ in range(bags_per_site)]
+    others = max(0, checkpoints_per_site - bags_per_site)
+    other_bags = [rng.randint(*bag_range) for _ in range(others)]
+    # Enough ore in for every bag out at p/q, with a margin.
+    ore = -(-(sum(bags) + sum(other_bags)) * q // p) + ore_margin
+    while ore > 0:
+        load = min(ore, 400_000)
+        rec.weighing(gross=load + 150_000, tare=150_000, direction="in", stage="out")
+        ore -= load
+    # A scheduled checkpoint after each bag: the checkpoints a window holds.
+    for units in other_bags:
+        rec.weighing(bag=units, lot=f"OTHER-{site}", direction="out")
+        rec.checkpoint()
+    for units in bags:
+        rec.weighing(bag=units, lot=lot, direction="out")
+        rec.checkpoint()
+    rec.lot_close(lot)
+    rec.checkpoint()
+    return bags
 
 
 @contextlib.contextmanager
