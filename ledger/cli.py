@@ -21,6 +21,7 @@ from custody.errors import ConfigError, CustodyError, SchemaError, VerificationE
 from custody.event import validate_identifier
 from custody.exits import ExitCode, exit_code_for
 from custody.files import replace_file
+from custody.mass import format_kg, units_to_kg
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
@@ -506,8 +507,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     replace_file(args.out, result.bundle, mode=None)
     st = result.statement
     info = {
-        "lot": st.lot, "refiner": st.refiner, "total_kg": st.total / 10,
-        "tolerance_kg": st.tolerance / 10, "sites": list(st.sites),
+        "lot": st.lot, "refiner": st.refiner, "total_kg": float(units_to_kg(st.total)),
+        "tolerance_kg": float(units_to_kg(st.tolerance)), "sites": list(st.sites),
         "records": result.records, "balance_checks": result.balance_checks,
         "bytes": len(result.bundle), "out": str(args.out), "notes": list(result.notes),
     }  # fmt: skip
@@ -515,7 +516,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(json.dumps(info))
     else:
         print(
-            f"lot {st.lot}: {st.total / 10} kg from {', '.join(st.sites)} to {st.refiner}; "
+            f"lot {st.lot}: {format_kg(st.total)} kg from {', '.join(st.sites)} to {st.refiner}; "
             f"{result.records} records, {result.balance_checks} balance checks; "
             f"{len(result.bundle)} bytes written to {args.out}"
         )

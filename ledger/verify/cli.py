@@ -26,6 +26,7 @@ from pathlib import Path
 from custody.errors import CustodyError, ProofError
 from custody.exits import ExitCode
 from custody.keys import LedgerPublicKeys
+from custody.mass import units_to_kg
 from ledger.verify import cli_table
 from ledger.verify.authority import AUTHORITY_FORMAT, AuthorityKey, read_authority_file
 from ledger.verify.bundle import MAX_BUNDLE_BYTES, verify_bundle
@@ -214,7 +215,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.json:
         print(json.dumps({
             "accepted": True, "lot": claim.lot, "refiner": claim.refiner,
-            "total_kg": claim.total / 10, "tolerance_kg": claim.tolerance / 10,
+            "total_kg": float(units_to_kg(claim.total)),
+            "tolerance_kg": float(units_to_kg(claim.tolerance)),
             "sites": list(claim.sites), "balance_checks": claim.balance_checks,
             "opening_stock_sites": list(claim.stock_sites),
             "log_size": claim.log_size, "policy": claim.policy_version,
