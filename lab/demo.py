@@ -665,10 +665,21 @@ def receive_at_refiner(ref_dir: Path) -> None:
 
 
 # --- the whole path ------------------------------------------------------------------------------
-def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
-    ledger_dir = root / "ledger"
-    console = Console()
+@dataclass(frozen=True)
+class Parties:
+    """Where each party of the demo keeps its files, and the public keys others pin."""
+
+    ledger_dir: Path
+    authority_dir: Path
+    authority_pub: str  # the registry authority's public key file
+    ledger_pub: str  # the ledger's public key file
+    mine_dir: Path  # the mine's gateway
+    refiner_dir: Path  # the refiner's gateway
+
+
+def create_parties(root: Path) -> Parties:
     step("1. keys: the registry authority, the ledger, two gateways (a mine and a refiner)")
+    ledger_dir = root / "ledger"
     authority_dir = root / "consortium-registry"
     run_cmd("custody-registry", "init", "--name", "consortium-registry",
             "--dir", str(authority_dir))  # fmt: skip
@@ -676,11 +687,99 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
     ledger_pub = run_cmd(
         "custody-ledger", "--data-dir", str(ledger_dir), "init", "--authority", authority_pub
     ).strip()
-    gw_dir = enrol_gateway(root, ledger_dir, ledger_pub, authority_dir, SITE_ID, DEVICE_ID)
-    ref_dir = enrol_gateway(
-        root, ledger_dir, ledger_pub, authority_dir, REFINER_SITE, REFINER_DEVICE
-    )
+    return Parties(
+        ledger_dir, authority_dir, authority_pub, ledger_pub,
+        enrol_gateway(root, ledger_dir, ledger_pub, authority_dir, SITE_ID, DEVICE_ID),
+        enrol_gateway(root, ledger_dir, ledger_pub, authority_dir, REFINER_SITE, REFINER_DEVICE),
+    )  # fmt: skip
 
+
+def configure_mine(gw_dir: Path, yard: Yard) -> None:
+    """The settings a site engineer writes: the devices' ports and dialects."""
+    settings = {
+        "weighbridge.port": str(yard.scale.path),
+        "weighbridge.dialect": SCALE_DIALECT,
+        "weighbridge.rfid": f"rdm6300@{yard.rfid.path}",
+        "weighbridge.scanner": f"scanner-line@{yard.scanner.path}",
+        "weighbridge.window_s": str(WINDOW_S),
+        "service.http_port": "0",  # any free port; the service names it in service.json
+        # After the outage, a batch the gateway sends as it reconnects was sometimes never
+        # delivered to the ledger (it reconnects at about the same time) and waited for the
+        # default minute without an ack before the resend; the shortest allowed keeps the
+        # demo short. Sites keep the default.
+        "sync.ack_timeout_s": "5",
+    }
+    set_config(gw_dir, settings)
+    for key, value in settings.items():
+        print(f"config.toml: {key} = {value}")
+
+
+def mine_day(
+    stack: contextlib.ExitStack, root: Path, parties: Parties, console: Console,
+    broker: MosquittoBroker | None,
+) -> tuple[Snapshot, list[str]]:  # fmt: skip
+    """Steps 3 and 4: the mine's service runs a morning, then drains on SIGTERM. Returns the
+    live view's last snapshot and the drivers' tickets."""
+    gw_dir = parties.mine_dir
+    step("3. the mine's gateway service, its devices simulated on serial ports")
+    yard = Yard(root / "devices", console)
+    stack.callback(yard.close)
+    configure_mine(gw_dir, yard)
+    proc, service_url, service_log = stack.enter_context(gateway_service(gw_dir))
+    wait_for(lambda: health(service_url)["status"] == "ok", "the service's /healthz to be ok")
+    workers = health(service_url)["workers"]
+    print(f"service up at {service_url}: workers {', '.join(sorted(workers))} ok")
+
+    step("4. a morning at the mine (live view from /metrics and the ledger's log)")
+    monitor = Monitor(service_url, parties.ledger_dir, service_log, console)
+    monitor.start()
+    try:
+        morning(yard, monitor, gw_dir, console, broker)
+        # The gateway's scheduled checkpoint, due now: it shows a buyer that the mine's
+        # chain is complete past the lot (the service signs one every hour).
+        run_cmd("custody-agent", "--data-dir", str(gw_dir), "checkpoint")
+
+        def drained() -> bool:
+            snap = monitor.scrape()
+            return snap.drained and snap.ledger_log == int(sum(snap.outbox.values()))
+
+        wait_for(drained, "the ledger to ack every record")
+    finally:
+        final = monitor.stop()
+        monitor.close()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(30)
+    if code != 0:
+        raise DemoError(f"custody-agent run exited {code} on SIGTERM: {_tail(service_log)}")
+    print(f"custody-agent run drained on SIGTERM and exited {code}")
+    if monitor.tickets:
+        print("the last driver's ticket (also on the ticket printer, when one is set):")
+        print(monitor.tickets[-1], end="")
+    return final, monitor.tickets
+
+
+def buyer_verifies(root: Path, parties: Parties) -> str:
+    """The seller's bundle for the lot, checked by a buyer against keys the buyer pinned."""
+    ledger = str(parties.ledger_dir)
+    run_cmd("custody-ledger", "--data-dir", ledger, "devices")
+    # The authority's heartbeat, logged after the lot: the registry a buyer sees is complete.
+    registry_heartbeat(parties.ledger_dir, parties.authority_dir)
+    # What the seller hands the buyer: the bundle, in a folder of the seller's making.
+    bundle = root / "from-seller" / f"{LOT}.cbor"
+    bundle.parent.mkdir()
+    run_cmd("custody-ledger", "--data-dir", ledger, "summary", "--lot", LOT, "--out", str(bundle))
+    # The buyer's own step: pin the ledger's public keys, got from the ledger's operator, in the
+    # buyer's trust file (a real buyer's is ~/.config/custody/trusted-ledgers.json; the demo
+    # keeps its own). A key file in the seller's folder would be the seller's choice of ledger.
+    trust = root / "buyer" / "trusted-ledgers.json"
+    run_cmd("custody-verify", "trust", "add", parties.ledger_pub, "--trust", str(trust))
+    run_cmd("custody-verify", "trust", "add", parties.authority_pub, "--trust", str(trust))
+    return run_cmd("custody-verify", str(bundle), "--trust", str(trust))
+
+
+def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
+    parties = create_parties(root)
+    ledger_dir, gw_dir = parties.ledger_dir, parties.mine_dir
     with contextlib.ExitStack() as stack:
         step("2. a broker and the ledger")
         broker: MosquittoBroker | None = None  # ours to stop and restart (an outage)
@@ -688,60 +787,11 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
             broker, url, gateway_tls, ledger_tls = stack.enter_context(private_broker(root))
         else:
             url, gateway_tls, ledger_tls = broker_url, {}, []
-        for device, directory in ((DEVICE_ID, gw_dir), (REFINER_DEVICE, ref_dir)):
+        for device, directory in ((DEVICE_ID, gw_dir), (REFINER_DEVICE, parties.refiner_dir)):
             configure_sync(directory, url, gateway_tls.get(device, {}))
         stack.enter_context(ledger_running(ledger_dir, url, ledger_tls))
 
-        step("3. the mine's gateway service, its devices simulated on serial ports")
-        yard = Yard(root / "devices", console)
-        stack.callback(yard.close)
-        settings = {
-            "weighbridge.port": str(yard.scale.path),
-            "weighbridge.dialect": SCALE_DIALECT,
-            "weighbridge.rfid": f"rdm6300@{yard.rfid.path}",
-            "weighbridge.scanner": f"scanner-line@{yard.scanner.path}",
-            "weighbridge.window_s": str(WINDOW_S),
-            "service.http_port": "0",  # any free port; the service names it in service.json
-            # After the outage, a batch the gateway sends as it reconnects was sometimes never
-            # delivered to the ledger (it reconnects at about the same time) and waited for the
-            # default minute without an ack before the resend; the shortest allowed keeps the
-            # demo short. Sites keep the default.
-            "sync.ack_timeout_s": "5",
-        }
-        set_config(gw_dir, settings)
-        for key, value in settings.items():
-            print(f"config.toml: {key} = {value}")
-        proc, service_url, service_log = stack.enter_context(gateway_service(gw_dir))
-        wait_for(lambda: health(service_url)["status"] == "ok", "the service's /healthz to be ok")
-        workers = health(service_url)["workers"]
-        print(f"service up at {service_url}: workers {', '.join(sorted(workers))} ok")
-
-        step("4. a morning at the mine (live view from /metrics and the ledger's log)")
-        monitor = Monitor(service_url, ledger_dir, service_log, console)
-        monitor.start()
-        try:
-            morning(yard, monitor, gw_dir, console, broker)
-
-            # The gateway's scheduled checkpoint, due now: it shows a buyer that the mine's
-            # chain is complete past the lot (the service signs one every hour).
-            run_cmd("custody-agent", "--data-dir", str(gw_dir), "checkpoint")
-
-            def drained() -> bool:
-                snap = monitor.scrape()
-                return snap.drained and snap.ledger_log == int(sum(snap.outbox.values()))
-
-            wait_for(drained, "the ledger to ack every record")
-        finally:
-            final = monitor.stop()
-            monitor.close()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-        if code != 0:
-            raise DemoError(f"custody-agent run exited {code} on SIGTERM: {_tail(service_log)}")
-        print(f"custody-agent run drained on SIGTERM and exited {code}")
-        if monitor.tickets:
-            print("the last driver's ticket (also on the ticket printer, when one is set):")
-            print(monitor.tickets[-1], end="")
+        final, tickets = mine_day(stack, root, parties, Console(), broker)
 
         step("5. the ledger's signed log")
         run_cmd("custody-agent", "--data-dir", str(gw_dir), "status")
@@ -749,33 +799,17 @@ def run(root: Path, broker_url: str | None = None, *, keep: bool = True) -> int:
         check_inclusion(ledger_dir, last_event, checkpoint)
 
         step("6. the refiner receives the lot; a zero-knowledge summary for a buyer")
-        receive_at_refiner(ref_dir)
+        receive_at_refiner(parties.refiner_dir)
         run_cmd(
-            "custody-agent", "--data-dir", str(ref_dir), "sync", "--once",
+            "custody-agent", "--data-dir", str(parties.refiner_dir), "sync", "--once",
             "--timeout", str(SYNC_TIMEOUT_S),
         )  # fmt: skip
-    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "devices")
-    # The authority's heartbeat, logged after the lot: the registry a buyer sees is complete.
-    registry_heartbeat(ledger_dir, authority_dir)
-    # What the seller hands the buyer: the bundle, in a folder of the seller's making.
-    bundle = root / "from-seller" / f"{LOT}.cbor"
-    bundle.parent.mkdir()
-    run_cmd(
-        "custody-ledger", "--data-dir", str(ledger_dir), "summary", "--lot", LOT,
-        "--out", str(bundle),
-    )  # fmt: skip
-    # The buyer's own step: pin the ledger's public keys, got from the ledger's operator, in the
-    # buyer's trust file (a real buyer's is ~/.config/custody/trusted-ledgers.json; the demo
-    # keeps its own). A key file in the seller's folder would be the seller's choice of ledger.
-    trust = root / "buyer" / "trusted-ledgers.json"
-    run_cmd("custody-verify", "trust", "add", ledger_pub, "--trust", str(trust))
-    run_cmd("custody-verify", "trust", "add", authority_pub, "--trust", str(trust))
-    verdict = run_cmd("custody-verify", str(bundle), "--trust", str(trust))
+    verdict = buyer_verifies(root, parties)
 
     step("summary")
     outcomes = ", ".join(f"{k} {int(v)}" for k, v in sorted(final.outcomes.items()))
     passes = ", ".join(f"{k} {int(v)}" for k, v in sorted(final.passes.items()))
-    print(f"weighbridge captures: {outcomes} (passes: {passes}); tickets {len(monitor.tickets)}")
+    print(f"weighbridge captures: {outcomes} (passes: {passes}); tickets {len(tickets)}")
     print(f"gateway records: {total} signed, {int(final.outbox.get('acked', 0))} acked, "
           f"{verified} verified in the ledger's signed log")  # fmt: skip
     print(f"buyer: {verdict.splitlines()[0].split(':', 1)[0]} ({LOT})")
