@@ -20,7 +20,32 @@ beside it) and reports, per folder:
 ``falsepositives-1`` holds images with no code: any read there is a false
 positive. Unreadable images (the degenerate ``1x1.webp``) are listed as errors.
 ``--per-pass`` also runs every registered pass alone over every image: the
-measurement behind the order of ``DEFAULT_PASSES``.
+measurement behind the order of ``DEFAULT_PASSES``. ``--compare`` also runs the
+default pipeline, zxing-cpp alone and the zbar/OpenCV passes alone, one line each.
+
+Recorded figures (zxing-cpp 3.1.1, OpenCV 5.1.0, libzbar 0.23.92, CPython 3.11,
+2-core AMD EPYC shared with other jobs, load average about 6; ``--runs 3``, three
+interleaved rounds, the middle round's median quoted; the QR photographs are
+the 82 with an expected text in qrcode-1..5, false positives are images of
+falsepositives-1 with any read):
+
+===========================================  ========  ========  ===  =============
+pipeline                                     QR        Code 128  FP   median ms/img
+===========================================  ========  ========  ===  =============
+zbar + OpenCV passes with finder-rectified   77/82     5/6       0    26.0 (7.39 on
+(the default before zxing-cpp)                                         a quiet machine)
+zxing-cpp alone                              76/82     6/6       0    1.8
+zxing-cpp first, then the zbar/OpenCV        79/82     6/6       0    2.7
+passes (the default now)
+===========================================  ========  ========  ===  =============
+
+zxing-cpp first reads #940.png and high-res-1.jpg (qrcode-2) that no zbar or
+OpenCV pass read, and Code 128 6.png (FNC4, which libzbar lacks); the zbar and
+OpenCV passes after it add qrcode-2/12.webp and qrcode-4/06.webp, 08.webp. With
+zxing-cpp first the hand-written finder-pattern rectification read nothing more
+(79/82 without it too), so it was removed. An image with no code still runs
+every pass: median about 210-370 ms here on falsepositives-1, against
+330-380 ms before.
 """
 
 from __future__ import annotations
@@ -78,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {camera.DEFAULT_COLLECT_FIRST})",
     )
     parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the default pipeline, zxing-cpp alone and the zbar/OpenCV passes "
+        "alone, and print one line each (slower)",
+    )
+    parser.add_argument(
         "--per-pass",
         action="store_true",
         help="also run each registered pass alone over every image (slower)",
@@ -90,28 +121,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"image folder {root} not found (see --images)")
     passes: tuple[str, ...] = tuple(args.passes)
     sets = _image_sets(root)
-    folders: dict[str, dict[str, Any]] = {}
-    all_ms: list[float] = []
-    errors: list[dict[str, str]] = []
-    for folder, images in sets.items():
-        stats = _run_folder(root, folder, images, passes, args.collect_first, args.runs)
-        all_ms.extend(stats.pop("_ms"))
-        errors.extend(
-            {"image": f"{folder}/{e['image']}", "error": e["error"]} for e in stats["errors"]
-        )
-        folders[folder] = stats
-
-    scored = {k: v for k, v in folders.items() if v.get("total")}
-    qr = [v for k, v in scored.items() if k.startswith("qrcode-")]
+    folders, all_ms, errors = _measure(root, sets, passes, args.collect_first, args.runs)
     result: dict[str, Any] = {
         "benchmark": "qr",
         "folders": folders,
-        "qr_decoded": sum(v["decoded"] for v in qr),
-        "qr_total": sum(v["total"] for v in qr),
-        "qr_rate": _rate(sum(v["decoded"] for v in qr), sum(v["total"] for v in qr)),
-        "false_positives": folders.get(FALSE_POSITIVES, {}).get("false_positives"),
-        "ms_per_image_median": _round(statistics.median(all_ms)) if all_ms else None,
-        "ms_per_image_max": _round(max(all_ms)) if all_ms else None,
+        **_totals(folders, all_ms),
         "unreadable": errors,
         "meets_reference": {
             name: folders[name]["rate"] >= round(ref[0] / ref[1], 4)
@@ -130,6 +144,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.per_pass:
         result["per_pass"] = _per_pass(root, sets)
+    if args.compare:
+        rows = []
+        for label, compared, first in _comparisons():
+            measured, ms, _ = _measure(root, sets, compared, first, args.runs)
+            rows.append(
+                {
+                    "label": label,
+                    "passes": list(compared),
+                    "collect_first": first,
+                    **_totals(measured, ms),
+                }
+            )
+        result["compare"] = rows
     return result
 
 
@@ -173,6 +200,18 @@ def render(result: Mapping[str, Any]) -> str:
         for name, p in result["per_pass"].items():
             counts = " ".join(f"{k}={v}" for k, v in p["decoded"].items())
             lines.append(f"  {name:<22}{p['ms_total']:>8.0f} ms  {counts}")
+    if "compare" in result:
+        lines.append("")
+        lines.append(
+            f"{'pipeline':<24}{'QR':>8}{'Code 128':>10}{'FP':>5}{'ms/img':>9}{'max ms':>9}"
+        )
+        for row in result["compare"]:
+            lines.append(
+                f"{row['label']:<24}{_fraction(row['qr_decoded'], row['qr_total']):>8}"
+                f"{_fraction(row['code128_decoded'], row['code128_total']):>10}"
+                f"{row['false_positives']!s:>5}"
+                f"{row['ms_per_image_median']:>9.2f}{row['ms_per_image_max']:>9.0f}"
+            )
     p = result["parameters"]
     m = result["machine"]
     lines.append(
@@ -182,12 +221,59 @@ def render(result: Mapping[str, Any]) -> str:
     lines.append(
         f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('python', '?')}, "
         f"OpenCV {m.get('opencv', '?')}, pyzbar {m.get('pyzbar', '?')}, "
-        f"libzbar {m.get('libzbar', '?')}"
+        f"libzbar {m.get('libzbar', '?')}, zxing-cpp {m.get('zxing-cpp', '?')}"
     )
     return "\n".join(lines)
 
 
 # --- runs ---------------------------------------------------------------------------------
+def _measure(
+    root: Path,
+    sets: Mapping[str, Sequence[Path]],
+    passes: Sequence[str],
+    collect_first: int,
+    runs: int,
+) -> tuple[dict[str, dict[str, Any]], list[float], list[dict[str, str]]]:
+    """Per-folder statistics, every image's median ms, and the unreadable images."""
+    folders: dict[str, dict[str, Any]] = {}
+    all_ms: list[float] = []
+    errors: list[dict[str, str]] = []
+    for folder, images in sets.items():
+        stats = _run_folder(root, folder, images, passes, collect_first, runs)
+        all_ms.extend(stats.pop("_ms"))
+        errors.extend(
+            {"image": f"{folder}/{e['image']}", "error": e["error"]} for e in stats["errors"]
+        )
+        folders[folder] = stats
+    return folders, all_ms, errors
+
+
+def _totals(folders: Mapping[str, Mapping[str, Any]], all_ms: Sequence[float]) -> dict[str, Any]:
+    qr = [v for k, v in folders.items() if k.startswith("qrcode-") and v.get("total")]
+    decoded, total = sum(v["decoded"] for v in qr), sum(v["total"] for v in qr)
+    code128 = folders.get("code128-1", {})
+    return {
+        "qr_decoded": decoded,
+        "qr_total": total,
+        "qr_rate": _rate(decoded, total),
+        "code128_decoded": code128.get("decoded"),
+        "code128_total": code128.get("total"),
+        "false_positives": folders.get(FALSE_POSITIVES, {}).get("false_positives"),
+        "ms_per_image_median": _round(statistics.median(all_ms)) if all_ms else None,
+        "ms_per_image_max": _round(max(all_ms)) if all_ms else None,
+    }
+
+
+def _comparisons() -> list[tuple[str, tuple[str, ...], int]]:
+    """``--compare``: the default pipeline, zxing-cpp alone, and the zbar/OpenCV passes alone."""
+    zbar_opencv = tuple(p for p in camera.DEFAULT_PASSES if p != "zxing-cpp")
+    return [
+        ("default", camera.DEFAULT_PASSES, camera.DEFAULT_COLLECT_FIRST),
+        ("zxing-cpp alone", ("zxing-cpp",), 1),
+        ("zbar + OpenCV passes", zbar_opencv, 2),
+    ]
+
+
 def _image_sets(root: Path) -> dict[str, list[Path]]:
     sets: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -318,6 +404,10 @@ def _per_pass(root: Path, sets: Mapping[str, Sequence[Path]]) -> dict[str, Any]:
 # --- helpers ------------------------------------------------------------------------------
 def _rate(n: int, total: int) -> float:
     return round(n / total, 4) if total else 0.0
+
+
+def _fraction(n: int | None, total: int | None) -> str:
+    return "-" if n is None or total is None else f"{n}/{total}"
 
 
 def _round(ms: float) -> float:

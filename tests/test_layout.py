@@ -57,6 +57,7 @@ SINGLE_HOMES = {
     "serial": {"firmware_bridge/transport.py"},
     "cv2": {"firmware_bridge/camera"},
     "pyzbar": {"firmware_bridge/camera"},
+    "zxingcpp": {"firmware_bridge/camera"},
     # bench/peers is the peer comparison's observer: it answers the peer gateway's requests and
     # counts what reaches the broker, as a raw MQTT client (it measures, it is not our gateway).
     "paho": {"sync", "bench/peers"},

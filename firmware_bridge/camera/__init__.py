@@ -1,13 +1,15 @@
 """Camera: read QR and Code 128 seal codes from images, files, cameras and streams.
 
-This package is the only part of the project that imports ``cv2`` or ``pyzbar``.
+This package is the only part of the project that imports ``cv2``, ``pyzbar`` or
+``zxingcpp``.
 Its public names are re-exported here; the modules are one concern each:
 
 - ``charset``: the payload's text (UTF-8, Shift_JIS or ISO-8859-1, as zxing guesses)
 - ``bounds``: the memory limits, and grayscale normalisation
+- ``zxing``: zxing-cpp, the first decoder tried
 - ``decoders``: libzbar (through pyzbar's ctypes wrapper) and OpenCV's QR detectors
 - ``views``: an image to decode plus the matrix back to source pixels
-- ``rectify``: perspective correction from the finder patterns or OpenCV's detector
+- ``rectify``: perspective correction from OpenCV's detector
 - ``passes``: the named decode passes and their measured default order
 - ``decode``: ``decode_image``, running the passes over one image
 - ``files``: bounded image-file reading and batch decoding
@@ -21,7 +23,7 @@ Theory of operation
 first ``collect_first`` passes always run and their codes are collected; after
 them, the first pass that reads anything ends the search (``exhaustive=True``
 runs them all). A pass builds one or more *views* of the image and hands each to
-a decoder: zbar, or one of OpenCV's QR detectors. Every view carries the 3x3
+a decoder: zxing-cpp, zbar, or one of OpenCV's QR detectors. Every view carries the 3x3
 matrix back to source pixels, so a code's polygon is in the coordinates of the
 image passed in.
 

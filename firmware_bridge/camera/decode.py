@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from firmware_bridge.camera import zxing
 from firmware_bridge.camera.bounds import Matrix, bounded_gray
 from firmware_bridge.camera.charset import opencv_text, payload_text
 from firmware_bridge.camera.decoders import (
@@ -42,7 +43,7 @@ class Decoded:
     rule) and ``raw`` the bytes the decoder returned: the exact payload for zbar;
     OpenCV reports non-UTF-8 payloads transcoded from ISO-8859-1 to UTF-8.
     ``gs1`` is True when the symbol starts with FNC1 (GS1-128, GS1 QR), which
-    only zbar reports. ``polygon`` is in pixels of the image that was decoded;
+    zbar and zxing-cpp report. ``polygon`` is in pixels of the image that was decoded;
     ``found_by`` names the pass and ``decoder`` the library that read it.
     """
 
@@ -51,7 +52,7 @@ class Decoded:
     raw: bytes = field(default=b"", repr=False)
     gs1: bool = False
     polygon: tuple[tuple[int, int], ...] = ()
-    decoder: str = "zbar"  # "zbar" | "opencv" | "opencv-aruco"
+    decoder: str = "zbar"  # "zbar" | "zxing-cpp" | "opencv" | "opencv-aruco"
     found_by: str = ""
 
     def __post_init__(self) -> None:
@@ -132,13 +133,20 @@ def _decode_view(
 ) -> Iterator[Decoded]:
     if decoder == "zbar":
         hits = zbar(view.image, symbols)
+    elif decoder == "zxing-cpp":
+        hits = zxing.read(view.image, symbols)
     elif QR in symbols:
         hits = opencv(view.image, decoder)
     else:
         hits = []
     for hit in hits:
         symbology = ZBAR_NAMES.get(hit.symbol, str(hit.symbol))
-        text = payload_text(hit.data, symbology) if hit.decoder == "zbar" else opencv_text(hit.data)
+        if hit.text is not None:
+            text = hit.text
+        elif hit.decoder == "zbar":
+            text = payload_text(hit.data, symbology)
+        else:
+            text = opencv_text(hit.data)
         yield Decoded(
             symbology=symbology,
             text=text,

@@ -62,6 +62,7 @@ class Hit:
     points: tuple[tuple[float, float], ...]
     gs1: bool
     decoder: str
+    text: str | None = None  # the decoder's own text, when it applies the symbol's ECI
 
 
 _zbar_get_modifiers: Callable[..., int] | None
@@ -178,6 +179,8 @@ def library_versions() -> dict[str, str]:
     versions = {"opencv": str(cv2.__version__)}
     with contextlib.suppress(metadata.PackageNotFoundError):
         versions["pyzbar"] = metadata.version("pyzbar")
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["zxing-cpp"] = metadata.version("zxing-cpp")
     # zbar >= 0.23.1 takes a third pointer for the patch level; pyzbar declares two.
     uint_p = ctypes.POINTER(ctypes.c_uint)
     zbar_version = _zw.zbar_function("zbar_version", ctypes.c_int, uint_p, uint_p, uint_p)

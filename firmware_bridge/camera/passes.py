@@ -1,8 +1,8 @@
 """The decode passes: named (views, decoders) pairs, and the default order measured on photos.
 
 A pass builds one or more views of the image (scaled, thresholded, inverted,
-perspective-rectified, re-drawn from module samples) and hands each to its
-decoders. The order and content of ``DEFAULT_PASSES`` come from measurement on
+perspective-rectified) and hands each to its decoders: zxing-cpp, zbar or one
+of OpenCV's QR detectors. The order and content of ``DEFAULT_PASSES`` come from measurement on
 the zxing-cpp sample photographs (``python -m bench qr --per-pass``): cheap
 passes that read most images first, expensive rescue passes last.
 """
@@ -16,12 +16,12 @@ from typing import Final
 import cv2
 import numpy as np
 
-from firmware_bridge.camera.rectify import aruco_rectified, finder_rectified
+from firmware_bridge.camera.rectify import aruco_rectified
 from firmware_bridge.camera.views import IDENTITY, Source, View, padded, rotated, scaled
 
 __all__ = ["DEFAULT_COLLECT_FIRST", "DEFAULT_PASSES", "FAST_PASSES", "PASSES", "Decoder", "Pass"]
 
-Decoder = str  # "zbar" | "opencv" | "opencv-aruco" | "opencv-curved"
+Decoder = str  # "zbar" | "zxing-cpp" | "opencv" | "opencv-aruco" | "opencv-curved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,7 @@ def _v_plain_and_upscale15(s: Source) -> Iterable[View]:
 PASSES: Final[dict[str, Pass]] = {
     p.name: p
     for p in (
+        Pass("zxing-cpp", _v_plain, ("zxing-cpp",)),
         Pass("plain", _v_plain),
         Pass("upscale2", _v_upscale2),
         Pass("half", _v_half),
@@ -103,7 +104,6 @@ PASSES: Final[dict[str, Pass]] = {
         Pass("quiet-zone", _v_quiet_zone),
         Pass("rotations", _v_rotations),
         Pass("dots", _v_dots, qr_only=True),
-        Pass("finder-rectified", finder_rectified, qr_only=True),
         Pass("aruco-rectified", aruco_rectified, qr_only=True),
         Pass("opencv", _v_plain, ("opencv",), qr_only=True),
         Pass("opencv-upscale2", _v_upscale2, ("opencv",), qr_only=True),
@@ -114,13 +114,16 @@ PASSES: Final[dict[str, Pass]] = {
 }
 
 # Order and content measured on the zxing-cpp samples (``python -m bench qr``,
-# which also reports what each pass reads on its own). The first two always run
-# (``DEFAULT_COLLECT_FIRST``): the upscaled view reads a second, nested code
-# that the plain view misses, at about 7 ms more per image (median). After
-# that, cheap passes first, the perspective and OpenCV rescues last. The other
-# registered passes (adaptive, quiet-zone, rotations, plain OpenCV detectors)
-# read nothing these do not; they stay available by name.
+# which also reports what each pass reads on its own). zxing-cpp runs first and
+# alone when it reads anything (``DEFAULT_COLLECT_FIRST``): it reads more of the
+# photographs than all the zbar and OpenCV passes together, both codes of a QR
+# nested in a QR, and Code 128 with FNC4, in about a millisecond. The zbar and
+# OpenCV passes after it are rescues for what it misses (a few wrinkled or
+# low-contrast prints): cheap ones first, OpenCV's last. Figures are in
+# bench/qr.py. The other registered passes (adaptive, quiet-zone, rotations,
+# plain OpenCV detectors) read nothing these do not; they stay available by name.
 DEFAULT_PASSES: Final[tuple[str, ...]] = (
+    "zxing-cpp",
     "plain",
     "upscale2",
     "half",
@@ -129,9 +132,8 @@ DEFAULT_PASSES: Final[tuple[str, ...]] = (
     "blur",
     "inverted",
     "aruco-rectified",
-    "finder-rectified",
     "opencv-curved",
 )
-DEFAULT_COLLECT_FIRST: Final = 2
+DEFAULT_COLLECT_FIRST: Final = 1
 # For live video, where the next frame is the retry: full-size and half-size zbar only.
 FAST_PASSES: Final[tuple[str, ...]] = ("plain", "half")
