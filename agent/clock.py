@@ -10,8 +10,18 @@ the clock; we record the time with its source and quality instead:
   (adjtimex(2): return value not TIME_ERROR and STA_UNSYNC clear; this is what
   ``timedatectl`` shows as "System clock synchronized");
 - otherwise ``unsynced`` with source ``rtc``.
-Source ``gps`` (``TimeSource.GPS``) belongs to a GPS-disciplined clock; this
-module never reports it.
+
+``GpsClock`` wraps that clock for a gateway with a GNSS receiver on a serial
+port (``devices.ports``, an NMEA dialect). Each valid RMC fix carries the UTC
+date and time (NMEA 0183 v4.10 §6.3, RMC); the difference between that time
+and the host clock when the sentence was read becomes the correction. While
+the kernel reports NTP sync, NTP wins (it disciplines the host clock far more
+finely than NMEA, which is sent some hundreds of milliseconds after the second
+it names and has no PPS edge here). Otherwise the time is the host clock plus
+the correction, source ``gps``: quality ``synced`` while the last fix is at most
+``holdover_s`` old, ``unsynced`` after that (a free-running clock last set by
+GPS). A fix whose time is before ``earliest_valid`` (a receiver hit by the GPS
+week-number rollover) is ignored and counted.
 """
 
 from __future__ import annotations
@@ -19,12 +29,31 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Protocol
 
-from custody.event import DeviceTime, TimeQuality, TimeSource
+from custody.event import MAX_TIME_MS, DeviceTime, TimeQuality, TimeSource
+from firmware_bridge.frames import GpsFix
 
-__all__ = ["Clock", "FixedClock", "SystemClock", "kernel_clock_synchronised"]
+__all__ = [
+    "GPS_HOLDOVER_S",
+    "Clock",
+    "FixedClock",
+    "GpsClock",
+    "GpsPosition",
+    "SystemClock",
+    "fix_utc_ms",
+    "kernel_clock_synchronised",
+]
+
+# A receiver sends RMC once a second; a minute without a valid fix means the antenna lost the
+# sky (or the receiver its power), and the host clock is then only as good as its oscillator.
+GPS_HOLDOVER_S = 60.0
 
 _TIME_ERROR = 5  # adjtimex(2) return value: clock not synchronised
 _STA_UNSYNC = 0x0040  # <linux/timex.h>
@@ -112,3 +141,86 @@ class FixedClock:
 
     def now(self) -> DeviceTime:
         return self.time
+
+
+def fix_utc_ms(fix: GpsFix) -> int | None:
+    """The UTC time (ms) an RMC fix names; None for a fix without a valid date and time.
+
+    NMEA years have two digits: 80-99 are 1980-1999 (GPS time starts in 1980), the rest 20xx.
+    """
+    if not fix.valid or fix.utc_date is None or fix.utc_time is None:
+        return None
+    d, t = fix.utc_date, fix.utc_time
+    try:
+        yy = int(d[4:6])
+        whole = datetime(
+            (1900 if yy >= 80 else 2000) + yy, int(d[2:4]), int(d[0:2]),
+            int(t[0:2]), int(t[2:4]), int(t[4:6]), tzinfo=UTC,
+        )  # fmt: skip
+        frac = Decimal("0" + t[6:]) if len(t) > 6 else Decimal(0)
+    except (ValueError, ArithmeticError):
+        return None
+    return int(whole.timestamp()) * 1000 + int(frac * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class GpsPosition:
+    """Where the receiver last had a valid fix, and when (monotonic seconds)."""
+
+    latitude: Decimal
+    longitude: Decimal
+    satellites: int | None
+    at: float
+
+
+class GpsClock:
+    """A clock corrected by a GNSS receiver's fixes (module doc); thread-safe."""
+
+    def __init__(
+        self,
+        inner: Clock,
+        *,
+        earliest_valid_ms: int,
+        holdover_s: float = GPS_HOLDOVER_S,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.earliest_valid_ms = earliest_valid_ms
+        self.holdover_s = holdover_s
+        self._wall_ms = wall_ms
+        self._mono = monotonic
+        self._lock = threading.Lock()
+        self._offset_ms: int | None = None
+        self._synced_at: float | None = None  # monotonic time of the last fix used
+        self.position: GpsPosition | None = None
+        self.fixes = 0  # valid fixes that set the time
+        self.rejected = 0  # valid fixes with an implausible time (before earliest_valid)
+
+    def observe(self, fix: GpsFix, at: float) -> bool:
+        """A fix read at monotonic time ``at``; True when it set the time."""
+        if fix.valid and fix.latitude is not None and fix.longitude is not None:
+            self.position = GpsPosition(fix.latitude, fix.longitude, fix.satellites, at)
+        utc = fix_utc_ms(fix)
+        if utc is None:
+            return False
+        if not self.earliest_valid_ms <= utc <= MAX_TIME_MS:
+            self.rejected += 1
+            return False
+        # The host's wall time when the sentence was read, not when we got to it.
+        host_at_read = self._wall_ms() - round((self._mono() - at) * 1000)
+        with self._lock:
+            self._offset_ms = utc - host_at_read
+            self._synced_at = at
+        self.fixes += 1
+        return True
+
+    def now(self) -> DeviceTime:
+        inner = self.inner.now()
+        with self._lock:
+            offset, synced_at = self._offset_ms, self._synced_at
+        if inner.quality is TimeQuality.SYNCED or offset is None or synced_at is None:
+            return inner
+        ms = min(max(self._wall_ms() + offset, 0), MAX_TIME_MS)
+        fresh = self._mono() - synced_at <= self.holdover_s
+        return DeviceTime(ms, TimeSource.GPS, TimeQuality.SYNCED if fresh else TimeQuality.UNSYNCED)

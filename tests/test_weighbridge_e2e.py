@@ -1,4 +1,5 @@
-"""End to end: the scale simulator on a real pty -> port reader -> worker -> outbox -> audit."""
+"""End to end: the scale simulator on a real pty -> port worker -> bus -> weighbridge worker ->
+outbox -> audit."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 
 from agent.audit import verify_outbox
 from agent.recorder import Recorder
+from agent.service.workers import PortBus, PortWorker, Worker
 from agent.workflows.station import StationConfig, WeighbridgeWorker
 from agent.workflows.weighbridge import StabilityRule
 from custody.envelope import verify_envelope
 from firmware_bridge.sim import encoders
 from firmware_bridge.sim.runner import PtySink, Simulator
+from firmware_bridge.transport import PortState
 from tests.support import wait_until
 from tests.test_ticket import parse_escpos
 
@@ -70,11 +73,34 @@ def weighings(rec: Recorder) -> list[dict[str, Any]]:
     return out
 
 
-def run_worker(worker: WeighbridgeWorker) -> tuple[threading.Event, threading.Thread]:
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    return stop, thread
+class Pipeline:
+    """What the service runs for a weighbridge: one port worker per port, the workflow
+    subscribed to them on a bus, each in its own thread."""
+
+    def __init__(self, worker: WeighbridgeWorker) -> None:
+        self.worker = worker
+        self.ports = [
+            PortWorker(p.spec, log=lambda *a, **k: None, heartbeat_timeout_s=30, bus=worker.bus)
+            for p in worker.ports
+        ]
+        self.stop = threading.Event()
+        workers: list[Worker] = [*self.ports, worker]
+        self.threads = [threading.Thread(target=w.run, args=(self.stop,)) for w in workers]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def scale(self) -> PortWorker:
+        return self.ports[0]
+
+    def scale_open(self) -> bool:
+        return self.worker.bus.state(self.worker.port) is PortState.OPEN
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in self.threads)
 
 
 def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
@@ -83,15 +109,14 @@ def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
     sink = PtySink()
     tickets: list[str] = []
     worker = WeighbridgeWorker(
-        recorder, port=sink.path, dialect="toledo-continuous", rfid="", scanner="",
+        recorder, PortBus(), port=sink.path, dialect="toledo-continuous", rfid="", scanner="",
         config=CONFIG, printer_port=printer.path, console=tickets.append,
     )  # fmt: skip
-    stop, thread = run_worker(worker)
+    pipeline = Pipeline(worker)
     sim = Simulator("scale", "toledo-continuous", sink, rate=200, seed=SEED)
     try:
-        wait_until(
-            lambda: bool(worker.readers) and worker.readers[0].state == "open", "the port to open"
-        )
+        wait_until(pipeline.scale_open, "the port to open")
+        wait_until(lambda: worker.station is not None, "the station")
         station = worker.station
         assert station is not None
         for n in (1, 2, 3):  # the same truck three times, its plate typed in by hand
@@ -99,14 +124,12 @@ def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
             wait_until(lambda: station._pending.vehicle == "TRUCK-7", "the entry")
             sim.run(frames=56 * n)  # one visit of the simulator's scenario
             want = {"captured": n}
-            wait_until(lambda: worker.metrics()["captures_by_outcome"] == want, f"capture {n}")  # noqa: B023
+            wait_until(lambda: worker.stats()["captures_by_outcome"] == want, f"capture {n}")  # noqa: B023
             wait_until(lambda: station.machine.phase == "idle", "the truck to leave")
         wait_until(lambda: printer.data.endswith(b"\x1dVA\x03"), "the ticket")
     finally:
-        stop.set()
-        thread.join(30)
+        pipeline.close()
         sink.close()
-    assert not thread.is_alive()
 
     first, second, third = weighings(recorder)
     assert [w["pass"] for w in (first, second, third)] == ["in", "out", "in"]
@@ -125,45 +148,43 @@ def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
     assert len(tickets) == 1 and second["_id"].hex() in tickets[0]
     parsed = parse_escpos(bytes(printer.data))
     assert parsed.qr_stored == [second["_id"].hex().encode()]
-    m = worker.metrics()
+    m = worker.stats()
     assert m["passes"] == {"in": 2, "out": 1} and m["tickets"] == 1 and m["ticket_errors"] == 0
-    assert m["ports"]["weighbridge"]["frames"] >= 3 * 56 - 1
+    assert pipeline.scale.reader.counters.frames >= 3 * 56 - 1
 
 
 def test_indicator_unplugged_mid_weighing(recorder: Recorder, tmp_path: Path) -> None:
     link = tmp_path / "ttyWB"
     sink = PtySink(link)
     worker = WeighbridgeWorker(
-        recorder, port=str(link), dialect="toledo-continuous", rfid="", scanner="",
+        recorder, PortBus(), port=str(link), dialect="toledo-continuous", rfid="", scanner="",
         config=CONFIG, printer_port="", console=lambda _: None,
     )  # fmt: skip
-    stop, thread = run_worker(worker)
+    pipeline = Pipeline(worker)
 
     def send(kg: int, stable: bool, n: int = 1) -> None:
         for _ in range(n):
             sink.write(encoders.toledo_continuous(kg, motion=not stable))
 
     try:
-        wait_until(
-            lambda: bool(worker.readers) and worker.readers[0].state == "open", "the port to open"
-        )
+        wait_until(pipeline.scale_open, "the port to open")
+        wait_until(lambda: worker.subscription is not None, "the subscription")
         send(0, True, 3)
         send(20_000, False, 3)  # driving on
         station = worker.station
         assert station is not None
         wait_until(lambda: station.machine.phase == "settling", "settling")
         sink.unplug()  # USB adapter pulled out while the truck settles
-        wait_until(lambda: "disconnected" in worker.metrics()["captures_by_outcome"], "the outcome")
+        wait_until(lambda: "disconnected" in worker.stats()["captures_by_outcome"], "the outcome")
         sink.replug()
-        wait_until(lambda: worker.readers[0].state == "open", "the port to reopen")
+        wait_until(pipeline.scale_open, "the port to reopen")
         send(38_000, True, 6)  # plugged back: settles and is captured
-        wait_until(lambda: "captured" in worker.metrics()["captures_by_outcome"], "the capture")
+        wait_until(lambda: "captured" in worker.stats()["captures_by_outcome"], "the capture")
     finally:
-        stop.set()
-        thread.join(30)
+        pipeline.close()
         sink.close()
     lost, taken = weighings(recorder)
     assert lost["outcome"] == "disconnected" and "mass" not in lost
     assert taken["_clear"] == {"gross": 380_000} and taken["pass"] == "single"
-    assert worker.metrics()["ports"]["weighbridge"]["reconnects"] >= 1
+    assert pipeline.scale.reader.counters.reconnects >= 1  # cumulative over the reconnect
     assert verify_outbox(recorder.outbox, recorder.key).ok

@@ -14,6 +14,7 @@ from agent.workflows.station import Station, StationConfig
 from agent.workflows.visits import BOOK_FILE, VisitBook
 from custody.envelope import verify_envelope
 from firmware_bridge.frames import SealCode, TagRead, WeightReading
+from firmware_bridge.transport import FrameRead, PortState, StateChanged
 from tests.conftest import Gateway
 from tests.test_weighbridge import RULE
 
@@ -202,3 +203,24 @@ def test_vehicle_ids_from_scans_and_bad_codes(recorder: Recorder, station: Stati
     assert station.book.pending().vehicle == "123-45678"
     assert not station.add_seal("bad\tseal")
     assert station.metrics.rejected_codes == 2
+
+
+def test_only_the_indicators_own_port_going_down_ends_a_weighing(recorder: Recorder) -> None:
+    """Port events name their port by URL; the station knows the indicator's port by its URL
+    (not by a reader's name), so the indicator's loss mid-weighing is recorded and an RFID
+    reader's is not."""
+    scale_url, rfid_url = "/dev/serial/by-id/usb-indicator", "socket://10.0.0.7:4001"
+    s = Station(recorder, StationConfig(RULE), scale="SIM0042", scale_port=scale_url)
+    try:
+        s.on_port_event(StateChanged(scale_url, PortState.OPEN, 0.0))
+        for t, reading in enumerate([r(0), r(20_000, False), r(20_100, False)], start=1):
+            s.on_port_event(FrameRead(scale_url, reading, float(t)))
+        assert s.machine.phase == "settling"
+        s.on_port_event(StateChanged(rfid_url, PortState.DOWN, 4.0))
+        assert s.metrics.outcomes == {} and s.machine.phase == "settling"
+        s.on_port_event(StateChanged(scale_url, PortState.DOWN, 5.0))
+        assert s.metrics.outcomes == {"disconnected": 1}
+    finally:
+        s.close()
+    (lost,) = bodies(recorder)
+    assert lost["outcome"] == "disconnected" and lost["scale"] == "SIM0042"

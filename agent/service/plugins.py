@@ -1,111 +1,75 @@
-"""Workflow workers the service runs when their settings are present.
+"""The workflow plug-ins the service runs when their settings are present.
 
-Each entry of ``default_workflows`` is a ``WorkflowFactory``: given the
-``ServiceContext`` it returns ``(worker, settings fingerprint)``, or ``None``
-when its workflow is not configured. A reload restarts the worker only when
-its fingerprint changed.
+Each plug-in (``agent.service.context.WorkflowPlugin``) names the serial ports
+its workflow reads, so that the supervisor runs one port worker per port, and
+builds its worker, with a settings fingerprint so that a reload restarts the
+worker only when its settings changed. The workers implement the service's
+``Worker`` shape themselves.
 
-The unattended weighbridge (``agent.workflows.station.WeighbridgeWorker``)
-owns its own port readers and queue and reports a plain dict of metrics;
-``WeighbridgeAdapter`` gives it the service's ``Worker`` shape (health from
-its ports, metrics as declared ``Sample``s) without changing it.
+- ``WeighbridgePlugin``: the unattended weighbridge (``weighbridge.port``).
+- ``GpsPlugin``: a GNSS receiver on a ``devices.ports`` port with a GPS dialect
+  (NMEA); its fixes correct the clock every record's time comes from.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
 
-from agent.service.supervisor import ServiceContext, WorkflowFactory
-from agent.service.workers import Sample, Worker, WorkerHealth, port_samples
+from agent.service.context import PortSpec, ServiceContext, WorkflowPlugin
+from agent.service.gps import GpsWorker, gps_ports
+from agent.service.workers import Worker
+from agent.settings import AgentConfig
+from agent.workflows.station import StationConfig, WeighbridgeWorker, weighbridge_ports
 
-__all__ = ["WeighbridgeAdapter", "default_workflows", "weighbridge"]
+__all__ = ["GpsPlugin", "WeighbridgePlugin", "default_workflows"]
 
 
-class WeighbridgeAdapter:
-    """``WeighbridgeWorker`` as a service ``Worker``."""
+class WeighbridgePlugin:
+    """The unattended weighbridge, when ``weighbridge.port`` is set."""
 
     name = "weighbridge"
 
-    def __init__(self, worker: Any, dialects: dict[str, str]) -> None:
-        self.worker = worker
-        self.dialects = dialects  # reader name -> dialect, for metric labels
-        self._running = False
+    def port_specs(self, cfg: AgentConfig) -> Sequence[PortSpec]:
+        if not cfg.wb_port:
+            return []
+        return weighbridge_ports(cfg.wb_port, cfg.wb_dialect, cfg.wb_rfid, cfg.wb_scanner)
 
-    def run(self, stop: threading.Event) -> None:
-        self._running = True
-        try:
-            self.worker.run(stop)
-        finally:
-            self._running = False
+    def build(self, ctx: ServiceContext) -> tuple[Worker, object] | None:
+        cfg = ctx.config
+        if not cfg.wb_port:
+            return None
+        log = ctx.log
 
-    @property
-    def alive(self) -> bool:
-        return self._running and bool(self.worker.alive)
+        def console(text: str) -> None:
+            # The driver's ticket goes into the service log as one event (stdout is the log).
+            log.info("weighbridge.ticket", text=text)
 
-    def health(self) -> WorkerHealth:
-        readers = list(self.worker.readers)
-        detail: dict[str, object] = {"ports": {r.url: r.state for r in readers}}
-        if not self._running:
-            return WorkerHealth("stopped" if readers else "starting", detail)
-        down = [r.url for r in readers if r.state != "open"]
-        if down:
-            detail["reason"] = "port(s) not open: " + ", ".join(down)
-            return WorkerHealth("degraded", detail)
-        return WorkerHealth("ok", detail)
-
-    def metrics(self) -> Iterator[Sample]:
-        m = self.worker.metrics()
-        wf = {"workflow": self.name}
-        for outcome, n in sorted(m["captures_by_outcome"].items()):
-            yield Sample("custody_captures", {**wf, "outcome": outcome}, n)
-        for stage, n in sorted(m["passes"].items()):
-            yield Sample("custody_weighbridge_passes", {"pass": stage}, n)
-        yield Sample("custody_weighbridge_tickets", {"result": "printed"}, m["tickets"])
-        yield Sample("custody_weighbridge_tickets", {"result": "error"}, m["ticket_errors"])
-        yield Sample("custody_weighbridge_zero_drift_kg", {}, m["zero_drift_kg"])
-        yield Sample("custody_weighbridge_zero_drift_alarm", {}, float(m["zero_drift_alarm"]))
-        if m["capture_latency_s"] is not None:
-            yield Sample("custody_weighbridge_capture_latency_seconds", {}, m["capture_latency_s"])
-        drops = 0
-        for r in list(self.worker.readers):
-            drops += r.counters.queue_drops
-            yield from port_samples(r.url, self.dialects.get(r.name, ""), r)
-        q = {"queue": "weighbridge"}
-        yield Sample("custody_queue_depth", q, self.worker.queue.qsize())
-        yield Sample("custody_queue_capacity", q, self.worker.queue.maxsize)
-        yield Sample("custody_queue_dropped", q, drops)
+        worker = WeighbridgeWorker(
+            ctx.recorder, ctx.bus, port=cfg.wb_port, dialect=cfg.wb_dialect, rfid=cfg.wb_rfid,
+            scanner=cfg.wb_scanner, config=StationConfig.from_agent(cfg),
+            printer_port=cfg.wb_printer_port, console=console,
+        )  # fmt: skip
+        fingerprint = tuple(
+            (f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name.startswith("wb_")
+        )
+        return worker, fingerprint
 
 
-def weighbridge(ctx: ServiceContext) -> tuple[Worker, object] | None:
-    """The unattended weighbridge, when ``weighbridge.port`` is set."""
-    cfg = ctx.config
-    if not getattr(cfg, "wb_port", ""):
-        return None
-    from agent.workflows.station import StationConfig, WeighbridgeWorker
+class GpsPlugin:
+    """Clock correction from the GNSS receivers among ``devices.ports``."""
 
-    log = ctx.log
+    name = "gps"
 
-    def console(text: str) -> None:
-        # The driver's ticket goes into the service log as one event (stdout is the log).
-        log.info("weighbridge.ticket", text=text)
+    def port_specs(self, cfg: AgentConfig) -> Sequence[PortSpec]:
+        return []  # its ports are devices.ports entries, which the service runs anyway
 
-    worker = WeighbridgeWorker(
-        ctx.recorder, port=cfg.wb_port, dialect=cfg.wb_dialect, rfid=cfg.wb_rfid,
-        scanner=cfg.wb_scanner, config=StationConfig.from_agent(cfg),
-        printer_port=cfg.wb_printer_port, console=console,
-    )  # fmt: skip
-    dialects = {"weighbridge": cfg.wb_dialect}
-    for name, spec in (("weighbridge-rfid", cfg.wb_rfid), ("weighbridge-scan", cfg.wb_scanner)):
-        if spec:
-            dialects[name] = spec.partition("@")[0]
-    fingerprint = tuple(
-        (f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name.startswith("wb_")
-    )
-    return WeighbridgeAdapter(worker, dialects), fingerprint
+    def build(self, ctx: ServiceContext) -> tuple[Worker, object] | None:
+        urls = gps_ports(ctx.config.device_ports)
+        if not urls:
+            return None
+        return GpsWorker(ctx.bus, urls, ctx.clock), urls
 
 
-def default_workflows() -> Iterable[WorkflowFactory]:
-    return [weighbridge]
+def default_workflows() -> list[WorkflowPlugin]:
+    return [WeighbridgePlugin(), GpsPlugin()]

@@ -3,8 +3,10 @@
 Theory of operation (gunicorn ``arbiter.py``, trio nurseries):
 
     open the outbox (Recorder: start-up check, boot event) ─▶ build workers from
-    the config ─▶ bind /healthz + /metrics ─▶ start one thread per worker ─▶
-    READY=1 ─▶ main loop:
+    the config (one port worker per serial port, from ``devices.ports`` and the
+    ports the workflow plug-ins declare; then the workflows, which subscribe to
+    those ports on the ``PortBus``) ─▶ bind /healthz + /metrics ─▶ start one
+    thread per worker ─▶ READY=1 ─▶ main loop:
 
         wait on the wake-up socket (signals, a worker that ended) or a tick
         SIGTERM/SIGINT ─▶ drain: STOPPING=1, stop workers, flush and close
@@ -32,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import select
 import signal
@@ -45,13 +46,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agent.clock import GpsClock
 from agent.paths import DataDir
 from agent.recorder import Recorder
+from agent.service.context import PortSpec, ServiceContext, WorkflowPlugin
 from agent.service.health import HealthServer, OutboxGauges
-from agent.service.logs import EventLog, LoggingBridge
+from agent.service.logs import EventLog
 from agent.service.notify import Notifier
 from agent.service.workers import (
     CheckpointWorker,
+    PortBus,
     PortWorker,
     Sample,
     SyncWorker,
@@ -68,9 +72,6 @@ __all__ = [
     "EXIT_WORKER_FAILED",
     "SERVICE_FILE",
     "Service",
-    "ServiceContext",
-    "WorkflowFactory",
-    "run_service",
 ]
 
 EXIT_WORKER_FAILED = 11  # a worker raised something unexpected; systemd restarts us
@@ -89,22 +90,6 @@ _SYNC_KEYS = (
     "broker_url", "ca_file", "cert_file", "key_file", "sync_window",
     "max_bytes_per_s", "ack_timeout_s", "heartbeat_timeout_s",
 )  # fmt: skip
-
-
-@dataclass
-class ServiceContext:
-    """What a workflow factory may use to build its worker."""
-
-    data_dir: Path
-    config: AgentConfig
-    recorder: Recorder
-    log: EventLog
-    ports: dict[str, PortWorker]  # by port URL, for ``PortWorker.subscribe``
-
-
-# A workflow plug-in: returns a worker (plus its settings fingerprint, so a reload
-# restarts it only when they changed), or None when it is not configured.
-WorkflowFactory = Callable[[ServiceContext], "tuple[Worker, object] | None"]
 
 
 @dataclass
@@ -128,7 +113,7 @@ class Service:
         broker_url: str | None = None,
         log: EventLog | None = None,
         notifier: Notifier | None = None,
-        workflows: Iterable[WorkflowFactory] = (),
+        workflows: Iterable[WorkflowPlugin] = (),
     ) -> None:
         self.paths = DataDir(data_dir)
         self.broker_url = broker_url
@@ -139,6 +124,8 @@ class Service:
         self.reloads = {"ok": 0, "failed": 0}
         self.started_at = time.time()
         self.recorder: Recorder | None = None
+        self.clock: GpsClock | None = None
+        self.bus = PortBus()
         self.gauges: OutboxGauges | None = None
         self.http: HealthServer | None = None
         self.cfg: AgentConfig | None = None
@@ -169,11 +156,15 @@ class Service:
             quarantined=(str(self.recorder.outbox.report.quarantined)
                          if self.recorder.outbox.report.quarantined else None),
         )  # fmt: skip
+        # Every record's time (and the clock-quality gauge) goes through the GPS correction;
+        # without a GPS port it is the recorder's own clock unchanged.
+        self.clock = GpsClock(self.recorder.clock, earliest_valid_ms=cfg.earliest_valid_ms)
+        self.recorder.clock = self.clock
         self.gauges = OutboxGauges(
             self.paths.outbox,
             budget_bytes=cfg.budget_mb * 2**20,
             alarm_percent=cfg.alarm_percent,
-            clock=self.recorder.clock,
+            clock=self.clock,
             boot=self.recorder.boot,
         )
         for name, (fingerprint, worker) in self._build(cfg, only=None)[0].items():
@@ -196,15 +187,17 @@ class Service:
         is unchanged is not built again (it keeps running).
         """
         assert self.recorder is not None
+        assert self.clock is not None
         wanted: dict[str, tuple[object, Callable[[], Worker]]] = {}
-        for spec in cfg.device_ports:
+        for spec in self._port_specs(cfg):
             _dialect, url = parse_port_spec(spec)
             wanted[f"port:{url}"] = (
                 (spec, cfg.heartbeat_timeout_s),
                 lambda spec=spec: PortWorker(  # type: ignore[misc]
-                    spec, log=self.log.event, heartbeat_timeout_s=cfg.heartbeat_timeout_s
+                    spec, log=self.log.event, heartbeat_timeout_s=cfg.heartbeat_timeout_s,
+                    bus=self.bus,
                 ),
-            )
+            )  # fmt: skip
         # Checkpoints commit masses, so they need the ledger's sealing key.
         if cfg.checkpoint_interval_s and self.recorder.ledger_keys is not None:
             recorder = self.recorder
@@ -231,14 +224,10 @@ class Service:
             if only is not None and only.get(name) == fingerprint:
                 continue
             built[name] = (fingerprint, make())
-        # Workflows come last: they subscribe to the port workers (new or running).
-        ports = {w.url: w for _, w in built.values() if isinstance(w, PortWorker)}
-        for slot in self.slots.values():
-            if isinstance(slot.worker, PortWorker) and slot.worker.url not in ports:
-                ports[slot.worker.url] = slot.worker
-        ctx = ServiceContext(self.paths.root, cfg, self.recorder, self.log, ports)
-        for factory in self.workflows:
-            made = factory(ctx)
+        # Workflows come last: they subscribe (on the bus, by URL) to the ports named above.
+        ctx = ServiceContext(self.paths.root, cfg, self.recorder, self.log, self.bus, self.clock)
+        for plugin in self.workflows:
+            made = plugin.build(ctx)
             if made is None:
                 continue
             worker, fingerprint = made
@@ -247,6 +236,22 @@ class Service:
                 continue
             built[worker.name] = (fingerprint, worker)
         return built, names
+
+    def _port_specs(self, cfg: AgentConfig) -> list[str]:
+        """Every serial port the config reads, once: ``devices.ports`` and the workflows'."""
+        specs = [PortSpec("devices.ports", spec) for spec in cfg.device_ports]
+        for plugin in self.workflows:
+            specs.extend(plugin.port_specs(cfg))
+        by_url: dict[str, PortSpec] = {}
+        for p in specs:
+            dialect, url = parse_port_spec(p.spec)
+            seen = by_url.setdefault(url, p)
+            if seen.spec.partition("@")[0] != dialect:
+                raise ConfigError(
+                    cfg.source, p.key, f"{url} is read as {dialect!r} here and as "
+                    f"{seen.spec.partition('@')[0]!r} by {seen.key}: one port, one dialect",
+                )  # fmt: skip
+        return [p.spec for p in by_url.values()]
 
     def _bind(self, cfg: AgentConfig) -> HealthServer:
         try:
@@ -541,32 +546,3 @@ def _ignore_in_python(signum: int, frame: object) -> None:
 def _merge(new: AgentConfig, old: AgentConfig, keep: tuple[str, ...]) -> AgentConfig:
     values = {f.name: getattr(old if f.name in keep else new, f.name) for f in fields(new)}
     return AgentConfig(**values)
-
-
-def run_service(
-    data_dir: Path,
-    *,
-    broker_url: str | None = None,
-    log_format: str = "text",
-    workflows: Iterable[WorkflowFactory] | None = None,
-) -> int:
-    """Run the gateway service in this process (main thread); return its exit code."""
-    from agent.service.plugins import default_workflows
-
-    log = EventLog(log_format)
-    bridge = LoggingBridge(log)
-    root = logging.getLogger()
-    root.addHandler(bridge)
-    old_level = root.level
-    root.setLevel(min(old_level or logging.INFO, logging.INFO))
-    try:
-        service = Service(
-            data_dir,
-            broker_url=broker_url,
-            log=log,
-            workflows=default_workflows() if workflows is None else workflows,
-        )
-        return service.run()
-    finally:
-        root.removeHandler(bridge)
-        root.setLevel(old_level)

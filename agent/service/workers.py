@@ -10,11 +10,16 @@ down) is retried and shows as ``degraded`` health; anything raised out of
 
 Workers built in here:
 
-- ``PortWorker``: one ``firmware_bridge.transport.PortReader`` per configured
-  port (``devices.ports``). The reader's bounded queue (``QUEUE_MAX`` events)
-  is drained here; state changes are logged; frames go to subscribers (the
-  workflows) through ``BoundedQueue``s that drop the newest item when full and
-  count it, so a slow workflow never stalls a serial port.
+- ``PortWorker``: one ``firmware_bridge.transport.PortReader`` per serial
+  port the service reads (``devices.ports`` and the ports workflows declare,
+  e.g. ``weighbridge.port``). The reader's bounded queue (``QUEUE_MAX`` events)
+  is drained here; state changes are logged; every typed event (``PortEvent``:
+  frame, skipped garbage, state change) is published on the service's
+  ``PortBus``, which hands it to each ``Subscription`` to that port: a
+  ``BoundedQueue`` that drops the newest item when full and counts it, so a
+  slow workflow never stalls a serial port. Subscriptions belong to the bus,
+  not to a port worker, so a port worker restarted by a reload keeps feeding
+  the workflows that subscribed to its URL.
 - ``CheckpointWorker``: signs a checkpoint of the running input/output sums
   at every multiple of ``service.checkpoint_interval_s`` of UTC time (``Recorder.checkpoint``, which
   serialises with other processes on the data dir).
@@ -43,7 +48,7 @@ from agent.settings import AgentConfig
 from agent.uplink import OutboxDelivery, broker_config, drain_order
 from custody.errors import ConfigError
 from custody.keys import DeviceKey
-from firmware_bridge.errors import PortConfigError
+from firmware_bridge.errors import DisconnectedError, PortConfigError
 from firmware_bridge.protocols import registry
 from firmware_bridge.transport import PortEvent, PortReader, PortState, StateChanged
 from sync.uplink import Uplink, UplinkStats
@@ -52,12 +57,15 @@ __all__ = [
     "BoundedQueue",
     "CheckpointWorker",
     "Heartbeat",
+    "PortBus",
     "PortWorker",
     "Sample",
+    "Subscription",
     "SyncWorker",
     "Worker",
     "WorkerHealth",
     "parse_port_spec",
+    "port_samples",
 ]
 
 T = TypeVar("T")
@@ -174,10 +182,10 @@ Log = Callable[..., None]  # EventLog.event(level, event, **fields)
 
 
 def port_samples(url: str, dialect: str, reader: PortReader) -> Iterator[Sample]:
-    """One serial port's state and counters (shared by port workers and workflow workers)."""
+    """One serial port's state and counters (cumulative over its reconnects)."""
     labels = {"port": url, "dialect": dialect}
     c = reader.counters
-    yield Sample("custody_port_up", labels, 1.0 if reader.state == "open" else 0.0)
+    yield Sample("custody_port_up", labels, 1.0 if reader.state is PortState.OPEN else 0.0)
     yield Sample("custody_port_bytes", labels, c.bytes_in)
     yield Sample("custody_port_frames", labels, c.frames)
     yield Sample("custody_port_frame_errors", labels, c.frame_errors)
@@ -188,18 +196,104 @@ def port_samples(url: str, dialect: str, reader: PortReader) -> Iterator[Sample]
     yield Sample("custody_port_queue_drops", labels, c.queue_drops)
 
 
-class PortWorker:
-    """Reads one serial port; reconnects by itself; fans frames out to subscribers."""
+class Subscription:
+    """One consumer's bounded queue of the typed events of some ports (by URL)."""
 
-    def __init__(self, spec: str, *, log: Log, heartbeat_timeout_s: float) -> None:
+    def __init__(self, bus: PortBus, name: str, urls: frozenset[str], maxsize: int) -> None:
+        self.bus = bus
+        self.name = name
+        self.urls = urls
+        self.queue: BoundedQueue[PortEvent] = BoundedQueue(name, maxsize)
+
+    def get(self, timeout: float | None = None) -> PortEvent:
+        """The next event; raises ``queue.Empty`` after ``timeout`` seconds."""
+        return self.queue.get(timeout)
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self)
+
+
+class PortBus:
+    """The service's running port workers by URL, and who subscribes to which port.
+
+    Port workers ``publish`` from their own threads; ``publish`` only enqueues
+    (STYLE.md §7). A new subscription starts with the current state of each of
+    its ports that is running, so a consumer that starts after the port opened
+    still sees it open.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._ports: dict[str, PortWorker] = {}
+        self._subs: list[Subscription] = []
+        self._clock = clock
+
+    # --- the supervisor's side --------------------------------------------------------
+    def attach(self, worker: PortWorker) -> None:
+        with self._lock:
+            self._ports[worker.url] = worker
+
+    def detach(self, worker: PortWorker) -> None:
+        with self._lock:
+            if self._ports.get(worker.url) is worker:
+                del self._ports[worker.url]
+
+    def publish(self, event: PortEvent) -> None:
+        with self._lock:
+            subs = [s for s in self._subs if event.port in s.urls]
+        for sub in subs:
+            sub.queue.put(event)
+
+    # --- the consumers' side ------------------------------------------------------------
+    def subscribe(
+        self, name: str, urls: Iterable[str], maxsize: int = SUBSCRIBER_QUEUE_MAX
+    ) -> Subscription:
+        """A queue of the typed events of the ports at ``urls``, for one consumer."""
+        sub = Subscription(self, name, frozenset(urls), maxsize)
+        with self._lock:
+            self._subs.append(sub)
+            running = [w for url, w in sorted(self._ports.items()) if url in sub.urls]
+        now = self._clock()
+        for w in running:
+            if w.reader.state is not PortState.STOPPED:
+                sub.queue.put(StateChanged(w.url, w.reader.state, now))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def state(self, url: str) -> PortState:
+        """The port's reader state; ``stopped`` when no port worker runs it."""
+        with self._lock:
+            worker = self._ports.get(url)
+        return worker.reader.state if worker is not None else PortState.STOPPED
+
+    def write(self, url: str, data: bytes) -> None:
+        """Send a request to the device on ``url`` (``DisconnectedError`` when not open)."""
+        with self._lock:
+            worker = self._ports.get(url)
+        if worker is None:
+            raise DisconnectedError(f"{url}: no port worker runs this port")
+        worker.reader.write(data)
+
+
+class PortWorker:
+    """Reads one serial port; reconnects by itself; publishes typed events on the bus."""
+
+    def __init__(
+        self, spec: str, *, log: Log, heartbeat_timeout_s: float, bus: PortBus | None = None
+    ) -> None:
         dialect_name, url = parse_port_spec(spec)
         dialect = registry.dialect(dialect_name)
         self.spec = spec
         self.dialect = dialect_name
+        self.kind = dialect.kind
         self.url = url
         self.reader = PortReader(url, dialect.factory, settings=dialect.serial, name=url)
         self.heartbeat = Heartbeat(heartbeat_timeout_s)
-        self.subscribers: list[BoundedQueue[PortEvent]] = []
+        self.bus = bus if bus is not None else PortBus()
         self._log = log
         self._running = False
 
@@ -207,13 +301,8 @@ class PortWorker:
     def name(self) -> str:
         return f"port:{self.url}"
 
-    def subscribe(self, name: str, maxsize: int = SUBSCRIBER_QUEUE_MAX) -> BoundedQueue[PortEvent]:
-        """A queue of this port's frames and frame errors for one consumer."""
-        q: BoundedQueue[PortEvent] = BoundedQueue(f"{name}<-{self.url}", maxsize)
-        self.subscribers.append(q)
-        return q
-
     def run(self, stop: threading.Event) -> None:
+        self.bus.attach(self)
         self.reader.start()
         self._running = True
         try:
@@ -228,9 +317,10 @@ class PortWorker:
         finally:
             self._running = False
             self.reader.stop()
+            self.bus.detach(self)
 
     def _check_reader(self) -> None:
-        if self.reader.state == "failed":
+        if self.reader.state is PortState.FAILED:
             # A port URL pyserial refuses: retrying cannot help (firmware_bridge.errors).
             raise PortConfigError(f"devices.ports {self.spec!r}: {self.reader.last_error}")
         if not self.reader.alive:
@@ -244,9 +334,7 @@ class PortWorker:
                 "warning" if down else "info", "port.state", port=self.url,
                 state=str(event.state), reason=reason,
             )  # fmt: skip
-            return
-        for q in self.subscribers:
-            q.put(event)
+        self.bus.publish(event)
 
     @property
     def alive(self) -> bool:
@@ -255,11 +343,11 @@ class PortWorker:
     def health(self) -> WorkerHealth:
         state = self.reader.state
         detail: dict[str, object] = {"port": self.url, "dialect": self.dialect, "port_state": state}
-        if state != "open" and self.reader.last_error:
+        if state is not PortState.OPEN and self.reader.last_error:
             detail["last_error"] = self.reader.last_error
         if not self._running:
             return WorkerHealth("stopped", detail)
-        return WorkerHealth("ok" if state == "open" else "degraded", detail)
+        return WorkerHealth("ok" if state is PortState.OPEN else "degraded", detail)
 
     def metrics(self) -> Iterable[Sample]:
         c = self.reader.counters
@@ -268,8 +356,6 @@ class PortWorker:
         yield Sample("custody_queue_depth", reader_q, self.reader.out.qsize())
         yield Sample("custody_queue_capacity", reader_q, self.reader.out.maxsize)
         yield Sample("custody_queue_dropped", reader_q, c.queue_drops)
-        for q in self.subscribers:
-            yield from q.samples()
 
 
 def _check_files(cfg: AgentConfig, data_dir: Path) -> None:

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-``Station`` is single-threaded glue. It takes typed frames with the time they
-were read (``PortEvent`` from ``firmware_bridge.transport``), feeds indicator
+``Station`` is single-threaded glue. It takes typed port events with the time
+they were read (``PortEvent`` from ``firmware_bridge.transport``), feeds indicator
 readings to the sans-I/O ``Weighbridge`` cycle, keeps the vehicle id (RFID
 tag, a scanned ``VEH:<id>`` code, or manual entry) and the seal codes scanned
 during the visit in the ``VisitBook``, and turns what the cycle returns into
@@ -15,10 +15,15 @@ ticket (console, and an ESC/POS printer when configured). A ticket that cannot
 be printed is counted and logged: the signed event is the record, the paper is
 a copy.
 
-``WeighbridgeWorker`` owns the port readers (indicator, optional RFID reader
-and scanner) and one bounded queue between them and the station; it is what
-the gateway service supervises: ``run(stop)`` until ``stop`` is set,
-``metrics()`` for /metrics, ``heartbeat`` for the watchdog.
+``WeighbridgeWorker`` is what the gateway service supervises (the service's
+``Worker`` shape: ``run(stop)`` until ``stop`` is set, ``alive``, ``health()``,
+``metrics()``). It reads no port itself: the service's port workers own the
+indicator, RFID reader and scanner ports (``port_specs`` names them, as
+``DIALECT@URL``), and the worker subscribes to their typed events on the
+service's ``PortBus``: one bounded queue between the ports and the station. A
+port is known by its URL everywhere: in the events, in the station's scale
+port, in health and metrics. MT-SICS indicators answer requests, so the worker
+sends its polls through the bus to the port worker that owns the indicator.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.outbox import Outbox, StoredEvent
 from agent.recorder import Recorder, units_to_kg
+from agent.service.context import PortSpec
+from agent.service.workers import PortBus, Sample, Subscription, WorkerHealth, parse_port_spec
 from agent.settings import AgentConfig
 from agent.workflows import ticket as tickets
 from agent.workflows.visits import BOOK_FILE, Pending, Plan, VisitBook, plan
@@ -58,16 +65,9 @@ from firmware_bridge.frames import CommandReply, SealCode, TagRead, WeightReadin
 from firmware_bridge.protocols.base import FrameError
 from firmware_bridge.protocols.registry import dialect as find_dialect
 from firmware_bridge.protocols.scales import mt_sics_request
-from firmware_bridge.transport import (
-    QUEUE_MAX,
-    FrameSkipped,
-    PortEvent,
-    PortReader,
-    PortState,
-    StateChanged,
-)
+from firmware_bridge.transport import QUEUE_MAX, FrameSkipped, PortEvent, PortState, StateChanged
 
-__all__ = ["VEHICLE_PREFIX", "Station", "StationConfig", "WeighbridgeWorker"]
+__all__ = ["VEHICLE_PREFIX", "Station", "StationConfig", "WeighbridgeWorker", "weighbridge_ports"]
 
 log = logging.getLogger("custody.weighbridge")
 
@@ -119,6 +119,7 @@ class Station:
         config: StationConfig,
         *,
         scale: str,
+        scale_port: str | None = None,
         book: VisitBook | None = None,
         photo: Callable[[], bytes | None] | None = None,
         alibi_of: Callable[[WeightReading], str | None] | None = None,
@@ -129,6 +130,8 @@ class Station:
         self.recorder = recorder
         self.config = config
         self.scale = scale
+        # The indicator's port URL, as port events name it; its loss ends a weighing.
+        self.scale_port = scale if scale_port is None else scale_port
         self.photo = photo
         self.alibi_of = alibi_of
         self.printer = printer
@@ -148,9 +151,9 @@ class Station:
         self._outbox.close()
 
     # --- inputs ------------------------------------------------------------------------
-    def on_port_event(self, event: PortEvent, *, scale_port: str) -> None:
+    def on_port_event(self, event: PortEvent) -> None:
         if isinstance(event, StateChanged):
-            if event.port == scale_port and event.state is PortState.DOWN:
+            if event.port == self.scale_port and event.state is PortState.DOWN:
                 self._handle(self.machine.disconnect(event.at), None)
             return
         if isinstance(event, FrameSkipped):
@@ -310,12 +313,26 @@ def _to_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
+def weighbridge_ports(port: str, dialect: str, rfid: str, scanner: str) -> list[PortSpec]:
+    """The ports a weighbridge reads, as ``DIALECT@URL`` with their settings (the indicator's
+    URL and dialect are two settings; the RFID reader's and scanner's are specs already)."""
+    specs = [PortSpec("weighbridge.port", f"{dialect}@{port}")]
+    for key, spec in (("weighbridge.rfid", rfid), ("weighbridge.scanner", scanner)):
+        if spec:
+            specs.append(PortSpec(key, spec))
+    return specs
+
+
 class WeighbridgeWorker:
-    """The unattended weighbridge as a supervised worker: ports -> queue -> station."""
+    """The unattended weighbridge as a supervised worker: port events -> queue -> station."""
+
+    name = "weighbridge"
+    STALE_S = 10.0  # the loop turns every TICK_S; a capture waits at most for one fsync
 
     def __init__(
         self,
         recorder: Recorder,
+        bus: PortBus,
         *,
         port: str | None = None,
         dialect: str | None = None,
@@ -329,6 +346,7 @@ class WeighbridgeWorker:
     ) -> None:
         cfg = recorder.config
         self.recorder = recorder
+        self.bus = bus
         self.port = port if port is not None else cfg.wb_port
         self.dialect = dialect if dialect is not None else cfg.wb_dialect
         self.rfid = rfid if rfid is not None else cfg.wb_rfid
@@ -341,27 +359,27 @@ class WeighbridgeWorker:
         self.book_path = book_path
         if not self.port:
             raise ValueError("no weighbridge port configured (weighbridge.port)")
-        self._scale_dialect = find_dialect(self.dialect)  # PortConfigError when unknown
-        # Bounded (STYLE.md §7): full -> the port reader waits, then drops and counts.
-        self.queue: queue.Queue[PortEvent] = queue.Queue(QUEUE_MAX)
-        self.readers: list[PortReader] = []
+        find_dialect(self.dialect)  # PortConfigError when unknown
+        self.ports = weighbridge_ports(self.port, self.dialect, self.rfid, self.scanner)
+        self.urls = tuple(parse_port_spec(p.spec)[1] for p in self.ports)
+        self.subscription: Subscription | None = None
         self.station: Station | None = None
         self.heartbeat = time.monotonic()
         self._manual: queue.Queue[str] = queue.Queue(16)
+        self._ran = False
+        self._running = False
         self.poll_errors = 0
-
-    name = "weighbridge"
-    STALE_S = 10.0  # the loop turns every TICK_S; a capture waits at most for one fsync
 
     @property
     def alive(self) -> bool:
-        return time.monotonic() - self.heartbeat <= self.STALE_S
+        return self._running and time.monotonic() - self.heartbeat <= self.STALE_S
 
     def enter_vehicle(self, vehicle: str) -> None:
         """Manual entry from another thread (console, HTTP): only enqueues (STYLE.md §7)."""
         self._manual.put_nowait(vehicle)
 
-    def metrics(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
+        """The station's counters as plain values (``metrics`` gives them as samples)."""
         m = self.station.metrics if self.station is not None else StationMetrics()
         return {
             "captures_by_outcome": dict(m.outcomes),
@@ -373,57 +391,74 @@ class WeighbridgeWorker:
             "zero_drift_kg": float(units_to_kg(m.zero_units)),
             "zero_drift_alarm": m.zero_alarm,
             "capture_latency_s": m.last_capture_latency_s,
-            "ports": {r.name: {"state": r.state, **r.counters.as_dict()} for r in self.readers},
         }
+
+    def health(self) -> WorkerHealth:
+        ports = {url: str(self.bus.state(url)) for url in self.urls}
+        detail: dict[str, object] = {"ports": ports}
+        if not self._running:
+            return WorkerHealth("stopped" if self._ran else "starting", detail)
+        down = [url for url, state in ports.items() if state != PortState.OPEN]
+        if down:
+            detail["reason"] = "port(s) not open: " + ", ".join(down)
+            return WorkerHealth("degraded", detail)
+        return WorkerHealth("ok", detail)
+
+    def metrics(self) -> Iterator[Sample]:
+        m = self.stats()
+        wf = {"workflow": self.name}
+        for outcome, n in sorted(m["captures_by_outcome"].items()):
+            yield Sample("custody_captures", {**wf, "outcome": outcome}, n)
+        for stage, n in sorted(m["passes"].items()):
+            yield Sample("custody_weighbridge_passes", {"pass": stage}, n)
+        yield Sample("custody_weighbridge_tickets", {"result": "printed"}, m["tickets"])
+        yield Sample("custody_weighbridge_tickets", {"result": "error"}, m["ticket_errors"])
+        yield Sample("custody_weighbridge_zero_drift_kg", {}, m["zero_drift_kg"])
+        yield Sample("custody_weighbridge_zero_drift_alarm", {}, float(m["zero_drift_alarm"]))
+        if m["capture_latency_s"] is not None:
+            yield Sample("custody_weighbridge_capture_latency_seconds", {}, m["capture_latency_s"])
+        if self.subscription is not None:
+            yield from self.subscription.queue.samples()
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; unexpected errors propagate to the supervisor."""
         station = Station(
-            self.recorder, self.config, scale=self.port, photo=self.photo,
+            self.recorder, self.config, scale=self.port, scale_port=self.port, photo=self.photo,
             printer=self.printer, console=self.console,
             book=VisitBook(self.book_path) if self.book_path else None,
         )  # fmt: skip
         self.station = station
-        scale = PortReader(
-            self.port, self._scale_dialect.factory, settings=self._scale_dialect.serial,
-            out=self.queue, name="weighbridge",
-        )  # fmt: skip
-        self.readers = [scale]
-        for spec, name in ((self.rfid, "weighbridge-rfid"), (self.scanner, "weighbridge-scan")):
-            if spec:
-                d_name, _, url = spec.partition("@")
-                d = find_dialect(d_name)
-                self.readers.append(
-                    PortReader(url, d.factory, settings=d.serial, out=self.queue, name=name)
-                )
+        sub = self.subscription = self.bus.subscribe(self.name, self.urls, QUEUE_MAX)
         polling = self.dialect == "mt-sics"
-        for r in self.readers:
-            r.start()
+        self._running = self._ran = True
         try:
             next_poll = 0.0
             while not stop.is_set():
                 self.heartbeat = now = time.monotonic()
-                if polling and now >= next_poll and scale.state == "open":
+                if polling and now >= next_poll and self.bus.state(self.port) is PortState.OPEN:
                     next_poll = now + SICS_POLL_S
-                    self._poll(scale)
+                    self._poll()
                 while not self._manual.empty():
                     station.enter_vehicle(self._manual.get_nowait(), "manual")
                 try:
-                    event = self.queue.get(timeout=SICS_POLL_S if polling else TICK_S)
+                    event = sub.get(timeout=SICS_POLL_S if polling else TICK_S)
                 except queue.Empty:
                     station.tick(time.monotonic())
                     continue
-                station.on_port_event(event, scale_port="weighbridge")
-                if polling and isinstance(event, StateChanged) and event.state is PortState.OPEN:
-                    self._poll(scale, b"I4")
+                station.on_port_event(event)
+                if (
+                    polling and isinstance(event, StateChanged) and event.port == self.port
+                    and event.state is PortState.OPEN
+                ):  # fmt: skip
+                    self._poll(b"I4")
         finally:
-            for r in self.readers:
-                r.stop()
+            self._running = False
+            sub.close()
             station.close()
 
-    def _poll(self, reader: PortReader, command: bytes = b"SI") -> None:
+    def _poll(self, command: bytes = b"SI") -> None:
         try:
-            reader.write(mt_sics_request(command.decode()))
-        except DeviceError as exc:  # the reader reconnects; the next poll retries
+            self.bus.write(self.port, mt_sics_request(command.decode()))
+        except DeviceError as exc:  # the port worker reconnects; the next poll retries
             self.poll_errors += 1
             log.debug("MT-SICS poll not sent: %s", exc)

@@ -39,7 +39,7 @@ from agent.uplink import build_uplink
 from custody.event import EventType
 from firmware_bridge.frames import WeightReading
 from firmware_bridge.protocols.registry import dialect, make_parser
-from firmware_bridge.transport import PortEvent, PortReader
+from firmware_bridge.transport import FrameRead, PortEvent, PortReader
 from sync.mqtt import BrokerConfig
 
 __all__ = ["MASS_FIELD", "ledger_readings", "main", "reading_units"]
@@ -82,9 +82,9 @@ def _capture(rec: Recorder, events: queue.Queue[PortEvent], stop: threading.Even
             event = events.get(timeout=0.1)
         except queue.Empty:
             continue
-        if event.kind != "frame" or not isinstance(event.item, WeightReading):
+        if not isinstance(event, FrameRead) or not isinstance(event.frame, WeightReading):
             continue
-        units = reading_units(event.item)
+        units = reading_units(event.frame)
         pending.append(
             rec.submit(EventType.WEIGHING, {"scale": "WB-01"}, masses={MASS_FIELD: units})
         )

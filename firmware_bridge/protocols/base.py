@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar, Protocol
 
 __all__ = [
     "DEFAULT_MAX_LINE",
+    "DeviceKind",
     "Dialect",
     "FrameError",
     "LineParser",
@@ -152,12 +154,21 @@ class SerialDefaults:
     stopbits: int = 1
 
 
+class DeviceKind(StrEnum):
+    """What a dialect's device is for."""
+
+    SCALE = "scale"
+    RFID = "rfid"
+    SCANNER = "scanner"
+    GPS = "gps"
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """A named dialect: how to build its parser and what it is for."""
 
     name: str
-    kind: str  # "scale" | "rfid" | "scanner" | "gps"
+    kind: DeviceKind
     description: str
     factory: ParserFactory
     serial: SerialDefaults = SerialDefaults()

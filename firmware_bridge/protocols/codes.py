@@ -50,7 +50,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 from firmware_bridge.errors import ProtocolError
 from firmware_bridge.frames import SealCode
-from firmware_bridge.protocols.base import Dialect, LineParser, SerialDefaults
+from firmware_bridge.protocols.base import DeviceKind, Dialect, LineParser, SerialDefaults
 
 __all__ = [
     "AI_FORMATS",
@@ -580,7 +580,7 @@ class ScannerLineParser(LineParser):
 DIALECTS: list[Dialect] = [
     Dialect(
         name="scanner-line",
-        kind="scanner",
+        kind=DeviceKind.SCANNER,
         description="Barcode/QR scanner sending one code per CR/LF line, AIM identifiers optional",
         factory=ScannerLineParser,
         serial=SerialDefaults(baudrate=9600),

@@ -27,7 +27,13 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import ClassVar
 
 from firmware_bridge.frames import GpsFix
-from firmware_bridge.protocols.base import Dialect, FrameError, LineParser, SerialDefaults
+from firmware_bridge.protocols.base import (
+    DeviceKind,
+    Dialect,
+    FrameError,
+    LineParser,
+    SerialDefaults,
+)
 
 __all__ = [
     "COORD_PLACES",
@@ -225,7 +231,7 @@ class NmeaParser(LineParser):
 DIALECTS: list[Dialect] = [
     Dialect(
         name="nmea",
-        kind="gps",
+        kind=DeviceKind.GPS,
         description="NMEA 0183 GNSS receiver: GGA and RMC sentences",
         factory=NmeaParser,
         # NMEA 0183 specifies 4800 baud; nearly every current module (u-blox,

@@ -26,6 +26,7 @@ from typing import ClassVar
 from firmware_bridge.errors import PortConfigError
 from firmware_bridge.frames import CommandReply, TagRead
 from firmware_bridge.protocols.base import (
+    DeviceKind,
     Dialect,
     FrameError,
     LineParser,
@@ -623,7 +624,7 @@ class ChafonParser:
 DIALECTS: list[Dialect] = [
     Dialect(
         name="rdm6300",
-        kind="rfid",
+        kind=DeviceKind.RFID,
         description="125 kHz EM4100 reader, ASCII hex frames (RDM6300/RDM630, ID-12/ID-20)",
         factory=Rdm6300Parser,
         serial=SerialDefaults(baudrate=9600),
@@ -631,7 +632,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="wiegand26-text",
-        kind="rfid",
+        kind=DeviceKind.RFID,
         description="Wiegand-26 (HID H10301) printed as text by a converter; option format=",
         factory=Wiegand26TextParser,
         serial=SerialDefaults(baudrate=9600),
@@ -639,7 +640,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="uhf-r2000",
-        kind="rfid",
+        kind=DeviceKind.RFID,
         description="Impinj R2000 'A0' serial protocol UHF reader, real-time inventory",
         factory=R2000Parser,
         serial=SerialDefaults(baudrate=115200),
@@ -647,7 +648,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="uhf-chafon",
-        kind="rfid",
+        kind=DeviceKind.RFID,
         description="Chafon UHFReader18 / CF-RU5102 family UHF reader, CRC-16/MCRF4XX frames",
         factory=ChafonParser,
         serial=SerialDefaults(baudrate=57600),

@@ -37,6 +37,7 @@ from typing import ClassVar
 from firmware_bridge.errors import PortConfigError
 from firmware_bridge.frames import CommandReply, WeightMode, WeightReading
 from firmware_bridge.protocols.base import (
+    DeviceKind,
     Dialect,
     FrameError,
     LineParser,
@@ -893,7 +894,7 @@ class Xk3190A9Parser(_MarkerParser):
 DIALECTS: list[Dialect] = [
     Dialect(
         name="mt-sics",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             "Mettler Toledo MT-SICS request/response (balances, IND terminals): S/SI/SIR "
             "weights, Z/T/@/I* replies, ES/ET/EL; many balances also use Xon/Xoff"
@@ -907,7 +908,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="toledo-continuous",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             "Mettler Toledo Standard Continuous Output: STX, SWA/SWB/SWC, weight, tare, CR, "
             "optional checksum (IND terminals, Keli, Ohaus Defender)"
@@ -921,7 +922,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="sma",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             "SMA SCP-0499 levels 1 & 2: <LF>cmd<CR> requests, <LF> s r n m f weight unit <CR> "
             "replies (Avery Weigh-Tronix, Cardinal, Minebea, Fairbanks)"
@@ -935,7 +936,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="ad-cas",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             'A&D indicators and balances, CAS CI/NT: "ST,GS,+0012.34kg" CR LF '
             "(A&D balances default to 2400 7E1, CAS to 9600)"
@@ -949,7 +950,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="xk3190-a9",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             "Yaohua XK3190-A9/A23P/A26 continuous format 0 (STX sign 6 digits dp XOR ETX), "
             "'=' reversed formats and command-mode replies; baud 1200-9600 selectable"
@@ -960,7 +961,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="xk3190-a12",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             'Yaohua XK3190-A12/A12E "WG004.139kg3D" CR LF with XOR; baud 1200-9600 selectable'
         ),
@@ -970,7 +971,7 @@ DIALECTS: list[Dialect] = [
     ),
     Dialect(
         name="regex",
-        kind="scale",
+        kind=DeviceKind.SCALE,
         description=(
             "any line-based indicator: a configured pattern with named groups value, sign, "
             "unit, mode, stable/motion, overload/underload, zero; implied decimals"
