@@ -31,10 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from custody.errors import StorageError
 from custody.merkle import CompactRange, leaf_hash
@@ -53,6 +53,8 @@ __all__ = [
     "NewEvent",
     "Store",
 ]
+
+_T = TypeVar("_T")
 
 # Distinct forks kept per device key, with their evidence (``record_fork``).
 MAX_FORKS_PER_KEY = 100
@@ -306,13 +308,26 @@ class LedgerStore:
                 db.revive()
                 yield db
 
+    def _statement(
+        self, what: str, sql: str, params: Sequence[object], result: Callable[[Cursor], _T]
+    ) -> _T:
+        """One statement and its ``result``, as ``_op`` would run it. Spelt out without the
+        context managers: the intake makes several of these calls per record."""
+        db = self.dialect
+        with db.lock:
+            if self._closed:
+                raise StorageError(f"ledger store ({db.name}): {what}: the store is closed")
+            try:
+                db.revive()
+                return result(db.execute(sql, params))
+            except db.errors as exc:
+                raise db.storage_error(f"ledger store ({db.name}): {what}", exc) from exc
+
     def _one(self, what: str, sql: str, params: Sequence[object] = ()) -> Any:
-        with self._op(what) as db:
-            return db.execute(sql, params).fetchone()
+        return self._statement(what, sql, params, _fetchone)
 
     def _all(self, what: str, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._op(what) as db:
-            return db.execute(sql, params).fetchall()
+        return self._statement(what, sql, params, _fetchall)
 
     def _count(self, what: str, sql: str, params: Sequence[object] = ()) -> int:
         """An aggregate's value (an aggregate always returns a row)."""
@@ -320,8 +335,7 @@ class LedgerStore:
 
     def _run(self, what: str, sql: str, params: Sequence[object] = ()) -> int:
         """A write; the number of rows it changed."""
-        with self._op(what) as db:
-            return db.execute(sql, params).rowcount
+        return self._statement(what, sql, params, _rowcount)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -716,6 +730,18 @@ class LedgerStore:
         (``PostgresDialect.integrity_ok``)."""
         with self._op("checking integrity") as db:
             return db.integrity_ok()
+
+
+def _fetchone(cursor: Cursor) -> Any:
+    return cursor.fetchone()
+
+
+def _fetchall(cursor: Cursor) -> list[Any]:
+    return cursor.fetchall()
+
+
+def _rowcount(cursor: Cursor) -> int:
+    return cursor.rowcount
 
 
 # What callers name in annotations: the one store class.
