@@ -2,9 +2,11 @@
 
 Theory of operation (STYLE.md §7, §9, §12). One main thread owns the session, the
 recorder and the screen. Everything else only enqueues into ``inbox`` (bounded,
-``INBOX_MAX``): a thread reading stdin lines (keyboard and keyboard-wedge scanners), pump
-threads forwarding a serial scanner's and the platform scale's ``PortReader`` events, and
-an optional camera thread. Signal handlers only set flags. Full policy of ``inbox``: an
+``INBOX_MAX``): a thread reading stdin lines (keyboard and keyboard-wedge scanners), the
+same port workers as the gateway service's (``agent.service.workers.PortWorker``: one per
+serial port, publishing typed events on a ``PortBus``) for a serial scanner and the
+platform scale, with a pump thread per subscription forwarding their events, and an
+optional camera thread. Signal handlers only set flags. Full policy of ``inbox``: an
 operator's line or a scanned code waits for room (a person cannot outrun the console);
 a scale reading is dropped and counted (the next one follows within a second).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import queue
 import shutil
@@ -53,10 +56,11 @@ from agent.scan.session import (
     Step,
     VoidBag,
 )
+from agent.service.workers import PortBus, PortWorker, Subscription
 from custody.errors import CaptureError, CustodyError, SchemaError
 from custody.event import EventType, validate_identifier
 from custody.files import replace_file
-from firmware_bridge.errors import DeviceError, DisconnectedError, ProtocolError
+from firmware_bridge.errors import DeviceError, DisconnectedError, PortConfigError, ProtocolError
 from firmware_bridge.frames import SealCode, WeightReading
 from firmware_bridge.protocols import registry
 from firmware_bridge.protocols.codes import ScannerLineParser, classify_code
@@ -65,7 +69,6 @@ from firmware_bridge.transport import (
     FrameRead,
     FrameSkipped,
     PortEvent,
-    PortReader,
     PortState,
     StateChanged,
 )
@@ -79,6 +82,10 @@ VOID_REASON = "voided by the operator at the scan console (last bag)"
 ORPHAN_REASON = "unfinished bag record: the scan console stopped before the bag joined its lot"
 _POLL_S = 0.2  # how often the main loop looks at signal flags while idle
 _CAMERA_FRAME_GAP_S = 0.2  # at most ~5 decoded frames a second: a 2-core gateway shares it
+_PORT_HEARTBEAT_S = 30.0  # the console has no watchdog; the port workers' heartbeat goes unread
+_PORT_STOP_S = 5.0  # a port worker stops within a read timeout; this bounds a stuck close
+
+_log = logging.getLogger("custody.scan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +189,8 @@ class Console:
         self.stop = threading.Event()
         self.scale_drops = 0
         self._resized = False
-        self._readers: list[PortReader] = []
+        self.bus = PortBus()
+        self._ports: list[threading.Thread] = []
         self._first = self.session.start(self.now_ms(), recovered)
 
     # --- the outbox ------------------------------------------------------------------------
@@ -307,10 +315,10 @@ class Console:
             pass
         self.inbox.put(("eof", None))
 
-    def _pump(self, reader: PortReader, tag: str, on_open: Callable[[], None] | None) -> None:
+    def _pump(self, sub: Subscription, tag: str, on_open: Callable[[], None] | None) -> None:
         while not self.stop.is_set():
             try:
-                ev = reader.out.get(timeout=0.5)
+                ev = sub.get(timeout=0.5)
             except queue.Empty:
                 continue
             if isinstance(ev, StateChanged) and ev.state is PortState.OPEN and on_open is not None:
@@ -348,31 +356,41 @@ class Console:
 
     def start_devices(self) -> None:
         if self.scanner_port:
-            d = registry.dialect(ScannerLineParser.dialect)
-            reader = PortReader(self.scanner_port, d.factory, settings=d.serial, name="scanner")
-            self._start_reader(reader, "scanner", None)
+            self._start_port(f"{ScannerLineParser.dialect}@{self.scanner_port}", "scanner", None)
         if self.scale_port:
             d = registry.dialect(self.scale_dialect)
-            reader = PortReader(self.scale_port, d.factory, settings=d.serial, name="scale")
+            url = self.scale_port
             on_open = None
             request = getattr(d.factory, "request", None)
             if d.name == "mt-sics" and request is not None:
                 # MT-SICS answers requests only: SIR asks for a weight "immediately and
                 # repeated" (MT-SICS Reference Manual, SIR), re-sent after every reconnect.
-                on_open = lambda: reader.write(request("SIR"))  # noqa: E731
-            self._start_reader(reader, "scale", on_open)
+                on_open = lambda: self.bus.write(url, request("SIR"))  # noqa: E731
+            self._start_port(f"{d.name}@{url}", "scale", on_open)
         if self.camera:
             threading.Thread(
                 target=self._camera_loop, args=(self.camera,), name="camera", daemon=True
             ).start()
 
-    def _start_reader(
-        self, reader: PortReader, tag: str, on_open: Callable[[], None] | None
-    ) -> None:
-        self._readers.append(reader.start())
+    def _start_port(self, spec: str, tag: str, on_open: Callable[[], None] | None) -> None:
+        worker = PortWorker(
+            spec, log=_log_port, heartbeat_timeout_s=_PORT_HEARTBEAT_S, bus=self.bus
+        )
+        sub = self.bus.subscribe(f"scan-{tag}", [worker.url])
+        thread = threading.Thread(
+            target=self._run_port, args=(worker,), name=f"port:{tag}", daemon=True
+        )
+        thread.start()
+        self._ports.append(thread)
         threading.Thread(
-            target=self._pump, args=(reader, tag, on_open), name=f"pump:{tag}", daemon=True
+            target=self._pump, args=(sub, tag, on_open), name=f"pump:{tag}", daemon=True
         ).start()
+
+    def _run_port(self, worker: PortWorker) -> None:
+        # A URL pyserial refuses ends the port worker; its FAILED state already reached the
+        # screen through the subscription, and the console goes on without that device.
+        with contextlib.suppress(PortConfigError):
+            worker.run(self.stop)
 
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> int:
@@ -413,10 +431,15 @@ class Console:
 
     def close(self) -> None:
         self.stop.set()
-        for reader in self._readers:
-            reader.stop()
+        for thread in self._ports:  # each closes its port on the way out
+            thread.join(_PORT_STOP_S)
         self.rec.close()
         os.close(self._lock_fd)
+
+
+def _log_port(level: str, event: str, **fields: Any) -> None:
+    """Port workers' events (state changes) into the Python log; the screen shows them."""
+    _log.log(logging.WARNING if level == "warning" else logging.DEBUG, "%s %s", event, fields)
 
 
 def _aim(symbology: str, gs1: bool) -> str | None:
