@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from agent.identity import load_device_key
-from agent.uplink import sync_once
+from agent.outbox import Outbox
+from agent.paths import DataDir
+from agent.settings import load_config
+from agent.uplink import broker_config, build_uplink, sync_once
 from custody.envelope import ChainVerifier
 from custody.errors import SyncError
 from custody.event import EventType
@@ -30,6 +33,7 @@ from tests.support import REPO
 from tests.test_sync_e2e import DEVICE, configure_gateway
 
 DEADLINE_S = 120.0
+FAKE_ACKS = 3  # forged acks the gateway must have received and judged
 
 
 def capture(gateway: Gateway, n: int) -> None:
@@ -220,12 +224,27 @@ def test_a_fake_ack_on_the_acks_topic_releases_nothing(
 
     faker = threading.Thread(target=keep_faking, daemon=True)
     faker.start()
+    paths = DataDir(gateway.data_dir)
+    outbox = Outbox.open(paths.outbox, check=None, create=False)
     try:
-        stats, counts = sync_once(gateway.data_dir, timeout_s=4)
+        broker_cfg = broker_config(load_config(paths.config), gateway.data_dir, None)
+        uplink = build_uplink(gateway.data_dir, outbox, broker_cfg)
+        # The gateway's own uplink, run until it has received and judged several fakes (it
+        # cannot drain: no ledger answers), not for a fixed time.
+        judged = threading.Event()
+
+        def until_fakes_judged(acked: int) -> None:
+            if uplink.stats.bad_acks + uplink.stats.acks >= FAKE_ACKS:
+                judged.set()
+
+        stats = uplink.run(judged, timeout_s=DEADLINE_S, progress=until_fakes_judged)
+        counts = outbox.counts_by_state()
     finally:
+        outbox.close()
         stop.set()
         faker.join(5)
         client.loop_stop()
         client.disconnect()
+    assert judged.is_set(), stats
     assert stats.bad_acks >= 1 and stats.acked == 0
     assert counts["acked"] == 0 and counts["sent"] + counts["pending"] == 6
