@@ -61,7 +61,7 @@ from ledger.keys import create_ledger_keys, load_ledger_keypair
 from ledger.store import LedgerStore
 from sync.ack import verify_ack
 from sync.batch import encode_batch
-from sync.mqtt import BrokerConfig, MqttLink
+from sync.mqtt import BrokerConfig, LinkEventKind, MqttLink
 from sync.topics import acks_topic, events_topic
 
 __all__ = ["SUMMARY", "TARGETS", "add_arguments", "render", "run"]
@@ -131,7 +131,7 @@ def _link(pki: TestPKI, device_id: str, port: int) -> MqttLink:
             event = link.events.get(timeout=max(0.01, deadline - time.monotonic()))
         except queue.Empty:
             raise RuntimeError(f"{device_id} could not connect to the broker") from None
-        if event.kind == "connected":
+        if event.kind is LinkEventKind.CONNECTED:
             return link
 
 
@@ -211,7 +211,7 @@ class Flood:
                 event = self.link.events.get_nowait()
             except queue.Empty:
                 return
-            if event.kind == "puback" and event.code:
+            if event.kind is LinkEventKind.PUBACK and event.code:
                 self.refused[name] = self.refused.get(name, 0) + 1
 
     def run(self, name: str, rate: float, seconds: float) -> None:

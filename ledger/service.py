@@ -39,7 +39,7 @@ from ledger.fairness import Budget, DeviceLimits, Drop, FairQueue
 from ledger.intake import Intake, IntakeResult
 from ledger.log import issue_checkpoint
 from ledger.metrics import HealthServer, IntakeMetrics, health_report
-from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
+from sync.mqtt import BrokerConfig, LinkEvent, LinkEventKind, MqttLink
 from sync.topics import SHARED_EVENTS_SUBSCRIPTION, TopicKind, acks_topic, device_from_topic
 
 __all__ = ["DEAD_LETTER_KEEP", "REJECTION_RETENTION", "IntakeSettings", "LedgerService"]
@@ -158,13 +158,13 @@ class LedgerService:
                 return
 
     def _arrive(self, event: LinkEvent) -> None:
-        if event.kind == "connected":
+        if event.kind is LinkEventKind.CONNECTED:
             self._refused = ""
             self.link.subscribe(SHARED_EVENTS_SUBSCRIPTION)
             self.counters["connects"] += 1
             self.metrics.broker_connected.set(1)
             return
-        if event.kind == "refused":
+        if event.kind is LinkEventKind.REFUSED:
             # Not a network fault: the broker said no (wrong client id for this certificate,
             # revoked certificate). paho keeps retrying; say why, once per refusal.
             self.counters["refused"] += 1
@@ -176,13 +176,13 @@ class LedgerService:
                 self.link.config.client_id, self._refused,
             )  # fmt: skip
             return
-        if event.kind == "disconnected":
+        if event.kind is LinkEventKind.DISCONNECTED:
             # Packet ids belong to the connection that delivered them: what is still
             # queued comes again (DUP) on the next connection, and is processed then.
             self.counters["requeued_on_disconnect"] += len(self.queue.clear())
             self.metrics.broker_connected.set(0)
             return
-        if event.kind != "message":
+        if event.kind is not LinkEventKind.MESSAGE:
             return
         try:
             device_id, kind = device_from_topic(event.topic)

@@ -16,6 +16,7 @@ import contextlib
 import queue
 import ssl
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +28,7 @@ from paho.mqtt.properties import Properties
 
 from custody.errors import ConfigError, SyncError
 
-__all__ = ["REFUSED_CONNACKS", "BrokerConfig", "LinkEvent", "MqttLink"]
+__all__ = ["REFUSED_CONNACKS", "BrokerConfig", "LinkEvent", "LinkEventKind", "MqttLink"]
 
 EVENT_QUEUE_MAX = 10_000
 # CONNACK reason codes that retrying cannot change (MQTT 5.0 §3.2.2.2; paho maps MQTT 3.1.1's
@@ -56,9 +57,19 @@ class BrokerConfig:
         return u.hostname, u.port or (8883 if tls else 1883), tls
 
 
+class LinkEventKind(StrEnum):
+    """What happened on the link (the paho callback that enqueued it)."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    REFUSED = "refused"  # a CONNACK in REFUSED_CONNACKS: retrying cannot help
+    MESSAGE = "message"
+    PUBACK = "puback"
+
+
 @dataclass(frozen=True, slots=True)
 class LinkEvent:
-    kind: str  # "connected" | "disconnected" | "refused" (REFUSED_CONNACKS) | "message" | "puback"
+    kind: LinkEventKind
     topic: str = ""
     payload: bytes = b""
     correlation: bytes | None = None
@@ -167,17 +178,22 @@ class MqttLink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            kind = "refused" if getattr(rc, "value", None) in REFUSED_CONNACKS else "disconnected"
+            refused = getattr(rc, "value", None) in REFUSED_CONNACKS
+            kind = LinkEventKind.REFUSED if refused else LinkEventKind.DISCONNECTED
             self._put(LinkEvent(kind, reason=str(rc)))
         else:
-            self._put(LinkEvent("connected"))
+            self._put(LinkEvent(LinkEventKind.CONNECTED))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._put(LinkEvent("disconnected", reason=str(rc)))
+        self._put(LinkEvent(LinkEventKind.DISCONNECTED, reason=str(rc)))
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         correlation = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
-        self._put(LinkEvent("message", msg.topic, bytes(msg.payload), correlation, int(msg.mid)))
+        self._put(
+            LinkEvent(
+                LinkEventKind.MESSAGE, msg.topic, bytes(msg.payload), correlation, int(msg.mid)
+            )
+        )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         # MQTT 5 PUBACK reason codes: 0x87 "Not authorized" is how Mosquitto 2.0
@@ -185,4 +201,6 @@ class MqttLink:
         # forbids; the connection stays up.
         failed = bool(getattr(rc, "is_failure", False))
         code = int(getattr(rc, "value", 0)) if failed else 0
-        self._put(LinkEvent("puback", mid=mid, reason=str(rc) if failed else "", code=code))
+        self._put(
+            LinkEvent(LinkEventKind.PUBACK, mid=mid, reason=str(rc) if failed else "", code=code)
+        )

@@ -79,7 +79,7 @@ from custody.errors import CustodyError, SyncError
 from custody.keys import LedgerPublicKeys
 from sync.ack import verify_ack
 from sync.batch import encode_batch
-from sync.mqtt import BrokerConfig, LinkEvent, MqttLink
+from sync.mqtt import BrokerConfig, LinkEvent, LinkEventKind, MqttLink
 from sync.pacing import BatchSizer, TokenBucket
 from sync.topics import acks_topic, events_topic, status_topic
 
@@ -239,7 +239,7 @@ class Uplink:
                 event = None
 
     def _handle(self, event: LinkEvent) -> None:
-        if event.kind == "connected":
+        if event.kind is LinkEventKind.CONNECTED:
             if self._ever_connected:
                 self.stats.reconnects += 1
             self._connected = self._ever_connected = True
@@ -252,18 +252,18 @@ class Uplink:
             self.link.subscribe(acks_topic(self.device_id))
             birth = cbor2.dumps({"state": "online", "boot": self._boot})
             self.link.publish(status_topic(self.device_id), birth, retain=True)
-        elif event.kind == "disconnected":
+        elif event.kind is LinkEventKind.DISCONNECTED:
             self._connected = False
             self._awaiting_puback.clear()
             self.sizer.on_disconnect()
-        elif event.kind == "refused":
+        elif event.kind is LinkEventKind.REFUSED:
             # CONNACK "Not authorized": the broker admits a certificate only under its own CN
             # as client id. Retrying cannot help; stop and say so.
             raise SyncError(
                 f"the broker refused our connection ({event.reason}): check that this "
                 f"gateway's certificate CN is {self.device_id!r}, its client id"
             )
-        elif event.kind == "puback":
+        elif event.kind is LinkEventKind.PUBACK:
             sent = self._awaiting_puback.pop(event.mid, None)
             if sent is None:
                 return  # not a batch (the birth status), or forgotten after the ack timeout
@@ -280,7 +280,7 @@ class Uplink:
                     f"the broker refused our publish ({event.reason}): check that this "
                     f"gateway's certificate CN is {self.device_id!r} and the broker ACL"
                 )
-        elif event.kind == "message" and event.topic == acks_topic(self.device_id):
+        elif event.kind is LinkEventKind.MESSAGE and event.topic == acks_topic(self.device_id):
             self._on_ack(event.payload)
 
     def _on_ack(self, data: bytes) -> None:

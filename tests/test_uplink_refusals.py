@@ -17,13 +17,13 @@ import pytest
 from agent.outbox import Outbox
 from agent.uplink import build_uplink
 from custody.errors import SyncError
-from sync.mqtt import BrokerConfig, LinkEvent
+from sync.mqtt import BrokerConfig, LinkEvent, LinkEventKind
 from sync.topics import events_topic
 from sync.uplink import REFUSED_PAUSE_S, Uplink
 from tests.conftest import Gateway
 
-NOT_AUTHORIZED = LinkEvent("puback", reason="Not authorized", code=0x87)
-QUOTA_EXCEEDED = LinkEvent("puback", reason="Quota exceeded", code=0x97)
+NOT_AUTHORIZED = LinkEvent(LinkEventKind.PUBACK, reason="Not authorized", code=0x87)
+QUOTA_EXCEEDED = LinkEvent(LinkEventKind.PUBACK, reason="Quota exceeded", code=0x97)
 ACK_TIMEOUT_S = 20.0
 
 
@@ -64,7 +64,7 @@ class Rig:
         self.uplink._handle(LinkEvent(event.kind, mid=mid, reason=event.reason, code=event.code))
 
     def accept(self, mid: int) -> None:
-        self.uplink._handle(LinkEvent("puback", mid=mid))
+        self.uplink._handle(LinkEvent(LinkEventKind.PUBACK, mid=mid))
 
     def counts(self) -> dict[str, int]:
         return self.outbox.counts_by_state()
@@ -84,7 +84,7 @@ def rig(gateway: Gateway) -> Iterator[Rig]:
         clock=clock, window=2, batch_events=10, ack_timeout_s=ACK_TIMEOUT_S,
     )  # fmt: skip
     uplink.link = link  # type: ignore[assignment]
-    uplink._handle(LinkEvent("connected"))
+    uplink._handle(LinkEvent(LinkEventKind.CONNECTED))
     try:
         yield Rig(uplink, link, clock, outbox)
     finally:
@@ -139,7 +139,7 @@ def test_a_refusal_a_retry_cannot_change_stops_the_uplink(rig: Rig) -> None:
     rig.uplink._publish_more()
     first = rig.link.batches()[0]
     with pytest.raises(SyncError, match="refused our publish"):
-        rig.refuse(first, LinkEvent("puback", reason="Packet too large", code=0x95))
+        rig.refuse(first, LinkEvent(LinkEventKind.PUBACK, reason="Packet too large", code=0x95))
     assert rig.uplink.stats.refused_publishes == 1
 
 
