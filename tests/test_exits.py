@@ -60,16 +60,12 @@ def test_every_error_class_gets_its_branchs_code() -> None:
 
 
 def test_codes_outside_the_tree_are_the_tables() -> None:
-    """Subclasses defined elsewhere inherit their branch's code; the service's own codes are
-    the table's."""
+    """Subclasses defined elsewhere inherit their branch's code."""
     from agent.outbox.writer import ChainMovedError
-    from agent.service import supervisor
     from ledger.summary import SummaryError
 
     assert exit_code_for(ChainMovedError("x")) is ExitCode.CAPTURE_REFUSED
     assert exit_code_for(SummaryError("x")) is ExitCode.ERROR
-    assert supervisor.EXIT_WORKER_FAILED == ExitCode.WORKER_FAILED
-    assert supervisor.EXIT_DRAIN_TIMEOUT == ExitCode.DRAIN_TIMEOUT
 
 
 def test_every_code_has_a_meaning() -> None:

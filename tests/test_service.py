@@ -34,8 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.service.health import METRICS, SampleCollector
 from agent.service.notify import Notifier
-from agent.service.supervisor import EXIT_DRAIN_TIMEOUT, EXIT_WORKER_FAILED
 from agent.service.workers import PortWorker, Sample, Worker
+from custody.exits import ExitCode
 from firmware_bridge.sim.runner import PtySink, Simulator
 from tests.conftest import Gateway
 from tests.support import REPO, run_cli, wait_until
@@ -291,7 +291,7 @@ def test_sigterm_with_a_stuck_worker_gives_up_at_the_deadline_with_exit_12(gw: P
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # the checkpoint worker will block on it
         wait_until(lambda: svc.health()["status"] == "failing", "a stuck worker")
         svc.signal(signal.SIGTERM)
-        assert svc.wait_exit() == EXIT_DRAIN_TIMEOUT, svc.log_text()
+        assert svc.wait_exit() == ExitCode.DRAIN_TIMEOUT, svc.log_text()
         assert svc.wait_event("drain.deadline_exceeded")["workers"] == ["checkpoint"]
     verified = run_cli("--data-dir", str(gw), "events", "verify")
     assert verified.returncode == 0, verified.stderr  # nothing half-written
@@ -488,7 +488,7 @@ def test_a_port_url_pyserial_refuses_stops_the_service_non_zero(gw: Path) -> Non
     set_config(gw, "devices.ports", '["xk3190-a12@nosuch://indicator"]')
     with service(gw) as svc:
         rc = svc.wait_exit()
-        assert rc == EXIT_WORKER_FAILED, svc.log_text()
+        assert rc == ExitCode.WORKER_FAILED, svc.log_text()
         failed = svc.wait_event("worker.failed")
         assert failed["worker"] == "port:nosuch://indicator"
         assert failed["error"] == "PortConfigError" and "devices.ports" in failed["message"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.identity import load_device_key
-from agent.service.supervisor import EXIT_WORKER_FAILED
+from custody.exits import ExitCode
 from ledger.intake import Intake
 from ledger.service import LedgerService
 from ledger.store import LedgerStore
@@ -128,7 +128,7 @@ def test_a_publish_the_broker_refuses_stops_the_service_non_zero(
     configure(gateway, broker, test_pki, cert_of="gw-someone-else")
     with service(gateway.data_dir) as svc:
         rc = svc.wait_exit()
-        assert rc == EXIT_WORKER_FAILED, svc.log_text()
+        assert rc == ExitCode.WORKER_FAILED, svc.log_text()
         failed = svc.wait_event("worker.failed")
         assert failed["worker"] == "sync" and failed["error"] == "SyncError"
         assert "refused" in failed["message"]

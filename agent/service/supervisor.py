@@ -64,18 +64,15 @@ from agent.service.workers import (
 )
 from agent.settings import AgentConfig, load_config
 from custody.errors import ConfigError, CustodyError, StorageError
+from custody.exits import ExitCode
 from custody.files import replace_file
 from firmware_bridge.errors import DeviceError
 
 __all__ = [
-    "EXIT_DRAIN_TIMEOUT",
-    "EXIT_WORKER_FAILED",
     "SERVICE_FILE",
     "Service",
 ]
 
-EXIT_WORKER_FAILED = 11  # a worker raised something unexpected; systemd restarts us
-EXIT_DRAIN_TIMEOUT = 12  # SIGTERM: workers did not stop within service.drain_deadline_s
 SERVICE_FILE = "service.json"  # in the data dir while running: pid and the HTTP address
 LOCK_FILE = "service.lock"
 TICK_S = 0.5  # the longest the main loop sleeps: bounds watchdog and status latency
@@ -349,8 +346,8 @@ class Service:
             expected=isinstance(exc, CustodyError | DeviceError),
             traceback=None if isinstance(exc, CustodyError | DeviceError) else slot.trace,
         )  # fmt: skip
-        code = self._drain(EXIT_WORKER_FAILED)
-        return code if code != 0 else EXIT_WORKER_FAILED
+        code = self._drain(ExitCode.WORKER_FAILED)
+        return code if code != 0 else ExitCode.WORKER_FAILED
 
     # --- SIGTERM ------------------------------------------------------------------------------
     def _drain(self, code: int) -> int:
@@ -361,7 +358,7 @@ class Service:
         stuck = self._stop_slots(list(self.slots.values()), deadline)
         if stuck:
             self.log.error("drain.deadline_exceeded", workers=stuck)
-            return EXIT_DRAIN_TIMEOUT
+            return ExitCode.DRAIN_TIMEOUT
         if self.recorder is not None:
             self.recorder.close()  # the writer commits what was queued, then closes
             self.recorder = None
