@@ -63,7 +63,14 @@ SINGLE_HOMES = {
     "paho": {"sync", "bench/peers"},
     # agent/workflows/visitbook.py: the weighbridge's visit book, a projection of the outbox in
     # its own small database; it reads the outbox only through Outbox methods.
-    "sqlite3": {"agent/outbox", "agent/workflows/visitbook.py", "ledger", "tests", "bench"},
+    # The ledger's store reaches each database through its dialect only (ledger/store.py).
+    "sqlite3": {
+        "agent/outbox",
+        "agent/workflows/visitbook.py",
+        "ledger/dialect_sqlite.py",
+        "bench",
+    },
+    "psycopg": {"ledger/dialect_pg.py"},
 }
 
 
