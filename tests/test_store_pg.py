@@ -474,6 +474,9 @@ def configure(data_dir: Path, broker: MosquittoBroker, pki: TestPKI, device_id: 
         ('ca_file = ""', f'ca_file = "{pki.ca_file}"'),
         ('cert_file = ""', f'cert_file = "{device.cert}"'),
         ('key_file = ""', f'key_file = "{device.key}"'),
+        # A batch the ledger drops over its per-device budget, or that reaches the broker
+        # before both workers subscribe, is resent after the ack timeout: 5 s, not 60.
+        ("ack_timeout_s = 60", "ack_timeout_s = 5"),
     ]:
         assert old in text
         text = text.replace(old, new)
