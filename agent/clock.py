@@ -34,10 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Protocol
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Protocol, runtime_checkable
 
-from custody.event import MAX_TIME_MS, DeviceTime, TimeQuality, TimeSource
+from custody.event import (
+    MAX_TIME_MS,
+    POSITION_UNITS_PER_DEGREE,
+    DeviceTime,
+    TimeQuality,
+    TimeSource,
+)
 from firmware_bridge.frames import GpsFix
 
 __all__ = [
@@ -172,6 +178,25 @@ class GpsPosition:
     satellites: int | None
     at: float
 
+    def signed(self) -> dict[str, int]:
+        """The body field ``pos`` (docs/protocol.md §2): integer 1e-7 degrees."""
+        return {
+            "lat": _degrees_to_units(self.latitude),
+            "lon": _degrees_to_units(self.longitude),
+        }
+
+
+def _degrees_to_units(degrees: Decimal) -> int:
+    scaled = degrees * POSITION_UNITS_PER_DEGREE
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@runtime_checkable
+class PositionSource(Protocol):
+    """A clock that also knows where the gateway is (a GNSS receiver's)."""
+
+    def fresh_position(self) -> GpsPosition | None: ...
+
 
 class GpsClock:
     """A clock corrected by a GNSS receiver's fixes (module doc); thread-safe."""
@@ -214,6 +239,14 @@ class GpsClock:
             self._synced_at = at
         self.fixes += 1
         return True
+
+    def fresh_position(self) -> GpsPosition | None:
+        """The last valid fix's position while it is no older than the holdover: a capture
+        signs where it was taken only when the receiver says so recently."""
+        pos = self.position
+        if pos is None or self._mono() - pos.at > self.holdover_s:
+            return None
+        return pos
 
     def now(self) -> DeviceTime:
         inner = self.inner.now()

@@ -22,7 +22,7 @@ from typing import Any
 
 import custody
 from agent import balance, rotation
-from agent.clock import Clock, SystemClock
+from agent.clock import Clock, PositionSource, SystemClock
 from agent.identity import create_device_key, load_device_key, load_ledger_keys
 from agent.outbox import DiskBudget, Draft, Outbox, OutboxWriter, StoredEvent
 from agent.outbox.writer import ChainMovedError
@@ -45,6 +45,9 @@ from custody.mass import kg_to_units, units_to_kg
 
 __all__ = ["Recorder", "kg_to_units", "units_to_kg"]
 
+# Captures say where they were taken when the clock knows (a GNSS receiver's fix); system
+# and proof records do not: a checkpoint's place would say nothing about the mass it sums.
+POSITIONED = frozenset({EventType.WEIGHING, EventType.SEAL_SCAN, EventType.AGGREGATION})
 # A checkpoint is prepared again when another process wrote meanwhile; it settles at once
 # unless something writes without pause.
 CHECKPOINT_ATTEMPTS = 20
@@ -268,6 +271,10 @@ class Recorder:
         """Prepare a draft in this thread and queue it; the future resolves when durable."""
         now = self.clock.now()
         full = dict(body)
+        if type_ in POSITIONED and "pos" not in full and isinstance(self.clock, PositionSource):
+            where = self.clock.fresh_position()
+            if where is not None:
+                full["pos"] = where.signed()
         openings: dict[str, Opening] = {}
         if masses:
             if self.ledger_keys is None:

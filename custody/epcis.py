@@ -63,11 +63,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from custody import cbor, cose
-from custody.commitment import MASS_UNIT_G, WEIGHING_FIELDS
-from custody.envelope import event_id_of
+from custody.commitment import WEIGHING_FIELDS
+from custody.envelope import event_id_of, peek_payload
 from custody.errors import SchemaError
-from custody.event import EventType, Payload, validate_identifier
+from custody.event import POSITION_UNITS_PER_DEGREE, EventType, Payload, validate_identifier
+from custody.mass import units_to_kg
 
 __all__ = [
     "DEFAULT_TZ_OFFSET",
@@ -94,7 +94,6 @@ PREFIX = "cbc"
 URN_ROOT = "urn:cobalt-custody:"
 # Katanga (DRC) keeps Central Africa Time, UTC+2, without daylight saving.
 DEFAULT_TZ_OFFSET = "+02:00"
-_KG_PER_UNIT_DIV = 1000 // MASS_UNIT_G  # units per kg (10): masses are 0.1 kg units
 # The location options of an EPCIS export, as (flag, argparse keyword arguments): plain data,
 # so that both command lines (which share no module) add exactly these, and this package
 # stays free of argparse. ``locations_from_options`` reads what they parse.
@@ -344,13 +343,24 @@ def decode_source(
 ) -> SourceEvent:
     """A stored envelope, decoded strictly (schema-checked; the signature is not re-checked:
     the outbox wrote it and the ledger verified it on intake)."""
-    payload = Payload.from_map(cbor.decode(cose.decode_sign1(envelope, require_tag=True).payload))
-    return SourceEvent(event_id_of(envelope), payload, masses, record_time_ms)
+    return SourceEvent(event_id_of(envelope), peek_payload(envelope), masses, record_time_ms)
 
 
 def _kg(units: int) -> int | float:
-    whole, tenth = divmod(units, _KG_PER_UNIT_DIV)
-    return whole if tenth == 0 else units / _KG_PER_UNIT_DIV
+    """A JSON number of kilograms: an integer when whole, so 4505 kg is ``4505``."""
+    kg = units_to_kg(units)
+    return int(kg) if kg == kg.to_integral_value() else float(kg)
+
+
+def geo_uri(pos: Mapping[str, int]) -> str:
+    """A signed position as an RFC 5870 ``geo:`` URI (WGS 84, decimal degrees), exactly."""
+    return f"geo:{_degrees(pos['lat'])},{_degrees(pos['lon'])}"
+
+
+def _degrees(units: int) -> str:
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), POSITION_UNITS_PER_DEGREE)
+    return f"{sign}{whole}.{frac:07d}"
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -402,6 +412,8 @@ def epcis_event(src: SourceEvent, locations: Locations) -> dict[str, Any] | None
         ours[_x("manual")] = "true"  # a string: one spelling in JSON and XML
     if "note" in body:
         ours[_x("note")] = body["note"]
+    if "pos" in body:
+        ours[_x("position")] = geo_uri(body["pos"])
 
     event: dict[str, Any]
     if p.type is EventType.WEIGHING:

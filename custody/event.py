@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SEQ",
     "MAX_TIME_MS",
     "PADDED_TYPES",
+    "POSITION_UNITS_PER_DEGREE",
     "SCHEMA_VERSION",
     "SEQ_STRIDE",
     "DeviceTime",
@@ -297,7 +298,25 @@ class BodySchema:
         return body
 
 
-_COMMON_OPTIONAL: dict[str, Validator] = {"manual": _true, "note": _text}
+# A position is WGS 84 latitude and longitude in integer units of 1e-7 degree (about 1 cm,
+# the resolution GNSS receivers report), so it is exact in deterministic CBOR.
+POSITION_UNITS_PER_DEGREE = 10**7
+
+
+def _position(value: Any, what: str) -> dict[str, int]:
+    if not isinstance(value, dict) or set(value) != {"lat", "lon"}:
+        raise SchemaError(f"{what} must be a map of exactly lat and lon")
+    for name, limit in (("lat", 90), ("lon", 180)):
+        v = value[name]
+        bound = limit * POSITION_UNITS_PER_DEGREE
+        if not isinstance(v, int) or isinstance(v, bool) or not -bound <= v <= bound:
+            raise SchemaError(f"{what}.{name} must be an integer within ±{limit}° in 1e-7 degree")
+    return value
+
+
+# Every capture may say where it was taken: the gateway's GNSS position, when a receiver
+# gave a valid fix recently (agent.clock.GpsClock).
+_COMMON_OPTIONAL: dict[str, Validator] = {"manual": _true, "note": _text, "pos": _position}
 
 BODY_SCHEMAS: dict[EventType, BodySchema] = {
     # ObjectEvent OBSERVE with a Mass sensor reading; masses committed, openings sealed.

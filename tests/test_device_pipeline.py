@@ -40,6 +40,8 @@ EARLIEST_MS = 1_700_000_000_000  # 2023-11-14: before it, a clock is implausible
 # A time the host clock certainly does not have, so a record carrying it came from the GPS.
 GPS_TIME = datetime(2031, 5, 1, 12, 0, 0, tzinfo=UTC)
 GPS_MS = int(GPS_TIME.timestamp()) * 1000
+# The position rmc() reports (1042.3456 S, 02523.4567 E), as a capture signs it.
+SIGNED_POSITION = {"lat": -107057600, "lon": 253909450}
 POS = "1042.3456,S,02523.4567,E"  # Kolwezi
 
 
@@ -240,6 +242,8 @@ def test_a_gps_on_a_port_sets_the_time_of_a_capture(recorder: Recorder, sink: Pt
     assert payload.time.source is TimeSource.GPS and payload.time.quality is TimeQuality.SYNCED
     assert 0 <= payload.time.ms - GPS_MS < 10_000  # GPS time, plus the seconds since the fix
     assert gps.health().detail["position"] == {"lat": "-10.7057600000", "lon": "25.3909450000"}
+    # The capture signs where it was taken: the fix's position in 1e-7 degree.
+    assert payload.body["pos"] == SIGNED_POSITION
 
 
 def test_a_gps_in_devices_ports_times_the_weighbridge_captures(gw: Path, tmp_path: Path) -> None:
@@ -293,5 +297,7 @@ def test_a_gps_in_devices_ports_times_the_weighbridge_captures(gw: Path, tmp_pat
         outbox.close()
     assert weighings
     for e in weighings:
-        when = peek_payload(e.envelope).time
+        payload = peek_payload(e.envelope)
+        when = payload.time
         assert when.source is TimeSource.GPS and GPS_MS <= when.ms < GPS_MS + 600_000
+        assert payload.body["pos"] == SIGNED_POSITION
