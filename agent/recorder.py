@@ -41,9 +41,9 @@ from custody.event import MAX_TEXT, EventType, next_seq
 from custody.files import move_file
 from custody.group import ED25519
 from custody.keys import DeviceKey, LedgerPublicKeys
-from custody.mass import kg_to_units, units_to_kg
+from custody.mass import units_to_kg
 
-__all__ = ["Recorder", "kg_to_units", "units_to_kg"]
+__all__ = ["Recorder"]
 
 # Captures say where they were taken when the clock knows (a GNSS receiver's fix); system
 # and proof records do not: a checkpoint's place would say nothing about the mass it sums.
@@ -127,7 +127,7 @@ class Recorder:
         inbound: bytes | None = None,
         tare_event: bytes | None = None,
     ) -> StoredEvent:
-        """A weighing; masses in integer units (``kg_to_units``).
+        """A weighing; masses in integer units (``custody.mass.kg_to_units``).
 
         ``stage`` is the weighbridge pass (``in``, ``out`` or ``single``, signed as
         ``pass``); ``direction`` says whether material was received or shipped.

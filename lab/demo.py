@@ -58,8 +58,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import enrol
 from agent.identity import load_ledger_keys
-from agent.recorder import Recorder, kg_to_units
+from agent.recorder import Recorder
 from custody.event import EventType
+from custody.mass import kg_to_units
 from custody.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
 from firmware_bridge.sim import encoders
 from firmware_bridge.sim.runner import PtySink

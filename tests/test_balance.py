@@ -17,11 +17,12 @@ import pytest
 from agent.audit import verify_outbox
 from agent.balance import payload_of
 from agent.outbox import StoredEvent
-from agent.recorder import Recorder, kg_to_units
+from agent.recorder import Recorder
 from custody.commitment import open_sealed, verify_opening
 from custody.errors import CaptureError
 from custody.event import SEQ_STRIDE, EventType
 from custody.group import ED25519
+from custody.mass import kg_to_units
 from tests.conftest import Gateway
 from tests.support import REPO, run_cli
 

@@ -12,12 +12,13 @@ from agent.audit import verify_outbox
 from agent.clock import FixedClock
 from agent.outbox import Outbox, RecordState
 from agent.outbox.lifecycle import TRANSITIONS, check_transition
-from agent.recorder import Recorder, kg_to_units, units_to_kg
+from agent.recorder import Recorder
 from custody.commitment import open_sealed, verify_opening
 from custody.envelope import ChainVerifier, verify_envelope
 from custody.errors import CaptureError, InvalidCaptureError, InvalidMassError, StorageError
 from custody.event import DeviceTime, EventType, TimeQuality, TimeSource
 from custody.group import ED25519
+from custody.mass import kg_to_units, units_to_kg
 from tests.conftest import Gateway
 
 

@@ -33,11 +33,12 @@ import pytest
 
 from agent.identity import load_device_key
 from agent.outbox import Outbox
-from agent.recorder import Recorder, units_to_kg
+from agent.recorder import Recorder
 from bench.e2e import Site, Stack, make_site
 from bench.service import SiteSimulator, Truck, configure_gateway
 from custody.envelope import verify_envelope
 from custody.event import EventType
+from custody.mass import units_to_kg
 from ledger.store import LedgerStore
 from tests.support import run_cli
 from tests.test_service import ServiceProcess, service, wait_until

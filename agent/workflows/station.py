@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.outbox import Outbox, StoredEvent
-from agent.recorder import Recorder, units_to_kg
+from agent.recorder import Recorder
 from agent.service.context import PortSpec
 from agent.service.workers import PortBus, Sample, Subscription, WorkerHealth, parse_port_spec
 from agent.settings import AgentConfig
@@ -55,11 +55,11 @@ from agent.workflows.weighbridge import (
     Weighbridge,
     ZeroDrift,
     ZeroRestored,
-    kg_units,
 )
 from custody.envelope import verify_envelope
 from custody.errors import SchemaError
 from custody.event import EventType, validate_identifier
+from custody.mass import format_kg, kg_to_units, units_to_kg
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.frames import CommandReply, SealCode, TagRead, WeightReading
 from firmware_bridge.protocols.base import FrameError
@@ -86,12 +86,12 @@ class StationConfig:
     @classmethod
     def from_agent(cls, cfg: AgentConfig) -> StationConfig:
         rule = StabilityRule(
-            on_threshold=kg_units(cfg.wb_on_threshold_kg),
+            on_threshold=kg_to_units(cfg.wb_on_threshold_kg),
             stable_readings=cfg.wb_stable_readings,
-            tolerance=kg_units(cfg.wb_tolerance_kg),
+            tolerance=kg_to_units(cfg.wb_tolerance_kg),
             window_s=cfg.wb_window_s,
             unstable_timeout_s=cfg.wb_unstable_timeout_s,
-            zero_drift_limit=kg_units(cfg.wb_zero_drift_limit_kg),
+            zero_drift_limit=kg_to_units(cfg.wb_zero_drift_limit_kg),
         )
         return cls(rule, cfg.wb_stored_tare, cfg.wb_single_pass_direction)
 
@@ -288,7 +288,7 @@ class Station:
     def _zero(self, units: int, *, alarm: bool) -> None:
         self.metrics.zero_alarm = alarm
         if alarm:
-            note = f"empty bridge reads {units_to_kg(units)} kg"
+            note = f"empty bridge reads {format_kg(units)} kg"
             self.recorder.weighing_outcome("zero_drift", scale=self.scale, zero=units, note=note)
             self._outbox.raise_alarm(ZERO_ALARM, f"weighbridge {self.scale}: {note}")
         else:

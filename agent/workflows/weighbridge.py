@@ -43,11 +43,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
-from custody.commitment import MASS_UNIT_G
 from custody.errors import CustodyError
+from custody.mass import reading_to_units
 from firmware_bridge.frames import WeightReading
 
 __all__ = [
@@ -65,7 +64,6 @@ __all__ = [
     "Weighbridge",
     "ZeroDrift",
     "ZeroRestored",
-    "kg_units",
     "reading_units",
 ]
 
@@ -75,16 +73,10 @@ __all__ = [
 # still be bounded by this cap; the oldest readings go first.
 MAX_WINDOW = 4096
 
-_UNITS_PER_KG = Decimal(1000 // MASS_UNIT_G)
-
-
-def kg_units(kg: int | Decimal) -> int:
-    return int(Decimal(kg) * _UNITS_PER_KG)
-
 
 def reading_units(reading: WeightReading) -> int:
     """The reading in mass units; sub-unit remainders (lb indicators) round half-even."""
-    return int((reading.kg * _UNITS_PER_KG).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return reading_to_units(reading.kg)
 
 
 class IllegalTransition(CustodyError):

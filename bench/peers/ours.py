@@ -36,7 +36,9 @@ from agent.outbox import Outbox, StoredEvent
 from agent.paths import DataDir
 from agent.recorder import Recorder
 from agent.uplink import build_uplink
+from custody.errors import InvalidMassError
 from custody.event import EventType
+from custody.mass import kg_to_units
 from firmware_bridge.frames import WeightReading
 from firmware_bridge.protocols.registry import dialect, make_parser
 from firmware_bridge.transport import FrameRead, PortEvent, PortReader
@@ -55,12 +57,10 @@ def reading_units(reading: WeightReading) -> int:
     """Mass units (0.1 kg, ``custody.commitment.MASS_UNIT_G``) of a kg reading."""
     if reading.unit != "kg" or reading.value < 0:
         raise ValueError(f"the bench stream sends positive kg readings, got {reading}")
-    scale: int = 10**reading.decimals
-    units, rest = divmod(reading.value * 10, scale)
-    units = int(units)
-    if rest:
-        raise ValueError(f"{reading} is finer than 0.1 kg")
-    return units
+    try:
+        return kg_to_units(reading.kg)
+    except InvalidMassError as exc:
+        raise ValueError(f"{reading}: {exc}") from exc
 
 
 def ledger_readings(ledger_db: Path) -> dict[bytes, int]:
