@@ -282,6 +282,8 @@ def test_a_gps_in_devices_ports_times_the_weighbridge_captures(gw: Path, tmp_pat
             assert health["workers"]["gps"]["state"] == "ok"
             assert health["workers"]["gps"]["time_source"] == "gps"
             assert health["outbox"]["clock_quality"] == "synced"
+            assert (svc.metric("custody_gps_fixes_total") or 0) >= 1
+            assert 0 <= (svc.metric("custody_gps_position_age_seconds") or -1) < 60
             assert svc.terminate() == 0
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from agent.clock import GpsClock
@@ -96,5 +97,11 @@ class GpsWorker:
         return WorkerHealth("degraded", detail)
 
     def metrics(self) -> Iterator[Sample]:
+        yield Sample("custody_gps_fixes", {}, self.clock.fixes)
+        yield Sample("custody_gps_fixes_rejected", {}, self.clock.rejected)
+        pos = self.clock.position
+        if pos is not None:
+            age = max(0.0, time.monotonic() - pos.at)
+            yield Sample("custody_gps_position_age_seconds", {}, round(age, 3))
         if self.subscription is not None:
             yield from self.subscription.queue.samples()

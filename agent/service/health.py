@@ -67,6 +67,12 @@ _DECLARED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "1 for the device clock's current time quality, 0 for the others."),
     ("custody_boot_counter", "gauge", (),
      "The outbox boot counter of this service run."),
+    ("custody_gps_fixes", "counter", (),
+     "Valid GNSS fixes that set the clock since start."),
+    ("custody_gps_fixes_rejected", "counter", (),
+     "Valid GNSS fixes whose date was implausible (before clock.earliest_valid)."),
+    ("custody_gps_position_age_seconds", "gauge", (),
+     "Age of the last valid GNSS position (absent before the first)."),
     # sync
     ("custody_sync_connected", "gauge", (),
      "1 while connected to the broker."),
