@@ -21,6 +21,7 @@ from agent.workflows.weighbridge import StabilityRule
 from custody.envelope import verify_envelope
 from firmware_bridge.sim import encoders
 from firmware_bridge.sim.runner import PtySink, Simulator
+from firmware_bridge.sim.scenarios import Phases
 from firmware_bridge.transport import PortState
 from tests.support import wait_until
 from tests.test_ticket import parse_escpos
@@ -113,7 +114,7 @@ def test_simulated_trucks_over_a_pty_become_verified_signed_visits(
         config=CONFIG, printer_port=printer.path, console=tickets.append,
     )  # fmt: skip
     pipeline = Pipeline(worker)
-    sim = Simulator("scale", "toledo-continuous", sink, rate=200, seed=SEED)
+    sim = Simulator("scale", "toledo-continuous", sink, rate=200, seed=SEED, truck=Phases())
     try:
         wait_until(pipeline.scale_open, "the port to open")
         wait_until(lambda: worker.station is not None, "the station")

@@ -13,6 +13,12 @@
 - MT-SICS is request/response: the simulator answers ``S``, ``SI``, ``Z``,
   ``T``, ``@`` and ``I4`` from the current sample, and sends ``ES`` otherwise.
 
+A simulated scale drives trucks over the bridge at a real truck's pace
+(``scenarios.REAL_TRUCK``: several seconds standing still), whatever the frame
+rate; ``truck=scenarios.Phases(...)`` paces them by frame count instead, for
+tests that step the stream frame by frame. At ``rate=0`` (as fast as the sink
+takes bytes) there is no clock to pace by, so the compact ``Phases()`` apply.
+
 Faults are injected on request: noise bytes between frames, a flipped bit in
 a frame (bad checksum), and a frame cut in half by an unplug.
 """
@@ -248,10 +254,12 @@ def _sics_weight(s: scenarios.Sample, immediate: bool) -> bytes:
     return b"S " + status + b"%11s kg\r\n" % (b"%d" % s.kg)
 
 
-def frames_for(kind: str, dialect: str, rng: random.Random, **opts: int) -> Iterator[bytes]:
+def frames_for(
+    kind: str, dialect: str, rng: random.Random, phases: scenarios.Phases | None = None
+) -> Iterator[bytes]:
     """The continuous byte stream of a simulated device, one frame at a time."""
     if kind == "scale":
-        for sample in scenarios.truck_visits(rng, **opts):
+        for sample in scenarios.truck_visits(rng, phases=phases):
             yield _scale_frame(dialect, sample)
     elif kind == "rfid":
         for tag in scenarios.tag_ids(rng):
@@ -285,6 +293,7 @@ class Simulator:
     rate: float = 10.0
     seed: int = 1
     faults: Faults = field(default_factory=Faults)
+    truck: scenarios.TruckTiming | scenarios.Phases = scenarios.REAL_TRUCK
     stats: SimStats = field(default_factory=SimStats)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -297,6 +306,15 @@ class Simulator:
         self.rng = random.Random(self.seed)
         self._current = scenarios.Sample(0, True)
 
+    @property
+    def phases(self) -> scenarios.Phases:
+        """A truck visit in frames at this simulator's rate."""
+        if isinstance(self.truck, scenarios.Phases):
+            return self.truck
+        if self.rate <= 0:
+            return scenarios.Phases()
+        return scenarios.Phases.lasting(self.truck, self.rate)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -307,7 +325,7 @@ class Simulator:
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
         deadline = None if duration is None else time.monotonic() + duration
         next_at = time.monotonic()
-        for frame in frames_for(self.kind, self.dialect, self.rng):
+        for frame in frames_for(self.kind, self.dialect, self.rng, self.phases):
             if self._stop.is_set() or (frames is not None and self.stats.frames >= frames):
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -336,7 +354,7 @@ class Simulator:
 
     def _serve_sics(self, duration: float | None) -> SimStats:
         """Answer MT-SICS requests from the current sample of a truck scenario."""
-        samples = scenarios.truck_visits(self.rng)
+        samples = scenarios.truck_visits(self.rng, phases=self.phases)
         deadline = None if duration is None else time.monotonic() + duration
         step = 1.0 / self.rate if self.rate > 0 else 0.1
         next_sample = time.monotonic()
