@@ -14,7 +14,20 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from bench import abuse, capture, drain, fuzz, intake, link, parsers, peers, qr, service, zk
+from bench import (
+    abuse,
+    capture,
+    drain,
+    footprint,
+    fuzz,
+    intake,
+    link,
+    parsers,
+    peers,
+    qr,
+    service,
+    zk,
+)
 
 
 class Benchmark(Protocol):
@@ -31,6 +44,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "abuse": abuse,
     "capture": capture,
     "drain": drain,
+    "footprint": footprint,
     "fuzz": fuzz,
     "link": link,
     "intake": intake,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs cobalt-custody on Debian 12 / Raspberry Pi OS (docs/operations.md "Install").
 #
-#   sudo deploy/install.sh [--role agent|ledger|both] [--offline WHEELHOUSE]
+#   sudo deploy/install.sh [--role gateway|gateway+camera|ledger|all] [--offline WHEELHOUSE]
 #   deploy/install.sh --prefix /tmp/try --no-systemd        # try it out, no root needed
 #
 # Idempotent: running it again upgrades the Python packages in place and re-renders the units,
@@ -9,7 +9,9 @@
 #
 # What it installs (every path under --prefix when given):
 #   /opt/custody                 a Python venv with custody-agent, custody-ledger, custody-registry,
-#                                custody-verify
+#                                custody-verify, and the role's optional extras only: [camera]
+#                                (OpenCV, numpy, pyzbar, zxing-cpp) for gateway+camera, [postgres]
+#                                (psycopg) for ledger
 #   /var/lib/custody             data (agent outbox and keys; the ledger's in ledger/), owner custody
 #   /etc/custody/                agent.env, ledger.env (ledger role), tls/ for certificates
 #   /etc/systemd/system/         custody-agent.service, custody-ledger.service (enabled, not started:
@@ -24,13 +26,21 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: install.sh [--prefix DIR] [--no-systemd] [--role agent|ledger|both]
+usage: install.sh [--prefix DIR] [--no-systemd] [--role gateway|gateway+camera|ledger|all]
                   [--offline WHEELHOUSE | --from-source DIR] [--no-packages] [--python PYTHON]
 
   --prefix DIR        install under DIR (a trial or image root); no user creation unless root,
                       and no systemctl/udevadm calls: the files are only written
   --no-systemd        no units, udev rules or modules-load file, and no system user
-  --role ROLE         agent (a gateway, default), ledger (central intake), or both
+  --role ROLE         what this machine is (docs/operations.md "Roles"):
+                        gateway         a gateway without a camera (default; no OpenCV, numpy
+                                        or psycopg); alias: agent
+                        gateway+camera  a gateway whose scan station reads seals with a camera
+                                        (the [camera] extra and libzbar0)
+                        ledger          the central side: intake, broker plugin, PostgreSQL
+                                        client (the [postgres] extra); alias: central
+                        all             gateway+camera and ledger on one machine; alias: both
+                      With --offline the default is the role the bundle was built for.
   --offline DIR       install with pip --no-index from a bundle made by build-offline-bundle.sh
                       (hashes checked against its SHA256SUMS and requirements.txt)
   --from-source DIR   the checkout to install (default: the one holding this script)
@@ -45,7 +55,7 @@ say() { echo "install.sh: $*" >&2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prefix=""
 systemd=1
-role=agent
+role=""
 offline=""
 source_dir=$(cd "$here/.." && pwd)
 packages=1
@@ -55,7 +65,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
     --no-systemd) systemd=0; shift ;;
-    --role) [ $# -ge 2 ] || die "--role needs agent, ledger or both"; role=$2; shift 2 ;;
+    --role) [ $# -ge 2 ] || die "--role needs gateway, gateway+camera, ledger or all"; role=$2; shift 2 ;;
     --offline) [ $# -ge 2 ] || die "--offline needs a wheelhouse directory"; offline=$2; shift 2 ;;
     --from-source) [ $# -ge 2 ] || die "--from-source needs a directory"; source_dir=$2; shift 2 ;;
     --no-packages) packages=0; shift ;;
@@ -65,7 +75,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-case "$role" in agent|ledger|both) ;; *) die "--role must be agent, ledger or both, not '$role'" ;; esac
 if [ -n "$prefix" ]; then
   mkdir -p "$prefix"
   prefix=$(cd "$prefix" && pwd)
@@ -80,6 +89,30 @@ if [ -n "$offline" ]; then
   # Before anything is installed: a damaged or altered bundle changes nothing.
   say "checking the bundle's hashes"
   (cd "$offline" && sha256sum --check --quiet --strict SHA256SUMS) || die "bundle hash mismatch in $offline"
+  # The wheels are the role's (build-offline-bundle.sh --role): no index to fetch others from.
+  bundle_role=$(sed -n 's/^# role: *//p' "$offline/requirements.txt" | head -n 1)
+  bundle_role=${bundle_role:-all}
+fi
+
+# The role's canonical name, and the extras and parts it installs.
+case "${role:-${bundle_role:-gateway}}" in
+  gateway|agent) role=gateway ;;
+  gateway+camera|agent+camera) role="gateway+camera" ;;
+  ledger|central) role=ledger ;;
+  all|both) role=all ;;
+  *) die "--role must be gateway, gateway+camera, ledger or all, not '$role'" ;;
+esac
+case "$role" in
+  gateway) extras=""; gateway=1; ledger=0 ;;
+  gateway+camera) extras="camera"; gateway=1; ledger=0 ;;
+  ledger) extras="postgres"; gateway=0; ledger=1 ;;
+  all) extras="camera,postgres"; gateway=1; ledger=1 ;;
+esac
+if [ -n "$offline" ]; then
+  # A bundle holds exactly its role's wheels, and pip installs every wheel it lists.
+  if [ "$bundle_role" != "$role" ]; then
+    die "--offline: $offline was built for role $bundle_role, not $role (build it with build-offline-bundle.sh --role $role)"
+  fi
 else
   [ -f "$source_dir/pyproject.toml" ] || die "--from-source: no pyproject.toml in $source_dir"
 fi
@@ -93,12 +126,12 @@ etc="$prefix/etc/custody"
 unit_dir="$prefix/etc/systemd/system"
 
 # --- Debian packages -------------------------------------------------------------------------
-debs=(python3-venv libzbar0 sqlite3)
+debs=(python3-venv sqlite3)
+# pyzbar loads libzbar through ctypes: only the camera roles decode images.
+case "$extras" in *camera*) debs+=(libzbar0) ;; esac
 # The ledger role also builds the broker's identity plugin: a C compiler and the headers of
 # Mosquitto (mosquitto-dev, libmosquitto-dev) and OpenSSL (libssl-dev).
-case "$role" in
-  ledger|both) debs+=(mosquitto openssl gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev) ;;
-esac
+[ "$ledger" -eq 0 ] || debs+=(mosquitto openssl gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -137,12 +170,10 @@ if [ -n "$owner" ]; then
   chown "$owner:$owner" "$data"
   chown "root:$owner" "$etc" "$etc/tls"
 fi
-case "$role" in
-  ledger|both)
-    install -d -m 0750 "$data/ledger"
-    [ -z "$owner" ] || chown "$owner:$owner" "$data/ledger"
-    ;;
-esac
+if [ "$ledger" -eq 1 ]; then
+  install -d -m 0750 "$data/ledger"
+  [ -z "$owner" ] || chown "$owner:$owner" "$data/ledger"
+fi
 
 # --- Python venv -----------------------------------------------------------------------------
 "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -158,8 +189,8 @@ if [ -n "$offline" ]; then
   # --force-reinstall: a newer bundle may carry the project under the same version number.
   PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --force-reinstall --no-index --find-links "$offline" --require-hashes -r "$offline/requirements.txt"
 else
-  say "installing $source_dir"
-  "${pip[@]}" install "$source_dir"
+  say "installing $source_dir${extras:+ with [$extras]}"
+  "${pip[@]}" install "$source_dir${extras:+[$extras]}"
 fi
 "$opt/bin/custody-agent" --help >/dev/null || die "the installed custody-agent does not start"
 
@@ -175,8 +206,8 @@ install_once() {  # SRC DEST MODE: a template the operator edits afterwards
     [ -z "$owner" ] || chown "root:$owner" "$2"
   fi
 }
-case "$role" in agent|both) install_once "$here/systemd/agent.env" "$etc/agent.env" 0640 ;; esac
-case "$role" in ledger|both) install_once "$here/systemd/ledger.env" "$etc/ledger.env" 0640 ;; esac
+[ "$gateway" -eq 0 ] || install_once "$here/systemd/agent.env" "$etc/agent.env" 0640
+[ "$ledger" -eq 0 ] || install_once "$here/systemd/ledger.env" "$etc/ledger.env" 0640
 
 # --- systemd, udev, Mosquitto ----------------------------------------------------------------
 render() {  # SRC DEST: a unit with its paths moved under the prefix
@@ -192,17 +223,15 @@ if [ "$systemd" -eq 1 ]; then
   [ -z "$prefix" ] && [ "$is_root" -eq 1 ] && [ -d /run/systemd/system ] && live=1
   install -d -m 0755 "$unit_dir" "$prefix/etc/udev/rules.d" "$prefix/etc/modules-load.d"
   units=()
-  case "$role" in agent|both) units+=(custody-agent.service) ;; esac
-  case "$role" in ledger|both) units+=(custody-ledger.service) ;; esac
+  [ "$gateway" -eq 0 ] || units+=(custody-agent.service)
+  [ "$ledger" -eq 0 ] || units+=(custody-ledger.service)
   for u in "${units[@]}"; do render "$here/systemd/$u" "$unit_dir/$u"; done
-  case "$role" in
-    agent|both)
-      install -m 0644 "$here/udev/99-custody-serial.rules" "$prefix/etc/udev/rules.d/"
-      install -m 0644 "$here/systemd/custody-modules.conf" "$prefix/etc/modules-load.d/custody.conf"
-      ;;
-  esac
-  case "$role" in
-    ledger|both)
+  if [ "$gateway" -eq 1 ]; then
+    install -m 0644 "$here/udev/99-custody-serial.rules" "$prefix/etc/udev/rules.d/"
+    install -m 0644 "$here/systemd/custody-modules.conf" "$prefix/etc/modules-load.d/custody.conf"
+  fi
+  case "$ledger" in
+    1)
       mq="$prefix/etc/mosquitto"
       install -d -m 0755 "$mq/conf.d" "$unit_dir/mosquitto.service.d"
       install -m 0644 "$here/mosquitto/custody.acl" "$mq/custody.acl"
@@ -233,8 +262,8 @@ if [ "$systemd" -eq 1 ]; then
   if [ "$live" -eq 1 ]; then
     systemctl daemon-reload
     systemctl enable "${units[@]}"
-    case "$role" in
-      agent|both)
+    case "$gateway" in
+      1)
         systemctl restart systemd-modules-load.service || say "warning: could not load the serial drivers"
         if command -v udevadm >/dev/null; then
           udevadm control --reload
@@ -246,7 +275,7 @@ if [ "$systemd" -eq 1 ]; then
 fi
 
 say "installed ($role) in ${prefix:-/}; next: docs/operations.md"
-if [ "$role" != "ledger" ]; then
+if [ "$gateway" -eq 1 ]; then
   if [ -n "$owner" ]; then run_as=(sudo -u custody); else run_as=(); fi
   echo "  ${run_as[*]:+${run_as[*]} }$opt/bin/custody-agent --data-dir $data init --site SITE --device DEVICE --ledger-key ledger-public.json"
 fi

@@ -7,6 +7,7 @@ it has its own small tree; the agent maps it into its exit codes.
     ├── ProtocolError       the device sent something we cannot parse (garbage, bad checksum)
     ├── DisconnectedError   the port went away; the transport retries with backoff
     ├── PortConfigError     a bad port URL, dialect name or dialect option (not retried)
+    │   └── CameraUnavailableError  the camera's libraries (the ``camera`` extra) are not installed
     └── CameraError         an image or video file that cannot be read or decoded as one
 
 pyserial and OS exceptions are translated once, in ``transport``; OpenCV's
@@ -35,3 +36,8 @@ class PortConfigError(DeviceError):
 
 class CameraError(DeviceError):
     """An image or video file is unreadable (missing, too large, not an image OpenCV decodes)."""
+
+
+class CameraUnavailableError(PortConfigError):
+    """A camera or image decode was asked for, but the optional ``camera`` extra (OpenCV, numpy,
+    pyzbar, zxing-cpp) or libzbar is not installed on this machine."""

@@ -2,7 +2,9 @@
 
 The installed venv (not this checkout's) records and verifies events; a second run changes no
 data and keeps the operator's edits; the offline bundle installs without an index and refuses a
-tampered wheel. pip's own cache keeps the repeated installs fast.
+tampered wheel. The gateway role installs none of the optional extras (OpenCV, numpy, psycopg),
+runs without them, and names the extra when a camera is asked for. pip's own cache keeps the
+repeated installs fast.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ INSTALL = REPO / "deploy" / "install.sh"
 BUNDLE = REPO / "deploy" / "build-offline-bundle.sh"
 
 pytestmark = pytest.mark.slow
+
+# The optional extras' distributions and modules a camera-less gateway must not have.
+EXTRAS_PROJECTS = {"opencv-python-headless", "numpy", "pyzbar", "zxing-cpp", "psycopg"}
+EXTRAS_MODULES = ("cv2", "numpy", "pyzbar", "zxingcpp", "psycopg")
 
 
 def _env() -> dict[str, str]:
@@ -53,6 +59,33 @@ def _digest(root: Path) -> dict[str, str]:
     }
 
 
+def _assert_slim_gateway(prefix: Path) -> None:
+    """The venv under ``prefix`` has no optional extra, and the gateway runs without them."""
+    python = prefix / "opt/custody/bin/python"
+    probe = _run(
+        str(python), "-c",
+        "import importlib.util, json, sys; import agent.cli, agent.service.main;"
+        f"print(json.dumps([m for m in {EXTRAS_MODULES!r} if importlib.util.find_spec(m)]))",
+        cwd=prefix,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout) == []
+    listed = _run(str(python), "-m", "pip", "list", "--format=json", cwd=prefix)
+    assert listed.returncode == 0, listed.stderr
+    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert "cobalt-custody" in installed
+    assert installed.isdisjoint(EXTRAS_PROJECTS), installed & EXTRAS_PROJECTS
+    helped = _agent(prefix, "--help")
+    assert helped.returncode == 0, helped.stderr
+    image = prefix / "seal.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    camera = _agent(prefix, "camera", "decode", str(image))
+    assert camera.returncode == 3, camera.stderr  # ExitCode.CONFIG
+    assert "Traceback" not in camera.stderr
+    assert "pip install 'cobalt-custody[camera]'" in camera.stderr
+    assert "--role gateway+camera" in camera.stderr
+
+
 def _record_and_verify(prefix: Path) -> list[str]:
     """Ledger keys, then init, two records and events verify with the installed agent.
 
@@ -81,8 +114,9 @@ def _record_and_verify(prefix: Path) -> list[str]:
 
 def test_prefix_install_records_and_verifies_and_is_idempotent(tmp_path: Path) -> None:
     prefix = tmp_path / "root"
-    first = _install(prefix, "--role", "agent", "--from-source", str(REPO))
+    first = _install(prefix, "--role", "gateway", "--from-source", str(REPO))
     assert first.returncode == 0, first.stderr
+    _assert_slim_gateway(prefix)
     opt, data, etc = prefix / "opt/custody", prefix / "var/lib/custody", prefix / "etc/custody"
     # The console scripts run from the installed venv, not from this checkout.
     where = _run(str(opt / "bin/python"), "-c", "import agent; print(agent.__file__)", cwd=tmp_path)
@@ -96,7 +130,7 @@ def test_prefix_install_records_and_verifies_and_is_idempotent(tmp_path: Path) -
     (etc / "agent.env").write_text("# edited on site\nCUSTODY_DATA_DIR=/var/lib/custody\n")
     before = _digest(data)
 
-    second = _install(prefix, "--role", "agent", "--from-source", str(REPO))
+    second = _install(prefix, "--role", "agent", "--from-source", str(REPO))  # the old name
     assert second.returncode == 0, second.stderr
     assert "creating the venv" not in second.stderr  # reused
     assert _digest(data) == before  # data untouched
@@ -114,6 +148,8 @@ def test_offline_bundle_installs_without_an_index_and_refuses_tampering(tmp_path
     manifest = json.loads((bundle / "MANIFEST.json").read_text())
     projects = {w["project"] for w in manifest["wheels"]}
     assert {"cobalt-custody", "pynacl", "cbor2", "paho-mqtt"} <= projects
+    assert manifest["role"] == "gateway"  # the default: no camera, no PostgreSQL client
+    assert projects.isdisjoint(EXTRAS_PROJECTS), projects & EXTRAS_PROJECTS
     for w in manifest["wheels"]:
         assert hashlib.sha256((bundle / w["file"]).read_bytes()).hexdigest() == w["sha256"]
     assert (bundle / "deploy" / "install.sh").is_file()  # the bundle installs itself
@@ -126,7 +162,18 @@ def test_offline_bundle_installs_without_an_index_and_refuses_tampering(tmp_path
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "installed (gateway)" in done.stderr  # the bundle's role
+    _assert_slim_gateway(prefix)
     assert _record_and_verify(prefix).count("weighing") == 2
+
+    # Another role from this bundle: refused, naming the bundle to build.
+    other = _run(
+        env_installer, "--prefix", str(prefix), "--no-systemd", "--offline", str(bundle),
+        "--role", "ledger", cwd=tmp_path,
+    )  # fmt: skip
+    assert other.returncode != 0
+    assert "built for role gateway, not ledger" in other.stderr
+    assert "build-offline-bundle.sh --role ledger" in other.stderr
 
     # A wheel altered after the bundle was made: refused before pip runs.
     victim = bundle / next(w["file"] for w in manifest["wheels"] if w["project"] == "cbor2")

@@ -71,6 +71,8 @@ SINGLE_HOMES = {
         "bench",
     },
     "psycopg": {"ledger/dialect_pg.py"},
+    # The optional camera extra's array library, like OpenCV.
+    "numpy": {"firmware_bridge/camera"},
 }
 
 
@@ -84,6 +86,57 @@ def test_io_libraries_are_imported_in_one_place(library: str) -> None:
                 assert any(rel == h or rel.startswith(h + "/") for h in homes), (
                     f"{rel} imports {library}; only {sorted(homes)} may"
                 )
+
+
+# pyproject's optional extras (docs/operations.md "Roles"): a deployed package reaches the modules
+# that need them only from inside a function, so importing the gateway or the ledger never needs
+# the extra; the call that wants the camera or PostgreSQL gets the plain "install the extra" error.
+OPTIONAL = {
+    "firmware_bridge.camera": "firmware_bridge/camera",  # [camera]: OpenCV, numpy, zbar, zxing
+    "ledger.dialect_pg": "ledger/dialect_pg.py",  # [postgres]: psycopg
+}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Modules imported when ``path`` is imported: not inside a function (but inside ``try``,
+    ``if`` or a class body, which run at import)."""
+    names: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.update({node.module} | {f"{node.module}.{a.name}" for a in node.names})
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(list(getattr(node, field, [])))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return names
+
+
+def test_optional_extras_are_imported_only_when_asked_for() -> None:
+    found = []
+    for package in ALLOWED:
+        for f in sorted((REPO / package).rglob("*.py")):
+            rel = f.relative_to(REPO).as_posix()
+            for module, home in OPTIONAL.items():
+                if rel == home or rel.startswith(home + "/"):
+                    continue
+                if any(n == module or n.startswith(module + ".") for n in top_level_imports(f)):
+                    found.append(f"{rel} imports {module} at import time")
+    assert found == [], found
+
+
+def test_the_import_time_check_sees_through_try_and_skips_functions(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text(
+        "try:\n    from firmware_bridge import camera\nexcept ImportError:\n    pass\n"
+        "def later():\n    import ledger.dialect_pg\n"
+    )
+    assert top_level_imports(f) == {"firmware_bridge", "firmware_bridge.camera"}
 
 
 def test_custody_does_not_import_argparse() -> None:

@@ -355,6 +355,10 @@ class Console:
                 self.stop.wait(backoff.next_delay())
 
     def start_devices(self) -> None:
+        if self.camera:
+            # First, and not only in the thread: without the optional camera extra this raises
+            # CameraUnavailableError (naming the extra) before any device starts.
+            from firmware_bridge import camera  # noqa: F401  # OpenCV is heavy: only when set
         if self.scanner_port:
             self._start_port(f"{ScannerLineParser.dialect}@{self.scanner_port}", "scanner", None)
         if self.scale_port:

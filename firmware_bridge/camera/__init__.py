@@ -38,6 +38,8 @@ there at call time (patch ``camera.bounds``, not this package, to lower one).
 
 from __future__ import annotations
 
+# First: a plain error when the optional libraries are missing (see _extra).
+from firmware_bridge.camera import _extra  # noqa: F401
 from firmware_bridge.camera.bounds import (
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
