@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_probe import run_until_healthz
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "deploy" / "install.sh"
 BUNDLE = REPO / "deploy" / "build-offline-bundle.sh"
@@ -127,6 +129,13 @@ def test_prefix_install_records_and_verifies_and_is_idempotent(tmp_path: Path) -
     assert (data.stat().st_mode & 0o777) == 0o750
 
     assert _record_and_verify(prefix).count("weighing") == 2
+    # The service too runs without the extras.
+    port = _agent(prefix, "config", "set", "service.http_port", "0")
+    assert port.returncode == 0, port.stderr
+    exe = str(opt / "bin" / "custody-agent")
+    run = run_until_healthz([exe, "--data-dir", str(data), "run"], env=_env(), cwd=tmp_path)
+    assert run.healthz_status in (200, 503), run.log  # it answers: ok or degraded
+    assert run.exit_code == 0, run.log
     (etc / "agent.env").write_text("# edited on site\nCUSTODY_DATA_DIR=/var/lib/custody\n")
     before = _digest(data)
 
@@ -139,6 +148,29 @@ def test_prefix_install_records_and_verifies_and_is_idempotent(tmp_path: Path) -
     assert verify.returncode == 0, verify.stderr
     rec = _agent(prefix, "record", "seal", "--seal-id", "SEAL-0001")
     assert rec.returncode == 0, rec.stderr
+
+
+def test_the_camera_role_installs_the_camera_extra_and_decodes(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    done = _install(prefix, "--role", "gateway+camera", "--from-source", str(REPO))
+    assert done.returncode == 0, done.stderr
+    python = prefix / "opt/custody/bin/python"
+    listed = _run(str(python), "-m", "pip", "list", "--format=json", cwd=prefix)
+    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert {"opencv-python-headless", "numpy", "pyzbar", "zxing-cpp"} <= installed
+    assert "psycopg" not in installed  # the central side's alone
+    image = REPO / "tests/data/conformance/images/code128-1/1.png"
+    found = _agent(prefix, "camera", "decode", "--json", str(image))
+    assert found.returncode == 0, found.stderr
+    assert [c["text"] for c in json.loads(found.stdout)["codes"]] == ["168901"]
+
+
+def test_an_unknown_role_is_refused_before_anything_is_installed(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    refused = _install(prefix, "--role", "camera", "--from-source", str(REPO))
+    assert refused.returncode == 2
+    assert "--role must be gateway, gateway+camera, ledger or all, not 'camera'" in refused.stderr
+    assert not (prefix / "opt").exists()
 
 
 def test_offline_bundle_installs_without_an_index_and_refuses_tampering(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from custody.exits import ExitCode
+from tests.service_probe import run_until_healthz
 
 CAMERA = ("cv2", "numpy", "pyzbar", "zxingcpp")
 POSTGRES = ("psycopg", "psycopg_binary")
@@ -45,13 +46,20 @@ _AGENT = "from agent.cli import main; sys.exit(main(sys.argv[1:]))"
 _LEDGER = "from ledger.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+
+
+def _argv(blocked: tuple[str, ...], code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", _PRELUDE, ",".join(blocked), code, *args]
+
+
 def _without(
     blocked: tuple[str, ...], code: str, *args: str, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
     return subprocess.run(
-        [sys.executable, "-c", _PRELUDE, ",".join(blocked), code, *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
+        _argv(blocked, code, *args), capture_output=True, text=True, cwd=cwd, env=_env(),
+        stdin=subprocess.DEVNULL, timeout=120,
     )  # fmt: skip
 
 
@@ -123,6 +131,26 @@ def test_a_gateway_without_the_extras_records_and_reports(tmp_path: Path) -> Non
     ):
         result = _without(CAMERA + POSTGRES, _AGENT, "--data-dir", str(data), *args, cwd=tmp_path)
         assert result.returncode == 0, f"{args}: {result.stderr}"
+
+
+def test_the_gateway_service_and_scan_console_run_without_the_extras(tmp_path: Path) -> None:
+    data = _initialised(tmp_path)
+    blocked = CAMERA + POSTGRES
+    port = _without(
+        blocked, _AGENT, "--data-dir", str(data), "config", "set", "service.http_port", "0",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert port.returncode == 0, port.stderr
+    run = run_until_healthz(
+        _argv(blocked, _AGENT, "--data-dir", str(data), "run"), env=_env(), cwd=tmp_path
+    )
+    assert run.healthz_status in (200, 503), run.log  # it answers: ok or degraded
+    assert run.exit_code == 0, run.log
+    assert "Traceback" not in run.log
+    # The console without a camera: stdin at its end is the operator leaving.
+    scan = _without(blocked, _AGENT, "--data-dir", str(data), "scan", cwd=tmp_path)
+    assert scan.returncode == 0, scan.stderr
+    assert "Bye" in scan.stdout
 
 
 def test_scan_with_a_camera_without_the_extra_stops_before_starting(tmp_path: Path) -> None:
