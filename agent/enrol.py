@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from agent.identity import create_device_key, load_device_key, load_ledger_keys, write_new
 from agent.outbox import Outbox
 from agent.paths import DataDir
-from agent.settings import SETTINGS, check_config_text, load_config, render_config
+from agent.settings import check_config_text, load_config, parse_setting, render_config
 from custody.errors import ConfigError, KeyError_, SchemaError
 from custody.event import validate_identifier
 from custody.files import fsync_directory, replace_file
@@ -218,34 +218,21 @@ _SECTION = re.compile(r"^\s*\[([A-Za-z0-9_]+)\]\s*$")
 
 def _parse_value(key: str, raw: str, source: str) -> Any:
     """The command line's text as the setting's type, validated by the settings table."""
-    setting = next((s for s in SETTINGS if s.key == key), None)
-    if setting is None:
-        raise ConfigError(source, key, "unknown setting (see `custody-agent config settings`)")
-    default = setting.default
     try:
-        value: Any
-        if isinstance(default, bool):
-            if raw not in ("true", "false"):
-                raise ValueError(f"must be true or false, got {raw!r}")
-            value = raw == "true"
-        elif isinstance(default, int):
-            value = int(raw)
-        elif isinstance(default, float):
-            value = float(raw)
-        elif isinstance(default, tuple):
-            value = json.loads(raw)
-        else:
-            value = raw
-        setting.validate(value)
-    except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise ConfigError(source, key, str(exc)) from exc
-    return list(value) if isinstance(value, tuple) else value
+        return parse_setting(key, raw)
+    except ValueError as exc:
+        raise ConfigError(source, key, str(exc)) from None
 
 
 def set_settings(path: Path, changes: Sequence[tuple[str, str]]) -> None:
     """Set ``key = value`` lines in ``config.toml`` in place (comments kept), then re-check
     the whole file; it is replaced atomically only when every setting is valid."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found (run `custody-agent init`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
     for key, raw in changes:
         value = _parse_value(key, raw, "command line")
         section, name = key.split(".", 1)

@@ -27,6 +27,7 @@ __all__ = [
     "check_config",
     "check_config_text",
     "load_config",
+    "parse_setting",
     "render_config",
 ]
 
@@ -41,9 +42,9 @@ def _identifier(value: Any) -> str:
 def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"must be an integer, got {type(value).__name__}")
+            raise ValueError(f"must be an integer between {lo} and {hi}, got {value!r}")
         if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+            raise ValueError(f"must be an integer between {lo} and {hi}, got {value}")
         return value
 
     return check
@@ -51,7 +52,7 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
 
 def _relative_path(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty path")
+        raise ValueError(f"must be a file path, got {value!r}")
     return _usable_path(value)
 
 
@@ -74,17 +75,17 @@ def _date(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if not isinstance(value, str):
-        raise ValueError("must be a date like 2026-01-01")
+        raise ValueError(f"must be a date like 2026-01-01, got {value!r}")
     try:
         dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"must be a date like 2026-01-01: {exc}") from exc
+    except ValueError:
+        raise ValueError(f"must be a date like 2026-01-01, got {value!r}") from None
     return value
 
 
 def _broker_url(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be a URL string")
+        raise ValueError(f"must be a broker URL such as mqtts://broker.example:8883, got {value!r}")
     if value and not value.startswith(("mqtt://", "mqtts://")):
         raise ValueError(f"must start with mqtts:// or mqtt://, got {value!r}")
     return value
@@ -102,7 +103,10 @@ def _ip_literal(value: Any) -> str:
 def _port_specs(value: Any) -> tuple[str, ...]:
     # "DIALECT@URL": the dialect names its parser; the URL is a pyserial port URL (STYLE.md §6).
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError('must be a list of "DIALECT@URL" strings')
+        raise ValueError(
+            f'must be a list of "DIALECT@URL" strings such as ["xk3190-a12@/dev/ttyUSB0"], '
+            f"got {value!r}"
+        )
     from firmware_bridge.protocols.registry import all_dialects
 
     known = all_dialects()
@@ -113,22 +117,26 @@ def _port_specs(value: Any) -> tuple[str, ...]:
         if dialect not in known:
             raise ValueError(f"{spec!r}: unknown dialect {dialect!r}; known: {', '.join(known)}")
     if len({v.partition("@")[2] for v in value}) != len(value):
-        raise ValueError("the same port URL is listed twice")
+        raise ValueError(f"the same port URL is listed twice in {value!r}")
     return tuple(value)
 
 
 def _optional_path(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be a path string")
+        raise ValueError(f"must be a path (a string, may be empty), got {value!r}")
     return _usable_path(value)
 
 
 def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ValueError(f"must be a number of seconds, got {type(value).__name__}")
+            raise ValueError(
+                f"must be a number of seconds between {lo:g} and {hi:g}, got {value!r}"
+            )
         if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi} seconds, got {value}")
+            raise ValueError(
+                f"must be a number of seconds between {lo:g} and {hi:g}, got {value:g}"
+            )
         return float(value)
 
     return check
@@ -149,7 +157,7 @@ def _scale_dialect(value: Any) -> str:
 
 def _optional_port_spec(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError('must be a "DIALECT@URL" string or empty')
+        raise ValueError(f'must be a "DIALECT@URL" string or empty, got {value!r}')
     if value:
         _port_specs([value])
     return value
@@ -203,11 +211,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync.ack_timeout_s", "ack_timeout_s", 60, _int_range(5, 86_400),
             "Seconds a sent record may wait for the ledger's ack before it is sent again."),
     Setting("service.http_host", "http_host", "127.0.0.1", _ip_literal,
-            "Address of the service's /healthz and /metrics endpoint (`custody-agent run`); "
-            "keep it on loopback unless a firewall guards the port."),
+            "Address of the service's /healthz and /metrics endpoint (`custody-agent run`). "
+            "A loopback address (127.0.0.1, ::1) unless service.http_token_file is set: "
+            "anything else is refused without a token, since anyone who reaches the port "
+            "would read the gateway's state."),
     Setting("service.http_port", "http_port", 9478, _int_range(0, 65_535),
             "TCP port of /healthz and /metrics; 0 = any free port (written to service.json "
             "in the data dir)."),
+    # The status page (agent.service.page): required off loopback (custody.webpage.Access).
+    Setting("service.http_token_file", "http_token_file", "", _optional_path,
+            "File holding the token (one line, 16+ characters) that the status page, /metrics "
+            "and /healthz ask for (Bearer, or a browser's password); relative to the data dir. "
+            "Empty: no token, and the page is served on a loopback http_host only."),
     Setting("service.drain_deadline_s", "drain_deadline_s", 20, _int_range(1, 600),
             "On SIGTERM: seconds to stop workers, flush the outbox and exit 0 before giving up "
             "(keep systemd's TimeoutStopSec above it)."),
@@ -258,7 +273,28 @@ SETTINGS: tuple[Setting, ...] = (
             "Direction recorded for one-pass weighings against a stored tare: 'out' = material "
             "shipped, 'in' = received."),
     Setting("weighbridge.printer_port", "wb_printer_port", "", _optional_path,
-            "Serial ESC/POS ticket printer port URL; empty: tickets go to the console only."),
+            "Serial ESC/POS ticket printer port URL; empty: tickets go to the service log only."),
+    Setting("weighbridge.vehicles", "wb_vehicles", "", _optional_path,
+            "Vehicle registry, a CSV file of tag,plate,haulier (relative to the data dir): "
+            "records and tickets then name the truck by its plate; empty: none, tickets show "
+            "the RFID tag number."),
+    Setting("weighbridge.max_seals_per_visit", "wb_max_seals_per_visit", 60,
+            _int_range(1, 1000),
+            "Most seal codes one truck visit takes; further scans are refused and counted "
+            "(a flatbed of one-tonne bags carries about 30-40; a scanner left reading is not "
+            "a load)."),
+    Setting("weighbridge.gross_min_kg", "wb_gross_min_kg", 1500, _int_range(1, 1_000_000),
+            "Lightest plausible loaded (gross) weighing in kg; a lighter one is refused as "
+            "'implausible', signed and counted, not recorded as a mass."),
+    Setting("weighbridge.gross_max_kg", "wb_gross_max_kg", 100_000, _int_range(1, 1_000_000),
+            "Heaviest plausible gross weighing in kg (the largest road weighbridges' "
+            "capacity); a heavier one is refused as 'implausible'."),
+    Setting("weighbridge.tare_min_kg", "wb_tare_min_kg", 1500, _int_range(1, 1_000_000),
+            "Lightest plausible empty (tare) truck in kg; also the least a first-pass reading "
+            "may weigh (the truck may be empty)."),
+    Setting("weighbridge.tare_max_kg", "wb_tare_max_kg", 50_000, _int_range(1, 1_000_000),
+            "Heaviest plausible empty (tare) truck in kg (a tractor with two empty trailers "
+            "is about 20-25 t)."),
     Setting("scan.scale_port", "scan_scale_port", "", _optional_path,
             "Platform scale of the handheld scan console (`custody-agent scan`), a port URL; "
             "empty: bags are recorded without a weight."),
@@ -305,6 +341,7 @@ class AgentConfig:
     ack_timeout_s: int
     http_host: str
     http_port: int
+    http_token_file: str
     drain_deadline_s: int
     heartbeat_timeout_s: int
     checkpoint_interval_s: int
@@ -322,6 +359,12 @@ class AgentConfig:
     wb_stored_tare: bool
     wb_single_pass_direction: str
     wb_printer_port: str
+    wb_vehicles: str
+    wb_max_seals_per_visit: int
+    wb_gross_min_kg: int
+    wb_gross_max_kg: int
+    wb_tare_min_kg: int
+    wb_tare_max_kg: int
     scan_scale_port: str
     scan_scale_dialect: str
     scan_stable_readings: int
@@ -368,7 +411,103 @@ def _problems(flat: dict[str, Any], source: str) -> tuple[dict[str, Any], list[C
             values[setting.attr] = setting.validate(flat[setting.key])
         except ValueError as exc:
             problems.append(ConfigError(source, setting.key, str(exc)))
+    problems += [ConfigError(source, key, reason) for key, reason in _together(values)]
     return values, problems
+
+
+# Pairs of settings that bound one range: (low key, high key).
+_RANGES = (
+    ("weighbridge.gross_min_kg", "weighbridge.gross_max_kg"),
+    ("weighbridge.tare_min_kg", "weighbridge.tare_max_kg"),
+)
+
+
+def _together(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of settings that are each valid but not together: (key, reason)."""
+    attr = {s.key: s.attr for s in SETTINGS}
+    out: list[tuple[str, str]] = []
+    for lo_key, hi_key in _RANGES:
+        lo, hi = values.get(attr[lo_key]), values.get(attr[hi_key])
+        if lo is not None and hi is not None and lo > hi:
+            out.append(
+                (lo_key, f"{lo} is above {hi_key} = {hi}; the least must not exceed the most")
+            )
+    host = values.get("http_host")
+    if host is not None and not _loopback(host) and not values.get("http_token_file"):
+        out.append((
+            "service.http_host",
+            f"{host} is not a loopback address, and /healthz, /metrics and the status page "
+            "have no authentication without a token: keep 127.0.0.1, or set "
+            "service.http_token_file to a token file (then readers must present it)",
+        ))  # fmt: skip
+    return out
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(host).is_loopback
+
+
+def parse_setting(key: str, text: str) -> Any:
+    """A setting's value from command-line text (``config set KEY VALUE``), validated.
+
+    Raises ``ValueError`` with a plain reason that names the value and what is expected
+    (a ``ConfigError`` for an unknown key); lists come back as lists, the TOML form."""
+    setting = next((s for s in SETTINGS if s.key == key), None)
+    if setting is None:
+        import difflib
+
+        near = difflib.get_close_matches(key, [s.key for s in SETTINGS], n=3)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        raise ConfigError(
+            "command line", key, f"unknown setting{hint} (`custody-agent config settings` "
+            "lists them all)",
+        )  # fmt: skip
+    value = _from_text(setting, text)
+    setting.validate(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_text(setting: Setting, text: str) -> Any:
+    default = setting.default
+    if isinstance(default, bool):
+        if text not in ("true", "false"):
+            raise ValueError(f"must be true or false, got {text!r}")
+        return text == "true"
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            setting.validate(text)  # the validator's own words: the range it expects
+            raise  # pragma: no cover - every int validator refuses a string
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            setting.validate(text)
+            raise  # pragma: no cover - every float validator refuses a string
+    if isinstance(default, tuple):
+        return _list_from_text(text)
+    return text
+
+
+def _list_from_text(text: str) -> list[str]:
+    """A list setting: comma-separated items (``a@x,b@y``), or a JSON/TOML list."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"{text!r} starts like a list but is not one: write items separated by "
+                "commas (xk3190-a12@/dev/ttyUSB0,rdm6300@/dev/ttyUSB1) or a list with "
+                'double quotes (["xk3190-a12@/dev/ttyUSB0"])'
+            ) from None
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, got {text!r}")
+        return value
+    return [item.strip() for item in stripped.split(",") if item.strip()]
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -44,14 +44,17 @@ class ConfigError(CustodyError):
     """A configuration value is missing or invalid.
 
     ``source`` names the file (or ``"<defaults>"``), ``key`` the dotted setting
-    name, ``reason`` what is wrong with it.
+    name, ``reason`` what is wrong with it. A problem with the file as a whole
+    (missing, unreadable, not TOML) has no key: ``""`` or ``"-"``, and the
+    message then names the file and the reason only.
     """
 
     def __init__(self, source: str, key: str, reason: str) -> None:
         self.source = source
         self.key = key
         self.reason = reason
-        super().__init__(f"{source}: {key}: {reason}")
+        where = f"{source}: {key}" if key not in ("", "-") else source
+        super().__init__(f"{where}: {reason}")
 
 
 class KeyError_(CustodyError):

@@ -338,9 +338,11 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
             "tare_event": _event_id,
             # A weighbridge attempt that yielded no reading, recorded instead of a guess
             # (then no mass/sealed): never stable, overloaded, left before a stable
-            # reading, indicator lost mid-weighing, or the empty bridge off zero.
+            # reading, indicator lost mid-weighing, the empty bridge off zero, or a
+            # stable reading outside the site's plausible truck masses.
             "outcome": _one_of(
-                "unstable", "overload", "left_unweighed", "disconnected", "zero_drift"
+                "unstable", "overload", "left_unweighed", "disconnected", "zero_drift",
+                "implausible",
             ),
             "zero": _int,  # signed empty-bridge reading in mass units (zero_drift)
         },

@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -59,6 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import enrol
 from agent.identity import load_ledger_keys
 from agent.recorder import Recorder
+from agent.settings import SETTINGS
 from custody.event import EventType
 from custody.mass import kg_to_units
 from custody.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
@@ -84,11 +84,12 @@ COMMANDS = {
 }
 
 # The simulated devices. The XK3190-A12 sends a weight frame continuously and has no motion
-# flag (device-protocols.md §1.6), so stability is the gateway's window alone: a short one
-# (weighbridge.window_s) keeps the demo brisk; sites use seconds.
+# flag (device-protocols.md §1.6), so stability is the gateway's window alone. The demo keeps
+# every weighbridge setting at its default, as a site does: a truck stands still until the
+# gateway has weighed it, which takes at least the default window_s of stable readings.
 SCALE_DIALECT = "xk3190-a12"
 FRAME_S = 0.05  # 20 frames/s, like a real indicator's continuous output
-WINDOW_S = 0.3
+WINDOW_S = float(next(s.default for s in SETTINGS if s.key == "weighbridge.window_s"))
 DIVISION_KG = 20  # the bridge's verification scale interval (OIML R76 "e")
 BAG_KG = "1502.5"
 SEALS = tuple(f"SEAL-{n:06d}" for n in (104201, 104202, 104203))
@@ -103,7 +104,7 @@ class Truck:
 ORE_1 = Truck("CD-LSH-1187", "3C00A1B2C4")
 ORE_2 = Truck("CD-LSH-2231", "3C00A1C90E")
 DISPATCH = Truck("CD-KLZ-4471", "4A0017F3D2")
-PLATES = {t.tag: t.plate for t in (ORE_1, ORE_2, DISPATCH)}
+TRUCKS = (ORE_1, ORE_2, DISPATCH)
 
 
 class DemoError(RuntimeError):
@@ -316,8 +317,9 @@ class Yard:
             self._frame(kg + swing, extra=reads)
         deadline = time.monotonic() + WAIT_S
         held = 0
-        # Ask the gateway every fifth frame (a /metrics scrape), after at least twice its window.
-        while held < 2 * WINDOW_S / FRAME_S or held % 5 or not weighed():
+        # Stand still for at least the gateway's window, then ask it every fifth frame (a
+        # /metrics scrape) until it has weighed the truck: the unattended bridge's green light.
+        while held < WINDOW_S / FRAME_S or held % 5 or not weighed():
             if time.monotonic() >= deadline:
                 raise DemoError(f"the gateway did not capture {truck.plate} within {WAIT_S:g} s")
             self._frame(kg, extra=reads if held < 4 else None)
@@ -482,24 +484,20 @@ class Monitor:
             with contextlib.suppress(ValueError):
                 event = json.loads(raw)
                 if event.get("event") == "weighbridge.ticket":
-                    self.tickets.append(event["text"])
-                    self.console.say("gateway: " + _ticket_line(event["text"]))
+                    self.tickets.append(_ticket_line(event))
+                    self.console.say("gateway: " + self.tickets[-1])
                 elif event.get("level") in ("warning", "error"):
                     self.console.say(f"gateway {event['level']}: {event.get('event')} {raw!r}")
 
 
-def _ticket_line(text: str) -> str:
-    fields = {}
-    for line in text.splitlines():
-        m = re.match(r"(Vehicle|Ticket \(seq\)|NET|Material)\s+(\S.*)$", line)
-        if m:
-            fields[m.group(1)] = m.group(2)
-    seals = re.search(r"Seals \((\d+)\)", text)
-    vehicle = fields.get("Vehicle", "?")
+def _ticket_line(ticket: dict[str, Any]) -> str:
+    """The service's ``weighbridge.ticket`` event (the ticket's fields) as one line."""
+    net = ticket.get("net_kg")
+    net_text = f"{float(net):,.1f} kg".replace(",", " ") if net is not None else "?"
+    seals = ticket.get("seals", 0)
     return (
-        f"ticket seq {fields.get('Ticket (seq)', '?')}: {PLATES.get(vehicle, vehicle)} "
-        f"NET {fields.get('NET', '?')} {fields.get('Material', '')}"
-        + (f", {seals.group(1)} seal(s)" if seals else "")
+        f"ticket seq {ticket.get('seq', '?')}: {ticket.get('vehicle', '?')} "
+        f"NET {net_text} {ticket.get('material', '')}" + (f", {seals} seal(s)" if seals else "")
     ).rstrip()
 
 
@@ -697,12 +695,15 @@ def create_parties(root: Path) -> Parties:
 
 def configure_mine(gw_dir: Path, yard: Yard) -> None:
     """The settings a site engineer writes: the devices' ports and dialects."""
+    # The site's vehicle registry: records and tickets name each truck by its plate.
+    rows = ["tag,plate,haulier"] + [f"{t.tag},{t.plate},Kolwezi Haulage" for t in TRUCKS]
+    (gw_dir / "vehicles.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     settings = {
+        "weighbridge.vehicles": "vehicles.csv",
         "weighbridge.port": str(yard.scale.path),
         "weighbridge.dialect": SCALE_DIALECT,
         "weighbridge.rfid": f"rdm6300@{yard.rfid.path}",
         "weighbridge.scanner": f"scanner-line@{yard.scanner.path}",
-        "weighbridge.window_s": str(WINDOW_S),
         "service.http_port": "0",  # any free port; the service names it in service.json
         # After the outage, a batch the gateway sends as it reconnects was sometimes never
         # delivered to the ledger (it reconnects at about the same time) and waited for the
@@ -754,8 +755,8 @@ def mine_day(
         raise DemoError(f"custody-agent run exited {code} on SIGTERM: {_tail(service_log)}")
     print(f"custody-agent run drained on SIGTERM and exited {code}")
     if monitor.tickets:
-        print("the last driver's ticket (also on the ticket printer, when one is set):")
-        print(monitor.tickets[-1], end="")
+        print("the last driver's ticket (printed in full on the ticket printer, when one is set):")
+        print(monitor.tickets[-1])
     return final, monitor.tickets
 
 

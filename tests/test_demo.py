@@ -78,7 +78,7 @@ def test_demo_runs_the_gateway_service_on_simulated_devices_to_a_verified_lot(
     last_weighing = [e for e in listed if e["type"] == "weighing"][-1]
     dispatch = run_cli("--data-dir", str(gw), "events", "show", last_weighing["event_id"]).stdout
     assert all(seal in dispatch for seal in SEALS)  # the seals scanned at the bridge
-    assert "4A0017F3D2" in dispatch  # the truck named by its RFID tag
+    assert "CD-KLZ-4471" in dispatch  # the truck named by its plate, from its RFID tag
     assert run_cli("--data-dir", str(gw), "events", "verify").returncode == 0
     # ... and the ledger's database holds both gateways' records.
     store = LedgerStore(root / "ledger" / STORE_FILE)

@@ -39,16 +39,12 @@ class WeighbridgePlugin:
         cfg = ctx.config
         if not cfg.wb_port:
             return None
-        log = ctx.log
-
-        def console(text: str) -> None:
-            # The driver's ticket goes into the service log as one event (stdout is the log).
-            log.info("weighbridge.ticket", text=text)
-
+        # Captures, outcomes and the driver's ticket are events of the service log, each one
+        # line of named fields; the ticket's printed text goes to the printer only.
         worker = WeighbridgeWorker(
             ctx.recorder, ctx.bus, port=cfg.wb_port, dialect=cfg.wb_dialect, rfid=cfg.wb_rfid,
             scanner=cfg.wb_scanner, config=StationConfig.from_agent(cfg),
-            printer_port=cfg.wb_printer_port, console=console,
+            printer_port=cfg.wb_printer_port, events=ctx.log.event,
         )  # fmt: skip
         fingerprint = tuple(
             (f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name.startswith("wb_")

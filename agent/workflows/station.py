@@ -11,9 +11,19 @@ signed events through ``Recorder``: a capture becomes a ``weighing`` (pass
 ``in``/``out``/``single`` per ``visits.plan``), anything else a mass-less
 weighing with an ``outcome``. A capture returns only once its event is durable;
 then the visit book is updated, and a completed visit prints the driver's
-ticket (console, and an ESC/POS printer when configured). A ticket that cannot
-be printed is counted and logged: the signed event is the record, the paper is
-a copy.
+ticket (one structured ``weighbridge.ticket`` event, the text on an ESC/POS
+printer when configured). A ticket that cannot be printed is counted and
+logged: the signed event is the record, the paper is a copy.
+
+What the station does is said as it happens, as one event each through the
+``events`` sink (the service's log): a capture with its pass, vehicle and
+masses; an outcome without a mass with its reason; a vehicle identified; a seal
+refused. Two checks keep a faulty device from writing nonsense into custody:
+a visit takes at most ``max_seals`` seal codes (a scanner left reading, or one
+that repeats, is not a load), and a capture outside the plausible truck masses
+(``gross_range``, ``tare_range``) is refused as a signed ``implausible`` outcome
+that says why. The optional vehicle registry (``agent.workflows.vehicles``)
+turns a read RFID tag into the truck's plate, which records and tickets carry.
 
 ``WeighbridgeWorker`` is what the gateway service supervises (the service's
 ``Worker`` shape: ``run(stop)`` until ``stop`` is set, ``alive``, ``health()``,
@@ -30,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +53,7 @@ from agent.service.context import PortSpec
 from agent.service.workers import PortBus, Sample, Subscription, WorkerHealth, parse_port_spec
 from agent.settings import AgentConfig
 from agent.workflows import ticket as tickets
+from agent.workflows.vehicles import EMPTY, VehicleRegistry, load_vehicles
 from agent.workflows.visits import BOOK_FILE, Pending, Plan, VisitBook, plan
 from agent.workflows.weighbridge import (
     Captured,
@@ -67,7 +77,10 @@ from firmware_bridge.protocols.registry import dialect as find_dialect
 from firmware_bridge.protocols.scales import mt_sics_request
 from firmware_bridge.transport import QUEUE_MAX, FrameSkipped, PortEvent, PortState, StateChanged
 
-__all__ = ["VEHICLE_PREFIX", "Station", "StationConfig", "WeighbridgeWorker", "weighbridge_ports"]
+__all__ = [
+    "VEHICLE_PREFIX", "EventSink", "Station", "StationConfig", "WeighbridgeWorker",
+    "weighbridge_ports",
+]  # fmt: skip
 
 log = logging.getLogger("custody.weighbridge")
 
@@ -77,11 +90,29 @@ TICK_S = 0.2  # the worker's idle wake-up: timeouts fire within this of being du
 SICS_POLL_S = 0.1  # MT-SICS is request/response: ask for a weight this often
 
 
+# Where the station says what it did, called as ``sink(level, event, **fields)``: the shape
+# of ``agent.service.logs.EventLog.event``.
+EventSink = Callable[..., None]
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def _to_logging(level: str, event: str, /, **fields: Any) -> None:
+    """The default sink outside the service: the ``logging`` module."""
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    log.log(_LEVELS.get(level, logging.ERROR), "%s %s", event, text)
+
+
 @dataclass(frozen=True, slots=True)
 class StationConfig:
     rule: StabilityRule
     use_stored_tare: bool = False
     single_direction: str = "out"
+    max_seals: int = 60  # per visit (weighbridge.max_seals_per_visit)
+    # Plausible truck masses in mass units, inclusive (weighbridge.gross_*_kg, tare_*_kg).
+    gross_range: tuple[int, int] = (kg_to_units(1500), kg_to_units(100_000))
+    tare_range: tuple[int, int] = (kg_to_units(1500), kg_to_units(50_000))
 
     @classmethod
     def from_agent(cls, cfg: AgentConfig) -> StationConfig:
@@ -93,7 +124,39 @@ class StationConfig:
             unstable_timeout_s=cfg.wb_unstable_timeout_s,
             zero_drift_limit=kg_to_units(cfg.wb_zero_drift_limit_kg),
         )
-        return cls(rule, cfg.wb_stored_tare, cfg.wb_single_pass_direction)
+        return cls(
+            rule, cfg.wb_stored_tare, cfg.wb_single_pass_direction, cfg.wb_max_seals_per_visit,
+            (kg_to_units(cfg.wb_gross_min_kg), kg_to_units(cfg.wb_gross_max_kg)),
+            (kg_to_units(cfg.wb_tare_min_kg), kg_to_units(cfg.wb_tare_max_kg)),
+        )  # fmt: skip
+
+    def implausible(self, p: Plan) -> str | None:
+        """Why the masses of ``p`` cannot be a truck's, or None when they can."""
+        gross = p.masses["gross"]
+        # A first pass may be an empty truck arriving to load: it is only known to be a truck.
+        lo = self.tare_range[0] if p.stage == "in" else self.gross_range[0]
+        hi = self.gross_range[1]
+        key = "tare_min_kg" if p.stage == "in" else "gross_min_kg"
+        what = "reading" if p.stage == "in" else "gross"
+        if gross < lo:
+            return _out_of_range(what, gross, key, lo)
+        if gross > hi:
+            return _out_of_range(what, gross, "gross_max_kg", hi)
+        tare = p.masses.get("tare")
+        if tare is not None and p.tare is None:  # a stored tare was checked when it was weighed
+            if tare < self.tare_range[0]:
+                return _out_of_range("tare", tare, "tare_min_kg", self.tare_range[0])
+            if tare > self.tare_range[1]:
+                return _out_of_range("tare", tare, "tare_max_kg", self.tare_range[1])
+        return None
+
+
+def _out_of_range(what: str, units: int, key: str, limit: int) -> str:
+    side = "below" if key.endswith("min_kg") else "above"
+    return (
+        f"{what} {format_kg(units)} kg is {side} weighbridge.{key} = {format_kg(limit)} kg: "
+        "not a plausible truck (a fault on the bridge or the indicator?)"
+    )
 
 
 @dataclass
@@ -105,6 +168,7 @@ class StationMetrics:
     frame_errors: int = 0
     rejected_codes: int = 0
     seals: int = 0
+    seals_refused: int = 0
     zero_units: int = 0
     zero_alarm: bool = False
     last_capture_latency_s: float | None = None  # frame read -> event durable
@@ -126,6 +190,8 @@ class Station:
         printer: tickets.SerialTicketPrinter | None = None,
         console: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        events: EventSink | None = None,
+        vehicles: VehicleRegistry | None = None,
     ) -> None:
         self.recorder = recorder
         self.config = config
@@ -135,7 +201,10 @@ class Station:
         self.photo = photo
         self.alibi_of = alibi_of
         self.printer = printer
-        self.console = console if console is not None else _to_stdout
+        self.console = console  # the ticket's text, besides the printer (None: printer only)
+        self.events: EventSink = events if events is not None else _to_logging
+        self.vehicles = vehicles if vehicles is not None else EMPTY
+        self._seal_limit_said = False  # the refusal is said once per visit, counted always
         self.clock = clock
         self.metrics = StationMetrics()
         self.book = book or VisitBook(recorder.paths.root / BOOK_FILE)
@@ -165,7 +234,8 @@ class Station:
         if isinstance(item, WeightReading):
             self._handle(self.machine.feed(item, at), at)
         elif isinstance(item, TagRead):
-            self.enter_vehicle(item.tag_id.replace(":", "-"), "rfid")
+            known = self.vehicles.lookup(item.tag_id)
+            self.enter_vehicle(known.plate if known else item.tag_id.replace(":", "-"), "rfid")
         elif isinstance(item, SealCode):
             if item.text.startswith(VEHICLE_PREFIX):
                 self.enter_vehicle(item.text[len(VEHICLE_PREFIX) :], "scan")
@@ -192,12 +262,33 @@ class Station:
         if self._pending.vehicle != vehicle:  # RFID readers repeat a tag many times a second
             self.book.set_vehicle(vehicle, source)
             self._pending = self.book.pending()
+            known = self.vehicles.by_plate(vehicle)
+            self.events(
+                "info", "weighbridge.vehicle", vehicle=vehicle, source=source,
+                haulier=known.haulier if known else None,
+                registered=known is not None if len(self.vehicles.by_tag) else None,
+            )  # fmt: skip
         return True
 
     def add_seal(self, seal: str) -> bool:
         if not seal.isascii() or not seal.isprintable() or not 0 < len(seal) <= 128:
             self.metrics.rejected_codes += 1
             log.warning("ignored seal code %r: not 1-128 printable ASCII characters", seal)
+            return False
+        visit = self.book.open_visit(self._pending.vehicle) if self._pending.vehicle else None
+        held = set(self._pending.seals) | set(visit.seals if visit else ())
+        if seal not in held and len(held) >= self.config.max_seals:
+            self.metrics.seals_refused += 1
+            self._count("seal_refused")
+            if not self._seal_limit_said:
+                self._seal_limit_said = True
+                self.events(
+                    "warning", "weighbridge.seal_refused", seal=seal,
+                    vehicle=self._pending.vehicle, seals=len(held),
+                    reason=f"this visit already has {len(held)} seals, the most "
+                    "weighbridge.max_seals_per_visit allows; further seals are refused until "
+                    "the truck leaves (is the scanner stuck or left reading?)",
+                )  # fmt: skip
             return False
         added = self.book.add_seal(seal)
         self._pending = self.book.pending()
@@ -211,15 +302,20 @@ class Station:
                 self._capture(out, read_at)
             elif isinstance(out, Outcome):
                 self._count(out.kind)
-                self.recorder.weighing_outcome(
+                stored = self.recorder.weighing_outcome(
                     out.kind, vehicle=self._pending.vehicle, scale=self.scale, note=out.note
                 )
+                self.events(
+                    "warning", f"weighbridge.{out.kind}", vehicle=self._pending.vehicle,
+                    reason=out.note, seq=stored.seq,
+                )  # fmt: skip
             elif isinstance(out, ZeroDrift):
                 self._count("zero_drift")
                 self._zero(out.units, alarm=True)
             elif isinstance(out, ZeroRestored):
                 self._zero(out.units, alarm=False)
             elif isinstance(out, VehicleOff):
+                self._seal_limit_said = False
                 self.book.vehicle_off()
                 self._pending = self.book.pending()
             elif not isinstance(out, VehicleOn):  # pragma: no cover - Output is closed
@@ -237,6 +333,17 @@ class Station:
             single_direction=self.config.single_direction,
         )  # fmt: skip
         seals = list(dict.fromkeys((*(visit.seals if visit else ()), *pending.seals)))
+        refusal = self.config.implausible(p)
+        if refusal is not None:
+            self._count("implausible")
+            stored_refusal = self.recorder.weighing_outcome(
+                "implausible", vehicle=vehicle, scale=self.scale, note=refusal
+            )
+            self.events(
+                "warning", "weighbridge.implausible", vehicle=vehicle, reason=refusal,
+                reading_kg=format_kg(cap.units), seq=stored_refusal.seq,
+            )  # fmt: skip
+            return
         photo = self.photo() if self.photo is not None else None
         alibi = self.alibi_of(cap.reading) if self.alibi_of is not None else None
         stored = self.recorder.weighing(
@@ -249,6 +356,15 @@ class Station:
             self.metrics.last_capture_latency_s = self.clock() - read_at
         self._count("captured")
         self.metrics.passes[p.stage] = self.metrics.passes.get(p.stage, 0) + 1
+        tare, net = p.masses.get("tare"), p.masses.get("net")
+        self.events(
+            "info", "weighbridge.captured", vehicle=vehicle, **{"pass": p.stage},
+            gross_kg=format_kg(p.masses["gross"]),
+            tare_kg=None if tare is None else format_kg(tare),
+            net_kg=None if net is None else format_kg(net),
+            seals=len(seals), seq=stored.seq, event_id=stored.event_id.hex(),
+            readings=cap.readings,
+        )  # fmt: skip
         body = self._decode(stored)
         assert body is not None  # we just signed it
         self.book.apply(stored, body, p.masses)
@@ -266,6 +382,8 @@ class Station:
         photo: bytes | None,
     ) -> None:
         cfg = self.recorder.config
+        known = self.vehicles.by_plate(vehicle) if vehicle else None
+        read_tag = self._pending.source == "rfid" and known is None
         t = tickets.Ticket(
             site=cfg.site_id, device=cfg.device_id, vehicle=vehicle, event_id=stored.event_id,
             seq=stored.seq, time_ms=stored.device_time_ms, stage=p.stage,
@@ -275,8 +393,13 @@ class Station:
             inbound_time_ms=p.inbound.at_ms if p.inbound else None,
             tare_event=p.tare.event_id if p.tare else None,
             seals=seals, scale=self.scale, alibi=alibi, photo=photo,
+            haulier=known.haulier if known else None,
+            tag=known.tag if known else vehicle if read_tag else None,
+            registered=not read_tag,
         )  # fmt: skip
-        self.console(tickets.text(t))
+        self.events("info", "weighbridge.ticket", **tickets.fields(t))
+        if self.console is not None:
+            self.console(tickets.text(t))
         self.metrics.tickets += 1
         if self.printer is not None:
             try:
@@ -291,8 +414,13 @@ class Station:
             note = f"empty bridge reads {format_kg(units)} kg"
             self.recorder.weighing_outcome("zero_drift", scale=self.scale, zero=units, note=note)
             self._outbox.raise_alarm(ZERO_ALARM, f"weighbridge {self.scale}: {note}")
+            self.events("warning", "weighbridge.zero_drift", scale=self.scale, reason=note)
         else:
             self._outbox.clear_alarm(ZERO_ALARM)
+            self.events(
+                "info", "weighbridge.zero_restored", scale=self.scale,
+                zero_kg=format_kg(units),
+            )  # fmt: skip
 
     def _count(self, kind: str) -> None:
         self.metrics.outcomes[kind] = self.metrics.outcomes.get(kind, 0) + 1
@@ -306,11 +434,6 @@ class Station:
         if body.get("manual") or not ({"pass", "outcome"} & set(body)):
             return None
         return body
-
-
-def _to_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def weighbridge_ports(port: str, dialect: str, rfid: str, scanner: str) -> list[PortSpec]:
@@ -343,6 +466,7 @@ class WeighbridgeWorker:
         photo: Callable[[], bytes | None] | None = None,
         console: Callable[[str], None] | None = None,
         book_path: Path | None = None,
+        events: EventSink | None = None,
     ) -> None:
         cfg = recorder.config
         self.recorder = recorder
@@ -356,7 +480,14 @@ class WeighbridgeWorker:
         self.printer = tickets.SerialTicketPrinter(printer_url) if printer_url else None
         self.photo = photo
         self.console = console
+        self.events = events
         self.book_path = book_path
+        # A wrong vehicles file stops the start with the file, line and reason (ConfigError).
+        self.vehicles = (
+            load_vehicles(recorder.paths.root / Path(cfg.wb_vehicles).expanduser())
+            if cfg.wb_vehicles
+            else EMPTY
+        )
         if not self.port:
             raise ValueError("no weighbridge port configured (weighbridge.port)")
         find_dialect(self.dialect)  # PortConfigError when unknown
@@ -426,6 +557,7 @@ class WeighbridgeWorker:
             self.recorder, self.config, scale=self.port, scale_port=self.port, photo=self.photo,
             printer=self.printer, console=self.console,
             book=VisitBook(self.book_path) if self.book_path else None,
+            events=self.events, vehicles=self.vehicles,
         )  # fmt: skip
         self.station = station
         sub = self.subscription = self.bus.subscribe(self.name, self.urls, QUEUE_MAX)

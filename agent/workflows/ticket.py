@@ -26,7 +26,7 @@ from custody.mass import format_kg
 from firmware_bridge.errors import DisconnectedError
 from firmware_bridge.protocols.base import SerialDefaults
 
-__all__ = ["SerialTicketPrinter", "Ticket", "escpos", "qr_commands", "text"]
+__all__ = ["SerialTicketPrinter", "Ticket", "escpos", "fields", "qr_commands", "text"]
 
 ESC, GS, LF = b"\x1b", b"\x1d", b"\n"
 WIDTH = 42  # characters per line of 80 mm paper in font A (Epson TM-T20/T88: 42 or 48)
@@ -43,7 +43,7 @@ class Ticket:
 
     site: str
     device: str
-    vehicle: str | None
+    vehicle: str | None  # the record's vehicle id: the plate when registered, else what was read
     event_id: bytes  # the completing weighing (pass out or single)
     seq: int
     time_ms: int
@@ -59,6 +59,17 @@ class Ticket:
     scale: str | None = None
     alibi: str | None = None
     photo: bytes | None = None
+    haulier: str | None = None
+    tag: str | None = None  # the RFID tag number the vehicle was identified by
+    registered: bool = True  # False: ``tag`` is not in the vehicle registry
+
+    @property
+    def vehicle_text(self) -> str:
+        if self.vehicle is None:
+            return "(not identified)"
+        if self.tag is not None and not self.registered:
+            return f"tag {self.tag} (not registered)"
+        return self.vehicle
 
     @property
     def qr_payload(self) -> str:
@@ -85,9 +96,13 @@ def text(t: Ticket) -> str:
         "WEIGHBRIDGE TICKET".center(WIDTH),
         f"{t.site} / {t.device}".center(WIDTH),
         "-" * WIDTH,
-        _pair("Vehicle", t.vehicle or "(not identified)"),
-        _pair("Ticket (seq)", str(t.seq)),
+        _pair("Vehicle", t.vehicle_text),
     ]
+    if t.haulier:
+        lines.append(_pair("Haulier", t.haulier))
+    if t.tag is not None and t.registered:
+        lines.append(_pair("Tag", t.tag))
+    lines.append(_pair("Ticket (seq)", str(t.seq)))
     if t.inbound_time_ms is not None:
         lines.append(_pair("In", _when(t.inbound_time_ms)))
     lines.append(_pair("Out" if t.stage == "out" else "Weighed", _when(t.time_ms)))
@@ -113,6 +128,22 @@ def text(t: Ticket) -> str:
         lines.append(f"In event  {t.inbound_event.hex()}")
     lines.append(f"Event     {t.event_id.hex()}")
     return "\n".join(lines) + "\n"
+
+
+def fields(t: Ticket) -> dict[str, object]:
+    """The ticket as flat, named values (one structured log event; the text is for paper)."""
+    out: dict[str, object] = {
+        "seq": t.seq, "event_id": t.event_id.hex(), "site": t.site, "device": t.device,
+        "vehicle": t.vehicle_text, "haulier": t.haulier or None, "tag": t.tag,
+        "pass": t.stage, "time": _when(t.time_ms), "gross_kg": format_kg(t.gross),
+        "tare_kg": None if t.tare is None else format_kg(t.tare),
+        "tare_stored": t.tare_event is not None or None,
+        "net_kg": None if t.net is None else format_kg(t.net),
+        "material": {"in": "received", "out": "shipped"}.get(t.direction or ""),
+        "inbound_time": None if t.inbound_time_ms is None else _when(t.inbound_time_ms),
+        "seals": len(t.seals), "scale": t.scale, "alibi": t.alibi,
+    }  # fmt: skip
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def qr_commands(data: bytes, *, module: int = QR_MODULE_SIZE, ecc: int = QR_ERROR_M) -> bytes:
