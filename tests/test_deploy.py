@@ -420,7 +420,7 @@ def test_scripts_are_strict_bash() -> None:
 
 def test_install_rejects_bad_options(tmp_path: Path) -> None:
     for args, message in [
-        (["--role", "printer"], "--role must be agent, ledger or both"),
+        (["--role", "printer"], "--role must be gateway, gateway+camera, ledger or all"),
         (["--offline", str(tmp_path)], "no requirements.txt/SHA256SUMS"),
         (["--bogus"], "unknown option"),
     ]:
