@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import audit, cli_table, devices, enrol
-from agent.cli_table import Command, OneOf, arg
+from agent.cli_table import Command, OneOf, Progress, arg
 from agent.identity import load_device_key
 from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
 from agent.recorder import Recorder
 from agent.settings import SETTINGS, check_config, load_config
 from agent.status import read_status
-from custody import epcis
+from custody import __version__, epcis
 from custody.commitment import MAX_SUM_UNITS
 from custody.envelope import peek, verify_envelope
 from custody.errors import CaptureError, ConfigError, CustodyError, VerificationError
@@ -80,26 +80,6 @@ def _describe(e: StoredEvent) -> str:
 
 def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z"
-
-
-class _Progress:
-    """A one-line progress counter on stderr, only when it is a terminal."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-        self.enabled = sys.stderr.isatty() and total > 200
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.2 or done == self.total):
-            self._last = now
-            width = 30
-            filled = width * done // max(self.total, 1)
-            bar = "#" * filled + "-" * (width - filled)
-            print(f"\r{self.label} [{bar}] {done}/{self.total}", end="", file=sys.stderr)
-            if done == self.total:
-                print(file=sys.stderr)
 
 
 # --- commands -------------------------------------------------------------------------
@@ -370,17 +350,17 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     try:
         key = load_device_key(DataDir(args.data_dir).device_key)
         total = sum(outbox.counts_by_state().values())
-        progress = _Progress("exporting", total)
-        for kid in outbox.kids():
-            # Events of a retired key go in a sub-folder named by its kid.
-            target = out if kid == key.kid else out / kid.hex()
-            target.mkdir(exist_ok=True)
-            for e in outbox.iter_chain(kid):
-                # Each file's data is fsynced; the directory once below, not once a file.
-                replace_file(target / f"{e.seq}.cose", e.envelope, None, sync_directory=False)
-                n += 1
-                progress(n)
-            fsync_directory(target)
+        with Progress("exporting", total) as progress:
+            for kid in outbox.kids():
+                # Events of a retired key go in a sub-folder named by its kid.
+                target = out if kid == key.kid else out / kid.hex()
+                target.mkdir(exist_ok=True)
+                for e in outbox.iter_chain(kid):
+                    # Each file's data is fsynced; the directory once below, not once a file.
+                    replace_file(target / f"{e.seq}.cose", e.envelope, None, sync_directory=False)
+                    n += 1
+                    progress(n)
+                fsync_directory(target)
         fsync_directory(out)  # the kid sub-folders' own names
     finally:
         outbox.close()
@@ -400,10 +380,10 @@ def _export_epcis(args: argparse.Namespace) -> int:
         sources = (
             epcis.decode_source(e.envelope) for kid in outbox.kids() for e in outbox.iter_chain(kid)
         )
-        result = epcis.epcis_document(
-            sources, locations, creation_ms=time.time_ns() // 1_000_000,
-            progress=_Progress("exporting", total),
-        )  # fmt: skip
+        with Progress("exporting", total) as progress:
+            result = epcis.epcis_document(
+                sources, locations, creation_ms=time.time_ns() // 1_000_000, progress=progress
+            )
     finally:
         outbox.close()
     out = Path(args.out)
@@ -417,7 +397,8 @@ def cmd_events_verify(args: argparse.Namespace) -> int:
     try:
         key = load_device_key(DataDir(args.data_dir).device_key)
         total = sum(outbox.counts_by_state().values())
-        report = audit.verify_outbox(outbox, key, _Progress("verifying", total))
+        with Progress("verifying", total) as progress:
+            report = audit.verify_outbox(outbox, key, progress)
         if report.ok and not outbox.integrity_ok():
             report.ok, report.error = False, "PRAGMA integrity_check failed on the outbox"
     finally:
@@ -468,10 +449,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
         counts = outbox.counts_by_state()
     finally:
         outbox.close()
-    progress = _Progress("acked", counts["pending"] + counts["sent"])
-    stats, after = sync_once(
-        args.data_dir, broker_url=args.broker, timeout_s=args.timeout, progress=progress
-    )
+    with Progress("acked", counts["pending"] + counts["sent"]) as progress:
+        stats, after = sync_once(
+            args.data_dir, broker_url=args.broker, timeout_s=args.timeout, progress=progress
+        )
     summary = {
         "batches_sent": stats.batches_sent, "events_sent": stats.events_sent,
         "acked": stats.acked, "rejected": stats.rejected, "bad_acks": stats.bad_acks,
@@ -492,12 +473,13 @@ def _sync_from_db(args: argparse.Namespace) -> int:
     """A broken gateway's outbox file: send what the ledger has not acked yet."""
     from agent.uplink import sync_from_db
 
-    device_id, stats, after = sync_from_db(
-        args.data_dir, Path(args.from_db),
-        cert_file=Path(args.cert_file) if args.cert_file else None,
-        key_file=Path(args.key_file) if args.key_file else None,
-        broker_url=args.broker, timeout_s=args.timeout,
-    )  # fmt: skip
+    with Progress("acked", None) as progress:  # the file's backlog is counted inside
+        device_id, stats, after = sync_from_db(
+            args.data_dir, Path(args.from_db),
+            cert_file=Path(args.cert_file) if args.cert_file else None,
+            key_file=Path(args.key_file) if args.key_file else None,
+            broker_url=args.broker, timeout_s=args.timeout, progress=progress,
+        )  # fmt: skip
     summary = {
         "device_id": device_id, "from_db": args.from_db, "acked": stats.acked,
         "rejected": stats.rejected, "batches_sent": stats.batches_sent, "outbox": after,
@@ -621,10 +603,21 @@ EVENT = arg("event", help="event id (or unique prefix of 8+ hex digits) or seq")
 NOTE = arg("--note", help="free text note")
 BROKER = arg("--broker", metavar="URL", help="override sync.broker (mqtt:// or mqtts://)")
 
+
+def _commands() -> Command:
+    return COMMANDS
+
+
+EXIT_CODES_EPILOG = (
+    'Exit codes: the table in README.md ("Exit codes, the same for all four programs"); '
+    f"{cli_table.EXIT_BROKEN_PIPE} when the reader of the output went away (| head)."
+)
+
 COMMANDS = Command(
     "custody-agent",
     "cobalt-custody edge capture agent: signed, durable custody records.",
-    args=(DATA_DIR,),
+    epilog=EXIT_CODES_EPILOG,
+    version=__version__,
     shared=(DATA_DIR,),  # every command takes --data-dir, before or after its name
     commands=(
         Command(
@@ -842,6 +835,7 @@ COMMANDS = Command(
                 ),
             ),
         )),
+        cli_table.completion_command(_commands),
     ),
 )  # fmt: skip
 
@@ -851,6 +845,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli_table.quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.data_dir = resolve_data_dir(getattr(args, "data_dir", None))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from custody import __version__
 from custody.errors import ConfigError, CustodyError, KeyError_, SchemaError
 from custody.event import validate_identifier
 from custody.exits import ExitCode, exit_code_for
@@ -131,6 +132,10 @@ def _hex(text: str, length: int, what: str) -> bytes:
     return value
 
 
+def _commands() -> Command:
+    return COMMANDS
+
+
 COMMANDS = Command(
     PROG,
     "The registry authority's tool: enrol gateways at sites, retire keys, pin sites' opening "
@@ -139,9 +144,12 @@ COMMANDS = Command(
     "the authority directory away from the ledger.",
     epilog=f"The authority directory: --dir DIR, else ${DIR_ENV}. Exit status: 0 done, "
     "1 an entry that does not verify, 3 a refused request (the message says why), "
-    "4 key problems, 5 storage errors.",
+    "4 key problems, 5 storage errors; all of them: the table in README.md (\"Exit codes, the "
+    f"same for all four programs\"); {cli_table.EXIT_BROKEN_PIPE} when the reader of the output "
+    "went away (| head).",
+    version=__version__,
     required=False,  # without a command it prints its help
-    shared=(
+    shared=(  # before or after the command's name
         arg("--dir", type=Path, default=None, metavar="DIR",
             help=f"the authority directory (default ${DIR_ENV})"),
         arg("--json", action="store_true", help="print JSON"),
@@ -189,6 +197,7 @@ COMMANDS = Command(
             cmd_heartbeat,
         ),
         Command("list", "list the entries signed so far", cmd_list),
+        cli_table.completion_command(_commands),
     ),
 )  # fmt: skip
 
@@ -198,12 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli_table.quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stdout)
         return 0
-    if args.dir is None:
+    if args.dir is None and args.command != "completion":  # which needs none
         named = os.environ.get(DIR_ENV, "")
         if not named:
             print(f"{PROG}: error: name the authority directory with --dir DIR or ${DIR_ENV}",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from custody import epcis
+from custody import __version__, epcis
 from custody.errors import ConfigError, CustodyError, SchemaError, VerificationError
 from custody.event import validate_identifier
 from custody.exits import ExitCode, exit_code_for
@@ -27,7 +27,7 @@ from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
 from ledger.stores import open_store
 from ledger.verify import cli_table
-from ledger.verify.cli_table import Command, arg
+from ledger.verify.cli_table import Command, Progress, arg
 
 STORE_FILE = "ledger.sqlite"
 
@@ -496,12 +496,17 @@ def cmd_log_prove_consistency(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     """Prove a lot's claim; write the bundle for ``custody-verify``."""
     from ledger.keys import load_ledger_keypair
-    from ledger.summary import build_summary
+    from ledger.summary import CURRENT_POLICY, prove, select
 
     keys = load_ledger_keypair(args.data_dir)
     store = _store(args)
     try:
-        result = build_summary(store, keys, args.data_dir, args.lot, audience=args.audience)
+        # build_summary's two steps, so the bar moves between them: the proofs take longest.
+        with Progress("summary", 2) as progress:
+            selection = select(store, args.data_dir, args.lot, CURRENT_POLICY)
+            progress(1)
+            result = prove(store, keys, args.data_dir, selection, audience=args.audience)
+            progress(2)
     finally:
         store.close()
     replace_file(args.out, result.bundle, mode=None)
@@ -538,12 +543,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         sources = []
-        for logged in store.events(args.device):
-            # Clear masses were opened from the sealed boxes and checked against the signed
-            # commitments at intake (ledger.intake); weighings only, one query each.
-            masses = store.masses(logged.event_id) if logged.type == "weighing" else None
-            sources.append(epcis.decode_source(logged.envelope, masses or None))
-        result = epcis.epcis_document(sources, locations, creation_ms=time.time_ns() // 1_000_000)
+        with Progress("reading", None) as progress:
+            for logged in store.events(args.device):
+                # Clear masses were opened from the sealed boxes and checked against the signed
+                # commitments at intake (ledger.intake); weighings only, one query each.
+                masses = store.masses(logged.event_id) if logged.type == "weighing" else None
+                sources.append(epcis.decode_source(logged.envelope, masses or None))
+                progress(len(sources))
+        with Progress("exporting", len(sources)) as progress:
+            result = epcis.epcis_document(
+                sources, locations, creation_ms=time.time_ns() // 1_000_000, progress=progress
+            )
     finally:
         store.close()
     out = Path(args.out)
@@ -569,11 +579,19 @@ VALID_FROM_HELP = (
     "earlier arrivals are rejected as 'key not yet valid' and kept by the device"
 )
 
+
+def _commands() -> Command:
+    return COMMANDS
+
+
 COMMANDS = Command(
     "custody-ledger",
     "The cobalt-custody ledger: verifies and logs gateway records exactly once.",
+    epilog='Exit codes: the table in README.md ("Exit codes, the same for all four programs"); '
+    f"{cli_table.EXIT_BROKEN_PIPE} when the reader of the output went away (| head).",
+    version=__version__,
     required=False,  # without a command it prints its help
-    args=(
+    shared=(  # before or after the command's name
         arg("--data-dir", type=Path,
             help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for "
             "a system install, else ~/.local/share/custody)"),
@@ -614,9 +632,8 @@ COMMANDS = Command(
         ),
         Command(
             "pki", "the MQTT link's CA: certificates for gateways, broker, ledger", _needs_action,
-            args=(arg("--pki-dir", metavar="DIR", help=PKI_DIR_HELP),),
-            # After the action too: `pki issue --pki-dir DIR` (not replacing one given before).
-            shared=(arg("--pki-dir", metavar="DIR", default=argparse.SUPPRESS, help=PKI_DIR_HELP),),
+            # Before or after the action: `pki --pki-dir DIR issue`, `pki issue --pki-dir DIR`.
+            shared=(arg("--pki-dir", metavar="DIR", help=PKI_DIR_HELP),),
             commands=(
                 Command(
                     "init", "create the CA: ca.key (0600), ca.crt and an empty crl.pem",
@@ -789,6 +806,7 @@ COMMANDS = Command(
                 args=(JSON,)),
         Command("alarms", "list durable alarms: forks of a device key's chain", cmd_alarms,
                 args=(JSON,)),
+        cli_table.completion_command(_commands),
     ),
 )  # fmt: skip
 
@@ -798,6 +816,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli_table.quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

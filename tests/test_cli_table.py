@@ -58,8 +58,7 @@ def _sample() -> Command:
 
     return Command(
         "prog", "a program",
-        shared=(arg("--dir", default=argparse.SUPPRESS, help="where"),),
-        args=(arg("--dir", help="where"),),
+        shared=(arg("--dir", help="where"),),
         commands=(
             Command("one", "first", run, args=(
                 arg("x", type=int, help="a number"),
@@ -118,7 +117,10 @@ def _tree(parser: argparse.ArgumentParser) -> Tree:
 
 def _parsed_trees() -> dict[str, tuple[Tree, bool]]:
     """Each program's commands as its parser has them, and whether it runs without one."""
-    verify = {"trust": _tree(ledger.verify.cli.build_trust_parser())}
+    verify = {
+        "trust": _tree(ledger.verify.cli.build_trust_parser()),
+        "completion": _tree(ledger.verify.cli.build_completion_parser()),
+    }
     assert _tree(ledger.verify.cli.build_parser()) == {}  # custody-verify BUNDLE
     return {
         "custody-agent": (_tree(agent.cli.build_parser()), False),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from custody import __version__
 from custody.errors import CustodyError, ProofError
 from custody.exits import ExitCode
 from custody.keys import LedgerPublicKeys
@@ -51,6 +52,8 @@ PROG = "custody-verify"
 # ``custody-verify trust ...`` manages pins; anything else is a bundle. A bundle file that is
 # itself named "trust" is given with a directory: ``custody-verify ./trust``.
 TRUST_COMMAND = "trust"
+# ``custody-verify completion bash|zsh`` prints a completion script; dispatched as ``trust`` is.
+COMPLETION_COMMAND = "completion"
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -90,8 +93,11 @@ def commands(env: Mapping[str, str] | None = None) -> Command:
             f"Pin a ledger and the registry authority once with `{PROG} trust add "
             f"ledger-public.json` and `{PROG} trust add authority-public.json` (see `{PROG} "
             "trust --help`). Exit status: 0 accepted, 1 rejected (also a bundle from a ledger "
-            "that is not pinned), 2 usage: no pinned key, missing, unreadable or malformed files."
+            "that is not pinned), 2 usage: no pinned key, missing, unreadable or malformed files; "
+            "all of them: the table in README.md (\"Exit codes, the same for all four programs\"); "
+            f"{cli_table.EXIT_BROKEN_PIPE} when the reader of the output went away (| head)."
         ),
+        version=__version__,
         args=(
             arg("bundle", type=Path, help="the bundle (custody-ledger summary --out)"),
             OneOf((
@@ -114,6 +120,7 @@ def commands(env: Mapping[str, str] | None = None) -> Command:
                 "each ledger id to its public keys. Pin a ledger only with a key file you got "
                 "from its operator, and compare the fingerprint printed here with theirs.",
                 epilog=f"The trust file: --trust FILE, else ${TRUST_ENV}, else {user_file}.",
+                shared=(trust_file,),  # before or after the action's name
                 commands=(
                     Command(
                         "add", "pin a ledger's or a registry authority's public key", _cmd_add,
@@ -128,25 +135,24 @@ def commands(env: Mapping[str, str] | None = None) -> Command:
                             arg("--replace", action="store_true",
                                 help="replace the key pinned for this ledger id (only when its "
                                 "operator says it changed)"),
-                            trust_file,
                         ),
                     ),
                     Command(
                         "list", "list the pinned ledgers", _cmd_list,
                         description="List the pinned ledgers and registry authorities: id and "
                         "key fingerprint (SHA-256).",
-                        args=(arg("--json", action="store_true", help="print the list as JSON"),
-                              trust_file),
+                        args=(arg("--json", action="store_true", help="print the list as JSON"),),
                     ),
                     Command(
                         "remove", "stop trusting a ledger or authority", _cmd_remove,
                         description="Remove a ledger's or registry authority's pin from the "
                         "trust file.",
                         args=(arg("ledger_id", metavar="ID",
-                                  help="the ledger or authority id to unpin"), trust_file),
+                                  help="the ledger or authority id to unpin"),),
                     ),
                 ),
             ),
+            cli_table.completion_command(lambda: commands(env)),
         ),
     )  # fmt: skip
 
@@ -159,16 +165,33 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 
 def build_trust_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The parser of ``custody-verify trust ...``."""
-    (trust,) = commands(env).commands
-    program = dataclasses.replace(trust, name=f"{PROG} {TRUST_COMMAND}")
+    return _half(TRUST_COMMAND, env)
+
+
+def build_completion_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``custody-verify completion ...``."""
+    return _half(COMPLETION_COMMAND, env)
+
+
+def _half(name: str, env: Mapping[str, str] | None) -> argparse.ArgumentParser:
+    (command,) = (c for c in commands(env).commands if c.name == name)
+    program = dataclasses.replace(command, name=f"{PROG} {name}")
     return cli_table.build_parser(program, formatter_class=_Formatter)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    return cli_table.quiet_broken_pipe(lambda: _main(argv, env))
+
+
+def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if env is None else env
     if args_list[:1] == [TRUST_COMMAND]:
         return trust_main(args_list[1:], environ)
+    if args_list[:1] == [COMPLETION_COMMAND]:
+        wanted = build_completion_parser(environ).parse_args(args_list[1:])
+        printed: int = wanted.func(wanted)
+        return printed
     args = build_parser(environ).parse_args(args_list)
     try:
         found = _pins(args, environ)
