@@ -18,6 +18,7 @@ import biip
 import pytest
 from biip.checksums import gs1_standard_check_digit
 from biip.gs1_application_identifiers import _GS1_APPLICATION_IDENTIFIERS
+from biip.gs1_messages import GS1Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,7 @@ from firmware_bridge.protocols.codes import (
     gs1_check_digit,
     parse_digital_link,
     parse_element_string,
+    parse_hri,
 )
 from tests.support import assert_cut_anywhere, feed_chunks, random_chunks
 
@@ -235,6 +237,86 @@ def test_leap_day_needs_a_leap_year() -> None:
         classify_code("]C117170229")
     assert classify_code("]C117160229").elements == (("17", "160229"),)
     assert classify_code("]C117170200").elements == (("17", "170200"),)  # DD 00 = end of month
+
+
+# ---------------------------------------------------------------- the bracketed form
+
+
+def test_typed_sscc_with_a_wrong_check_digit_is_refused_in_every_form() -> None:
+    # The SSCC of GS1 General Specifications' examples has check digit 2 (recomputed by
+    # test_check_digit_published_values' method); 6 is a misread.
+    wrong = "00" + "061414112345678906"
+    for text in (hri(wrong), "]C1" + wrong, f"(00) {wrong[2:]}"):
+        with pytest.raises(ProtocolError, match="check digit wrong: expected 2, got 6"):
+            classify_code(text)
+    (element,) = GS1Message.parse_hri(hri(wrong)).element_strings
+    assert element.sscc_error is not None and "Expected 2, got 6" in element.sscc_error
+    good = classify_code(hri("00061414112345678902"))
+    assert (good.kind, good.elements) == ("gs1", (("00", "061414112345678902"),))
+
+
+def hri(element_string: str) -> str:
+    """One fixed-length element string (AI 00/01) in the bracketed form."""
+    return f"({element_string[:2]}){element_string[2:]}"
+
+
+def _no_brackets(elements: list[tuple[str, str]]) -> bool:
+    # A value holding "(" cannot be told from the next AI in the bracketed form (§4.15).
+    return not any("(" in v or ")" in v for _, v in elements)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(element_strings().filter(_no_brackets), st.booleans())
+def test_generated_bracketed_codes_agree_with_biip_and_the_aim_form(
+    elements: list[tuple[str, str]], spaced: bool
+) -> None:
+    sep = " " if spaced else ""
+    text = sep.join(f"({ai}){sep}{value}" for ai, value in elements)
+    code = classify_code(text)
+    assert (code.kind, list(code.elements)) == ("gs1", elements)
+    assert code.text == "".join(f"({ai}){v}" for ai, v in elements)
+    assert classify_code("]C1" + _concatenate(elements)).elements == code.elements
+    assert _pairs(GS1Message.parse_hri(text).element_strings) == elements
+
+
+@settings(max_examples=200, deadline=None)
+@given(_KEY_AIS, st.data())
+def test_bracketed_check_digit_failures_agree_with_biip(ai: str, data: st.DataObject) -> None:
+    size = 18 if ai == "00" else 14 if ai[0] == "0" else 13
+    payload = data.draw(st.text(alphabet="0123456789", min_size=size - 1, max_size=size - 1))
+    good = gs1_standard_check_digit(payload)
+    wrong = data.draw(st.integers(0, 9).filter(lambda d: d != good))
+    with pytest.raises(ProtocolError, match="check digit"):
+        classify_code(f"({ai}){payload}{wrong}")
+    (element,) = GS1Message.parse_hri(f"({ai}){payload}{wrong}").element_strings
+    assert element.gtin_error or element.sscc_error or element.gln_error
+    assert parse_hri(f"({ai}){payload}{good}") == ((ai, f"{payload}{good}"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("(01)0952012345678", "does not match format"),  # 13 digits where (01) has 14
+        ("(01)095201234567881", "does not match format"),  # 15: the AI's length is fixed
+        ("(00)06141411234567890", "does not match format"),  # 17 digits, SSCC has 18
+        ("(10)" + "A" * 21, "does not match format"),  # lot longer than an..20
+        ("(8043)1", "unknown GS1 Application Identifier"),
+        ("(10)", "has no value"),
+        ("(01)09520123456788(10)", "has no value"),
+        ("(01)09520123456788 junk", "does not match format"),
+        ("(17)171302", "month 13"),
+        ("(01)09520123456788(01)09520123456795", "repeats"),
+    ],
+)
+def test_bracketed_faults_are_typed_errors(text: str, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        classify_code(text)
+
+
+def test_brackets_that_are_no_ai_are_not_gs1() -> None:
+    # Only "(" + 2-4 digits + ")" at the start is the bracketed GS1 form.
+    for text in ("(1)SEAL-9", "(SEAL)123", "SEAL(01)09520123456788", "(12345)X"):
+        assert classify_code(text).kind == "opaque"
 
 
 # ---------------------------------------------------------------- Digital Link

@@ -11,7 +11,9 @@ pure function the camera decoder calls too) decides what the text is:
     a GS1 element string (GS1 General Specifications §3 AI table, §7.8
     concatenation: FNC1 transmitted as ASCII GS 0x1D ends a variable-length
     field; fields whose AI prefix is in the predefined-length table need no
-    separator). Values are checked against the AI's format (every AI of
+    separator), or the same written in the human-readable interpretation
+    ``(AI)value(AI)value`` (§4.15) as printed under a barcode and typed from
+    it. Values are checked against the AI's format (every AI of
     §3.2 except 8043), GTIN/SSCC/GLN/GRAI/GSRN/… check digits with the GS1 mod-10
     algorithm (§7.9.1) and the YYMMDD dates of AIs 11-17, 4326 and 7006
     (§7.12). The GS1 Barcode Syntax Dictionary's further lint rules (country
@@ -31,13 +33,17 @@ itself GS1 and fails validation (bad check digit, bad format, unknown AI) is a
 never an opaque seal: recording a mis-scanned key as a seal id would put a
 wrong identity into the custody chain. A code declares itself GS1 when it has a
 GS1 AIM identifier (]C1 ]e0 ]d2 ]Q3 ]J1, or ]E0/]E4 for EAN/UPC GTINs), contains
-GS (FNC1), or is an http(s) URI with a primary-key AI segment followed by a
-value in that AI's format. Undeclared text (a scanner not set to send AIM
-identifiers, or plain Code 128) is classified ``gs1`` only if it parses
-completely *and* its first AI carries a check digit that verifies; otherwise it
-is ``opaque``: numeric seal serials (ISO 17712 seals, iTSCi bag tags,
-device-protocols.md §4.4) must not be rejected just because they start with
-"00" or "01". Turn on AIM identifiers in the scanner to get strict checking.
+GS (FNC1), starts with a bracketed AI such as ``(00)`` (the human-readable form:
+nothing else writes an AI in brackets, so it is checked as strictly as a code
+with its AIM identifier: every AI known, every value in its AI's format and
+length, every check digit and date right), or is an http(s) URI with a
+primary-key AI segment followed by a value in that AI's format. Undeclared
+text (a scanner not set to send AIM identifiers, or plain Code 128) is
+classified ``gs1`` only if it parses completely *and* its first AI carries a
+check digit that verifies; otherwise it is ``opaque``: numeric seal serials
+(ISO 17712 seals, iTSCi bag tags, device-protocols.md §4.4) must not be
+rejected just because they start with "00" or "01". Turn on AIM identifiers in
+the scanner to get strict checking.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ __all__ = [
     "gs1_check_digit",
     "parse_digital_link",
     "parse_element_string",
+    "parse_hri",
 ]
 
 GS = "\x1d"  # FNC1 as transmitted by scanners (GS1 General Specifications §7.8)
@@ -347,8 +354,7 @@ def parse_element_string(data: str) -> tuple[tuple[str, str], ...]:
     repeats with a different value (§4.14 rules on AI combinations).
     """
     pos = 1 if data.startswith(GS) else 0  # a transmitted leading FNC1 is tolerated
-    elements: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
     while pos < len(data):
         ai = _lookup_ai(data, pos)
         pos += len(ai)
@@ -366,6 +372,16 @@ def parse_element_string(data: str) -> tuple[tuple[str, str], ...]:
             end = len(data) if end < 0 else end
             value = data[pos:end]
             pos = end + 1 if end < len(data) else end
+        pairs.append((ai, value))
+    return _checked(pairs)
+
+
+def _checked(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Validate each (AI, value) and drop exact repeats; an AI repeating with a
+    different value is an error (§4.14 rules on AI combinations)."""
+    elements: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for ai, value in pairs:
         _validate(ai, value)
         if seen.get(ai, value) != value:
             raise ProtocolError(f"AI ({ai}) repeats with a different value")
@@ -375,6 +391,35 @@ def parse_element_string(data: str) -> tuple[tuple[str, str], ...]:
     if not elements:
         raise ProtocolError("empty GS1 element string")
     return tuple(elements)
+
+
+# §4.15: the human-readable interpretation puts each AI in round brackets before its
+# value. An AI is 2 to 4 digits (§3.2).
+_HRI_AI = re.compile(r"\((\d{2,4})\)")
+_HRI_START = re.compile(r"\s*\(\d{2,4}\)")
+
+
+def parse_hri(text: str) -> tuple[tuple[str, str], ...]:
+    """Split and validate a GS1 element string written as ``(AI)value(AI)value``.
+
+    The same checks as ``parse_element_string`` (known AI, the value's format and
+    length, check digit, date, repeats), and the whole text must be AI/value pairs:
+    spaces around a bracketed AI are ignored (labels print them, people type them),
+    anything else outside a pair is an error. A value holding ``(`` + digits + ``)``
+    cannot be told from the next AI in this form; GS1 labels avoid it (§4.15).
+    """
+    parts = _HRI_AI.split(text.strip())
+    if parts[0]:
+        raise ProtocolError(f"GS1 text must start with a bracketed AI such as (01): {text!r}")
+    pairs: list[tuple[str, str]] = []
+    for ai, raw in _pairs(parts[1:]):
+        if ai not in _AIS:
+            raise ProtocolError(f"unknown GS1 Application Identifier ({ai})")
+        value = raw.strip(" ")
+        if not value:
+            raise ProtocolError(f"AI ({ai}) has no value")
+        pairs.append((ai, value))
+    return _checked(pairs)
 
 
 # GS1 Digital Link URI Syntax 1.2 §4 (Table of primary keys and key
@@ -524,6 +569,9 @@ def classify_code(text: str, symbology: str | None = None) -> SealCode:
     if not payload:
         raise ProtocolError("empty code")
 
+    if _HRI_START.match(payload) and symbology not in _GTIN_SYMBOLOGIES:
+        elements = parse_hri(payload)
+        return SealCode(text=_hri(elements), kind="gs1", elements=elements, symbology=symbology)
     if symbology in _GS1_ELEMENT_SYMBOLOGIES or GS in payload:
         elements = parse_element_string(payload)
         return SealCode(text=_hri(elements), kind="gs1", elements=elements, symbology=symbology)
