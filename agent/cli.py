@@ -190,6 +190,12 @@ def cmd_config_set(args: argparse.Namespace) -> int:
 
 
 def cmd_config_settings(args: argparse.Namespace) -> int:
+    if args.json:
+        _print_json([
+            {"key": s.key, "default": s.default, "required": s.default is None, "help": s.help}
+            for s in SETTINGS
+        ])  # fmt: skip
+        return 0
     for s in SETTINGS:
         default = "(required)" if s.default is None else json.dumps(s.default)
         print(f"{s.key} = {default}\n    {s.help}")
@@ -364,7 +370,10 @@ def cmd_events_export(args: argparse.Namespace) -> int:
         fsync_directory(out)  # the kid sub-folders' own names
     finally:
         outbox.close()
-    print(f"exported {n} event(s) to {out}")
+    if args.json:
+        _print_json({"format": "cose", "out": str(out), "exported": n})
+    else:
+        print(f"exported {n} event(s) to {out}")
     return 0
 
 
@@ -388,7 +397,14 @@ def _export_epcis(args: argparse.Namespace) -> int:
         outbox.close()
     out = Path(args.out)
     replace_file(out, result.text().encode("utf-8"), mode=None)
-    print(result.describe(out))
+    if args.json:
+        _print_json({
+            "format": "epcis", "out": str(out), "exported": result.exported,
+            "error_declarations": result.error_declarations, "skipped": result.skipped,
+            "voids_unmatched": result.voids_unmatched,
+        })  # fmt: skip
+    else:
+        print(result.describe(out))
     return 0
 
 
@@ -655,7 +671,7 @@ COMMANDS = Command(
             Command("check", "validate the config file; name every bad value", cmd_config_check,
                     args=(JSON,)),
             Command("settings", "list every setting with its default and help",
-                    cmd_config_settings),
+                    cmd_config_settings, args=(JSON,)),
             Command(
                 "set", "set settings in config.toml (validated, comments kept)", cmd_config_set,
                 args=(arg("pairs", nargs="+", metavar="KEY VALUE",
@@ -737,6 +753,7 @@ COMMANDS = Command(
                     arg("--out", required=True, metavar="DIR|FILE",
                         help="output directory or file"),
                     *(arg(flag, **options) for flag, options in epcis.LOCATION_OPTIONS),
+                    JSON,
                 ),
             ),
             Command("verify", "verify signatures, chain and commitments", cmd_events_verify,

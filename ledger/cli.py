@@ -192,6 +192,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     certs = pki.revoke(args.device) if pki.ca_file.exists() else []
     if n == 0 and not certs:
         raise ConfigError("registry", args.device, "no enrolled, unrevoked key for this device")
+    if args.json:
+        print(json.dumps({
+            "device": args.device, "keys_revoked": n, "certificates_revoked": len(certs),
+            "crl": str(pki.crl_file) if certs else None,
+            "retire": [
+                {"kid": kid.hex(), "last_seq": seq,
+                 "last_checkpoint": checkpoint.hex() if checkpoint else None}
+                for kid, seq, checkpoint in ends
+            ],
+        }))  # fmt: skip
+        return 0
     print(f"revoked {n} key(s) of {args.device}; its later records will be rejected")
     if certs:
         print(
@@ -558,7 +569,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
     out = Path(args.out)
     replace_file(out, result.text().encode("utf-8"), mode=None)
-    print(result.describe(out))
+    if args.json:
+        print(json.dumps({
+            "format": "epcis", "out": str(out), "exported": result.exported,
+            "error_declarations": result.error_declarations, "skipped": result.skipped,
+            "voids_unmatched": result.voids_unmatched,
+        }))  # fmt: skip
+    else:
+        print(result.describe(out))
     return 0
 
 
@@ -628,6 +646,7 @@ COMMANDS = Command(
             args=(
                 arg("device", help="device id"),
                 arg("--pki-dir", metavar="DIR", help=PKI_DIR_HELP),
+                JSON,
             ),
         ),
         Command(
@@ -800,6 +819,7 @@ COMMANDS = Command(
                 arg("--device",
                     help="only this device's events (default: all, in log order)"),
                 *(arg(flag, **options) for flag, options in epcis.LOCATION_OPTIONS),
+                JSON,
             ),
         ),
         Command("devices", "list enrolled device keys, their chain heads and forks", cmd_devices,

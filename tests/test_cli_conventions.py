@@ -4,6 +4,7 @@ after the command, a quiet exit when the reader goes away, shell completion, pro
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shlex
 import subprocess
@@ -19,8 +20,10 @@ import pytest
 import agent.cli
 import custody
 from agent import cli_table
+from agent.identity import load_device_key
 from ledger import authority_cli
 from ledger import cli as ledger_cli
+from ledger.store import LedgerStore
 from ledger.verify import cli as verify_cli
 from ledger.verify import cli_table as ledger_cli_table
 from tests.brokers import MosquittoBroker, TestPKI
@@ -331,3 +334,52 @@ def test_sync_once_shows_progress_while_it_runs_on_a_terminal(
     piped = run(*argv)
     assert piped.returncode == 0, piped.stderr
     assert "acked [" not in piped.stderr
+
+
+# --- --json where a script reads the output ---------------------------------------------------
+def test_config_settings_and_exports_print_json_for_scripts(
+    recorded: Gateway, tmp_path: Path
+) -> None:
+    settings = run("custody-agent", "config", "settings", "--json", "--data-dir", recorded.data_dir)
+    assert settings.returncode == 0, settings.stderr
+    listed = json.loads(settings.stdout)
+    assert {"sync.broker", "weighbridge.window_s"} <= {s["key"] for s in listed}
+    assert all(s["help"] and set(s) == {"key", "default", "required", "help"} for s in listed)
+    cose = run("custody-agent", "events", "export", "--out", tmp_path / "cose", "--json",
+               "--data-dir", recorded.data_dir)  # fmt: skip
+    assert json.loads(cose.stdout) == {"format": "cose", "out": str(tmp_path / "cose"),
+                                       "exported": 13}  # fmt: skip
+    epcis = run("custody-agent", "events", "export", "--format", "epcis", "--out",
+                tmp_path / "e.json", "--json", "--data-dir", recorded.data_dir)  # fmt: skip
+    got = json.loads(epcis.stdout)
+    assert (got["format"], got["exported"], got["error_declarations"]) == ("epcis", 12, 0)
+    document = json.loads((tmp_path / "e.json").read_text())
+    assert len(document["epcisBody"]["eventList"]) == got["exported"]
+
+
+def test_the_ledgers_revoke_and_export_print_json_for_scripts(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    data = tmp_path / "central"
+    assert run("custody-ledger", "--data-dir", data, "init").returncode == 0
+    key = load_device_key(gateway.data_dir / "device.key")
+    store = LedgerStore(data / "ledger.sqlite")
+    try:
+        store.enroll(gateway.device_id, gateway.site_id, key.public_key, key.kid)
+    finally:
+        store.close()
+    revoked = run("custody-ledger", "revoke", gateway.device_id, "--json", "--data-dir", data)
+    assert revoked.returncode == 0, revoked.stderr
+    got = json.loads(revoked.stdout)
+    assert (got["device"], got["keys_revoked"], got["certificates_revoked"]) == (
+        gateway.device_id,
+        1,
+        0,
+    )
+    assert [r["kid"] for r in got["retire"]] in ([], [key.kid.hex()])
+    exported = run("custody-ledger", "export", "--out", tmp_path / "e.json", "--json",
+                   "--data-dir", data)  # fmt: skip
+    assert json.loads(exported.stdout) == {
+        "format": "epcis", "out": str(tmp_path / "e.json"), "exported": 0,
+        "error_declarations": 0, "skipped": 0, "voids_unmatched": 0,
+    }  # fmt: skip
