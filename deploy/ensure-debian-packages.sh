@@ -19,6 +19,7 @@ packages=(
   openssl        # the test PKI (CA, broker, ledger and device certificates)
   postgresql     # the ledger's scale-out store; tests start throwaway clusters
   shellcheck     # tests lint the deploy/ scripts (2.6 MB)
+  chromium       # tests load the status pages in a real headless browser
 )
 [ $# -eq 0 ] || packages=("$@")
 

@@ -346,6 +346,32 @@ class Outbox:
             ).fetchall()
         return [(int(i), bytes(e), str(t), int(ms), bytes(env)) for i, e, t, ms, env in rows]
 
+    def captures_between(
+        self, types: tuple[str, ...], start_ms: int, end_ms: int, *, limit: int
+    ) -> list[StoredEvent]:
+        """Events of ``types`` whose device time is in ``[start_ms, end_ms)``, newest first,
+        at most ``limit`` (the status page's "today")."""
+        marks = ", ".join("?" * len(types))
+        with translate_sqlite_errors("listing captures"):
+            rows = self.conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE type IN ({marks}) "
+                "AND device_time_ms >= ? AND device_time_ms < ? ORDER BY id DESC LIMIT ?",
+                (*types, start_ms, end_ms, int(limit)),
+            ).fetchall()
+        return [StoredEvent.from_row(r) for r in rows]
+
+    def last_acked_ms(self) -> int | None:
+        """When the newest acknowledged record was acknowledged (local time), or None.
+
+        Acks release a chain prefix, so the acked record with the highest row id carries
+        the latest ack; the (state, id) index finds it without a scan."""
+        with translate_sqlite_errors("reading the last ack"):
+            row = self.conn.execute(
+                "SELECT state_ms FROM events WHERE state = ? ORDER BY id DESC LIMIT 1",
+                (str(RecordState.ACKED),),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     def usage_bytes(self) -> int:
         """Bytes on disk: the database, its WAL and shared-memory file."""
         total = 0

@@ -13,6 +13,12 @@ unplugged, broker down: HTTP 200, the service is doing what it can), and
 ``failing`` when a worker is not alive (HTTP 503: the watchdog is being
 withheld and systemd will restart the service).
 
+``/`` is the status page for people (``agent.service.page``). Access follows
+``custody.webpage.Access``: on loopback everything is open; on any other address the
+page needs ``service.http_token_file``'s token and is refused (403) without one; once
+a token is set, ``/metrics`` and ``/healthz`` need it too (Prometheus sends it with
+``authorization: credentials_file``).
+
 The server is ``http.server.ThreadingHTTPServer`` on 127.0.0.1 by default;
 it reads state, never changes it.
 """
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,7 +42,9 @@ from agent.clock import Clock
 from agent.outbox import Outbox, RecordState
 from agent.service.workers import Sample
 from agent.status import GatewayStatus, read_status
+from custody.errors import CustodyError
 from custody.event import TimeQuality
+from custody.webpage import Access
 
 __all__ = ["METRICS", "HealthServer", "MetricSpec", "OutboxGauges", "SampleCollector"]
 
@@ -144,6 +152,7 @@ _DECLARED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "Unix time the service started."),
 )  # fmt: skip
 METRICS: dict[str, MetricSpec] = {n: MetricSpec(k, h, labels) for n, k, labels, h in _DECLARED}
+T = TypeVar("T")
 
 
 class SampleSource(Protocol):
@@ -197,6 +206,11 @@ class OutboxGauges:
     def snapshot(self) -> dict[str, Any]:
         return self.status().as_json()
 
+    def read(self, fn: Callable[[Outbox], T]) -> T:
+        """``fn`` run on the scrape connection, one HTTP thread at a time."""
+        with self._lock:
+            return fn(self.outbox)
+
     def samples(self) -> Iterator[Sample]:
         st = self.status()
         for state in RecordState:
@@ -228,10 +242,14 @@ class HealthServer:
         *,
         health: Callable[[], dict[str, Any]],
         samples: SampleSource,
+        page: Callable[[], bytes] | None = None,
+        access: Access | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SampleCollector(samples))
         self.health = health
+        self.page = page
+        self.access = access or Access(host)
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
@@ -259,7 +277,25 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server dispatches to
                 path = self.path.split("?", 1)[0]
-                if path == "/healthz":
+                access = server.access
+                if path == "/" and server.page is not None and access.refusal():
+                    self._send(403, "text/plain; charset=utf-8", str(access.refusal()).encode())
+                elif not access.allows(self.headers.get("Authorization")):
+                    body = b"this server needs the token of service.http_token_file\n"
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="custody gateway"')
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif path == "/" and server.page is not None:
+                    try:
+                        page = server.page()
+                    except CustodyError as exc:  # e.g. the store does not answer
+                        self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode())
+                    else:
+                        self._send(200, "text/html; charset=utf-8", page)
+                elif path == "/healthz":
                     report = server.health()
                     code = HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "failing" else 200
                     body = json.dumps(report, sort_keys=True, default=str).encode()
@@ -267,7 +303,7 @@ class HealthServer:
                 elif path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
                 else:
-                    self._send(404, "text/plain; charset=utf-8", b"try /healthz or /metrics\n")
+                    self._send(404, "text/plain; charset=utf-8", b"try /, /healthz or /metrics\n")
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
                 self.send_response(code)

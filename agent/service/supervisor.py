@@ -53,6 +53,7 @@ from agent.service.context import PortSpec, ServiceContext, WorkflowPlugin
 from agent.service.health import HealthServer, OutboxGauges
 from agent.service.logs import EventLog
 from agent.service.notify import Notifier
+from agent.service.page import GatewayPage, access_for
 from agent.service.workers import (
     CheckpointWorker,
     PortBus,
@@ -253,8 +254,9 @@ class Service:
     def _bind(self, cfg: AgentConfig) -> HealthServer:
         try:
             server = HealthServer(
-                cfg.http_host, cfg.http_port, health=self.health_report, samples=self
-            )
+                cfg.http_host, cfg.http_port, health=self.health_report, samples=self,
+                page=self._status_page(cfg), access=access_for(cfg, self.paths.root),
+            )  # fmt: skip
         except OSError as exc:
             raise ConfigError(
                 cfg.source, "service.http_port", f"cannot listen on "
@@ -265,6 +267,17 @@ class Service:
         self._write_service_file(host, port)
         self.log.info("http.listening", url=f"http://{host}:{port}", file=str(self._service_file))
         return server
+
+    def _status_page(self, cfg: AgentConfig) -> GatewayPage:
+        assert self.gauges is not None
+        return GatewayPage(
+            device_id=cfg.device_id, site_id=cfg.site_id, health=self.health_report,
+            status=self.gauges.status, read=self.gauges.read, ports=self._port_workers,
+        )  # fmt: skip
+
+    def _port_workers(self) -> list[PortWorker]:
+        with self._slots_lock:
+            return [s.worker for s in self.slots.values() if isinstance(s.worker, PortWorker)]
 
     @property
     def _service_file(self) -> Path:
@@ -427,6 +440,8 @@ class Service:
             self._spawn(self.slots[name])
         if (new.http_host, new.http_port) != (old.http_host, old.http_port):
             self._rebind(new)
+        elif self.http is not None:
+            self._reread_token(new)
         self.reloads["ok"] += 1
         self.log.info(
             "config.reloaded", file=new.source, restarted=sorted(built), stopped=sorted(
@@ -443,6 +458,16 @@ class Service:
         if self.http is not None:
             self.http.stop()
         self.http = server
+
+    def _reread_token(self, cfg: AgentConfig) -> None:
+        """A reload takes a new or rotated token file without rebinding the port."""
+        assert self.http is not None
+        try:
+            self.http.access = access_for(cfg, self.paths.root)
+        except ConfigError as exc:
+            self.log.error(
+                "http.token_failed", key=exc.key, reason=exc.reason, action="kept the old token"
+            )
 
     # --- health and metrics (called on HTTP threads) ---------------------------------------
     def health_report(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from custody.errors import ConfigError
 from custody.keys import DeviceKey
 from firmware_bridge.errors import DisconnectedError, PortConfigError
 from firmware_bridge.protocols import registry
-from firmware_bridge.transport import PortEvent, PortReader, PortState, StateChanged
+from firmware_bridge.transport import FrameRead, PortEvent, PortReader, PortState, StateChanged
 from sync.uplink import Uplink, UplinkStats
 
 __all__ = [
@@ -296,6 +296,9 @@ class PortWorker:
         self.bus = bus if bus is not None else PortBus()
         self._log = log
         self._running = False
+        # The newest frame and when it arrived (wall time), for the status page.
+        self.last_frame: FrameRead | None = None
+        self.last_frame_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -327,6 +330,8 @@ class PortWorker:
             raise RuntimeError(f"the reader thread of {self.url} ended without being stopped")
 
     def _handle(self, event: PortEvent) -> None:
+        if isinstance(event, FrameRead):
+            self.last_frame, self.last_frame_at = event, time.time()
         if isinstance(event, StateChanged):
             down = event.state is PortState.DOWN
             reason = self.reader.last_error if down else None
