@@ -52,6 +52,7 @@ from agent.recorder import Recorder
 from agent.service.context import PortSpec, ServiceContext, WorkflowPlugin
 from agent.service.health import HealthServer, OutboxGauges
 from agent.service.logs import EventLog
+from agent.service.nosync import SyncNotConfigured
 from agent.service.notify import Notifier
 from agent.service.page import GatewayPage, access_for
 from agent.service.workers import (
@@ -216,6 +217,8 @@ class Service:
                     heartbeat_timeout_s=cfg.heartbeat_timeout_s,
                 ),
             )  # fmt: skip
+        else:  # said in the log and kept in /healthz (degraded) while it lasts
+            wanted["sync"] = ((), lambda: SyncNotConfigured(self.log.event))
         built: dict[str, tuple[object, Worker]] = {}
         names = set(wanted)
         for name, (fingerprint, make) in wanted.items():
