@@ -310,6 +310,19 @@ SETTINGS: tuple[Setting, ...] = (
             "empty: none."),
     Setting("scan.language", "scan_language", "", lambda v: _choice(v, ("", "en", "fr")),
             "Language of the scan console: en or fr; empty: from LANG."),
+    # Plausible bag masses at the bagging station: hydroxide leaves in 1-2 t FIBCs
+    # (DOMAIN.md "The material and its path"); an empty FIBC is a few kg.
+    Setting("scan.bag_min_kg", "scan_bag_min_kg", 100, _int_range(1, 100_000),
+            "Lightest plausible bag in kg, weighed or typed, at the scan console; a lighter "
+            "one is refused and counted (an empty bag, a person on the platform, or a weight "
+            "typed in tonnes)."),
+    Setting("scan.bag_max_kg", "scan_bag_max_kg", 2500, _int_range(1, 100_000),
+            "Heaviest plausible bag in kg at the scan console (a 2 t big bag with margin); "
+            "a heavier one is refused and counted (a scale fault, or a truck's mass typed)."),
+    Setting("scan.numeric_seals", "scan_numeric_seals", False, _bool,
+            "Seal ids at this site may be bare numbers of up to 6 digits: accept one typed "
+            "at the seal prompt. False: it is refused as a probable weight typed in the "
+            "wrong place (codes from a serial scanner or camera are always taken)."),
     Setting("clock.earliest_valid", "earliest_valid", "2026-01-01", _date,
             "A device time before this date is recorded with time quality 'none' "
             "(clock not set after a power cut); the capture itself is never refused."),
@@ -371,6 +384,9 @@ class AgentConfig:
     scan_scanner_port: str
     scan_camera: str
     scan_language: str
+    scan_bag_min_kg: int
+    scan_bag_max_kg: int
+    scan_numeric_seals: bool
     earliest_valid: str
     source: str = "<defaults>"
 
@@ -419,6 +435,7 @@ def _problems(flat: dict[str, Any], source: str) -> tuple[dict[str, Any], list[C
 _RANGES = (
     ("weighbridge.gross_min_kg", "weighbridge.gross_max_kg"),
     ("weighbridge.tare_min_kg", "weighbridge.tare_max_kg"),
+    ("scan.bag_min_kg", "scan.bag_max_kg"),
 )
 
 

@@ -461,6 +461,105 @@ def test_camera_reads_a_seal_label(gateway: Gateway, tmp_path: Path) -> None:
     assert live_bags(d) == {"SEAL-CAM-0001": "LOT-CAM"}
 
 
+def test_a_typed_weight_is_never_a_seal_and_typed_gs1_is_checked(gateway: Gateway) -> None:
+    """No scale: "1500" typed after a seal was a bag with seal id "1500"; a bracketed GS1
+    code with a wrong check digit was a seal too."""
+    d = gateway.data_dir
+    save_lot(d, "LOT-T")
+    c = Console(d)
+    c.expect("LOT LOT-T | 0 today")
+    c.send("SEAL-T-1")
+    c.expect("bag 1 today")
+    c.send("1500")
+    c.expect("1500 looks like a weight")
+    c.expect("No weighing here: scan the SEAL")
+    c.send("(00)061414112345678906")
+    c.expect("Wrong check digit")
+    c.expect("Scan the label again")
+    c.send("(00)061414112345678902")
+    c.expect("bag 2 today")
+    c.send("c")
+    c.expect("Refused this session: 2")
+    c.quit()
+    assert_fits(c)
+    verify(d)
+    assert live_bags(d) == {"SEAL-T-1": "LOT-T", "(00)061414112345678902": "LOT-T"}
+
+
+def test_numeric_seals_setting_takes_a_bare_number_as_a_seal(gateway: Gateway) -> None:
+    d = gateway.data_dir
+    result = run_cli("--data-dir", str(d), "config", "set", "scan.numeric_seals", "true")
+    assert result.returncode == 0, result.stderr
+    save_lot(d, "LOT-N")
+    c = Console(d)
+    c.expect("LOT LOT-N | 0 today")
+    c.send("004711")
+    c.expect("bag 1 today")
+    c.send("1500.5")
+    c.expect("1500.5 looks like a weight")
+    c.quit()
+    assert live_bags(d) == {"004711": "LOT-N"}
+
+
+def test_implausible_bag_masses_are_refused_typed_or_weighed(
+    gateway: Gateway, scale_pty: Any
+) -> None:
+    d = gateway.data_dir
+    fd, port = scale_pty
+    save_lot(d, "LOT-P")
+    c = Console(d, "--scale-port", port, "--scale-dialect", "ad-cas")
+    c.expect("LOT LOT-P | 0 today")
+    c.send("1500")  # the weight before the seal
+    c.expect("Scan the SEAL first, then weigh")
+    c.send("]C1" + sscc(41))
+    c.expect("s = no weight")
+    c.send("30680")
+    c.expect("30680 kg: too heavy for a bag")
+    c.expect("Type the weight again in kg")
+    os.write(fd, scale_frame("30680.0") * 4)
+    c.expect("30680.0 kg: too heavy for a bag")
+    c.expect("Check the scale, weigh again")
+    os.write(fd, scale_frame("0.0") + scale_frame("1502.5") * 3)
+    c.expect("bag 1 today")
+    c.send("c")
+    c.expect("Refused this session: 3")
+    c.quit()
+    assert "Refused this session: 3" in c.transcript[-1]  # said again at the end
+    assert_fits(c)
+    verify(d)
+    weighings = [(b["seals"], m) for _, t, b, m in events(d) if t == "weighing"]
+    assert weighings == [([hri(sscc(41))], {"bag": 15025})]
+    assert live_bags(d) == {hri(sscc(41)): "LOT-P"}
+
+
+def test_bag_range_settings_are_used(gateway: Gateway, scale_pty: Any) -> None:
+    d = gateway.data_dir
+    _fd, port = scale_pty
+    result = run_cli("--data-dir", str(d), "config", "set",
+                     "scan.bag_min_kg", "20", "scan.bag_max_kg", "60")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    save_lot(d, "LOT-R")
+    c = Console(d, "--scale-port", port)
+    c.expect("LOT LOT-R | 0 today")
+    c.send("SEAL-R-1")
+    c.expect("s = no weight")
+    c.send("61")
+    c.expect("A bag is 20 to 60 kg")
+    c.send("50")
+    c.expect("50 kg (typed)")
+    c.quit()
+    assert [m for _, t, _, m in events(d) if t == "weighing"] == [{"bag": 500}]
+
+
+def test_a_bag_range_upside_down_is_a_config_error(gateway: Gateway) -> None:
+    d = gateway.data_dir
+    result = run_cli("--data-dir", str(d), "config", "set",
+                     "scan.bag_min_kg", "3000", "scan.bag_max_kg", "2000")  # fmt: skip
+    assert result.returncode != 0
+    assert "scan.bag_min_kg" in result.stderr
+    assert "scan.bag_max_kg = 2000" in result.stderr
+
+
 def test_scan_help_is_there() -> None:
     result = run_cli("scan", "--help")
     assert result.returncode == 0

@@ -74,9 +74,11 @@ class Outbox:
         self.event("void", {"target": target, "reason": "test"})
 
 
-def session(scale: bool = False, lot: str | None = None) -> tuple[ScanSession, Outbox]:
+def session(
+    scale: bool = False, lot: str | None = None, numeric_seals: bool = False
+) -> tuple[ScanSession, Outbox]:
     index = ScanIndex()
-    s = ScanSession(T, index, lot=lot, scale=scale, tz=dt.UTC)
+    s = ScanSession(T, index, lot=lot, scale=scale, tz=dt.UTC, numeric_seals=numeric_seals)
     s.start(NOW)
     return s, Outbox(index)
 
@@ -301,6 +303,112 @@ def test_skip_manual_weight_and_cancel_while_weighing() -> None:
     step = s.handle("x", NOW)
     assert (step.effects, s.mode) == ((), Mode.READY)
     assert s.index.seen("SEAL-3") is None
+
+
+@pytest.mark.parametrize("scale", [False, True])
+def test_a_number_at_the_seal_prompt_is_refused_as_a_weight(scale: bool) -> None:
+    s, box = session(scale=scale, lot="LOT-A")
+    for text in ("1500", "1500.5", "1499,5", "1500 kg", "1500kg", "15"):
+        step = s.handle(text, NOW)
+        assert step.effects == ()
+        assert (step.screen.kind, s.mode) == (Kind.ERROR, Mode.READY)
+        assert step.screen.lines[0] == f"{text} looks like a weight"
+        hint = "Scan the SEAL first, then weigh" if scale else "No weighing here: scan the SEAL"
+        assert step.screen.lines[1] == hint
+    assert s.refused == {"weight_as_seal": 6}
+    # Codes that are not a bare weight are seals as before: letters, 7+ digits, valid GS1.
+    for seal in ("SEAL-1500", "1234567", sscc(1)):
+        step = s.handle(seal, NOW)
+        assert step.screen.kind is not Kind.ERROR, seal
+        if scale:
+            step = s.handle("s", NOW)
+        (effect,) = step.effects
+        assert isinstance(effect, RecordBag)
+        s.recorded(box.record(effect), NOW)
+    assert {b.seal for b in s.index.bags()} == {"SEAL-1500", "1234567", hri(sscc(1))}
+    assert "Refused this session: 6" in s.handle("c", NOW).screen.lines
+
+
+def test_a_number_at_the_lot_prompt_is_a_lot() -> None:
+    s, _ = session()
+    step = s.handle("1500", NOW)
+    assert (s.mode, s.lot, step.effects) == (Mode.READY, "1500", (SaveLot("1500"),))
+
+
+def test_numeric_seal_sites_take_whole_numbers_as_seals() -> None:
+    s, box = session(lot="LOT-N", numeric_seals=True)
+    assert record(s, box, "1500").lines[0] == "1500"
+    assert s.index.seen("1500") is not None
+    # A decimal part or "kg" is never part of a seal id.
+    for text in ("1500.5", "1501 kg"):
+        assert s.handle(text, NOW).screen.lines[0] == f"{text} looks like a weight"
+    assert s.refused == {"weight_as_seal": 2}
+
+
+def test_typed_bag_mass_outside_the_plausible_range_is_refused() -> None:
+    s, box = session(scale=True, lot="LOT-A")
+    s.handle("SEAL-1", NOW)
+    step = s.handle("30680", NOW)
+    assert (step.effects, s.mode, step.screen.kind) == ((), Mode.WEIGHING, Kind.ERROR)
+    assert step.screen.lines == (
+        "30680 kg: too heavy for a bag", "A bag is 100 to 2500 kg", "Type the weight again in kg",
+    )  # fmt: skip
+    assert step.screen.extra == ("scale not connected",)  # the weighing goes on underneath
+    step = s.handle("1.5", NOW)  # tonnes typed where kg are asked
+    assert step.screen.lines[0] == "1.5 kg: too light for a bag"
+    assert s.handle("1500.55", NOW).screen.lines == (
+        "Not a weight: 1500.55",
+        "Type kg, e.g. 1500.5",
+    )
+    step = s.handle("2500 kg", NOW)  # the bounds are plausible
+    assert step.effects == (RecordBag("SEAL-1", "LOT-A", 25000, manual_mass=True),)
+    s.recorded(box.record(step.effects[0]), NOW)
+    assert s.refused == {"bag_mass": 2}
+    screen = s.handle("c", NOW).screen
+    assert screen.lines[-2:] == ("Refused this session: 2", "Scan a seal")
+
+
+def test_scale_reading_outside_the_plausible_range_is_refused_once_per_steady_reading() -> None:
+    s, _ = session(scale=True, lot="LOT-A")
+    s.handle("SEAL-1", NOW)
+    steps = [s.scale_reading(reading("30680.0"), NOW) for _ in range(8)]
+    # A refusal rings; the redraws after it (the live reading under it) do not.
+    errors = [st for st in steps if st is not None and st.screen.bell]
+    assert [e.screen.lines[0] for e in errors] == ["30680.0 kg: too heavy for a bag"]
+    assert errors[0].screen.lines[2] == "Check the scale, weigh again"
+    assert all(st is None or st.effects == () for st in steps)
+    assert (s.mode, s.refused) == (Mode.WEIGHING, {"bag_mass": 1})
+    # Another steady reading is judged afresh: a person on the platform is refused too.
+    for _ in range(3):
+        step = s.scale_reading(reading("80.0"), NOW)
+    assert step is not None and step.screen.lines[0] == "80.0 kg: too light for a bag"
+    for _ in range(3):
+        step = s.scale_reading(reading("1502.5"), NOW)
+    assert step is not None
+    assert step.effects == (RecordBag("SEAL-1", "LOT-A", 15025),)
+    assert s.refused == {"bag_mass": 2}
+
+
+def test_bag_range_comes_from_the_caller() -> None:
+    s = ScanSession(T, ScanIndex(), lot="LOT-S", scale=True, bag_range=(Decimal(20), Decimal(60)))
+    s.start(NOW)
+    s.handle("SEAL-1", NOW)
+    assert s.handle("61", NOW).screen.lines[1] == "A bag is 20 to 60 kg"
+    assert s.handle("50", NOW).effects == (RecordBag("SEAL-1", "LOT-S", 500, manual_mass=True),)
+    with pytest.raises(ValueError, match="bag_range"):
+        ScanSession(T, ScanIndex(), bag_range=(Decimal(60), Decimal(20)))
+
+
+def test_every_refusal_says_what_to_do_next() -> None:
+    s, _ = session(scale=True, lot="LOT-A")
+    code = sscc(5)
+    bad = code[:-1] + str((int(code[-1]) + 1) % 10)
+    for text in ("]C1" + bad, hri(bad), "]C1" + "0012"):
+        lines = s.handle(text, NOW).screen.lines
+        assert lines[1] == "Scan the label again", text
+    s.handle("SEAL-1", NOW)
+    lines = s.handle("SEAL-2", NOW).screen.lines
+    assert lines == ("Finish bag SEAL-1 first", "s = no weight, x = cancel, or type kg")
 
 
 # --- the index ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -184,6 +185,8 @@ class Console:
         self.session = ScanSession(
             self.catalogue, self.index, lot=load_lot(self.data_dir),
             scale=bool(self.scale_port), stable_readings=cfg.scan_stable_readings,
+            bag_range=(Decimal(cfg.scan_bag_min_kg), Decimal(cfg.scan_bag_max_kg)),
+            numeric_seals=cfg.scan_numeric_seals,
         )  # fmt: skip
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue(INBOX_MAX)
         self.stop = threading.Event()

@@ -12,12 +12,23 @@ outbox holds comes in through the ``ScanIndex`` the front end keeps caught up, s
 The modes and the moves between them are the table ``TRANSITIONS``; a move that is not
 in it raises ``IllegalTransition`` (a bug, never an operator error) and a test walks the
 table. An operator's mistake (bad code, duplicate, unknown command) is an outcome with an
-ERROR or warning screen, and the mode stays where it was.
+ERROR or warning screen that says what to do next, and the mode stays where it was.
+
+Two plausibility checks keep a slip from becoming a custody record. A bare number typed
+at the seal prompt ("1500", "1500.5 kg") is refused as a weight typed in the wrong place
+unless the site's seals are numbers (``numeric_seals``, only for whole numbers): seal
+codes at most sites carry letters, and a keyboard-wedge scanner types exactly what a
+person would. Codes from a serial scanner or camera come from a label and are never
+taken for a weight. A bag mass, weighed or typed, outside ``bag_range`` is refused. These
+refusals and invalid codes are counted in ``refused`` (shown by the counts command and on
+quitting).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
@@ -33,6 +44,7 @@ from firmware_bridge.frames import SealCode, WeightMode, WeightReading
 from firmware_bridge.protocols.codes import classify_code
 
 __all__ = [
+    "BAG_RANGE_KG",
     "EMPTY_BELOW_KG",
     "TRANSITIONS",
     "Effect",
@@ -56,6 +68,13 @@ EMPTY_BELOW_KG = Decimal(5)
 # Specifications §3.2: AI 401 GINC, AI 402 GSIN): scanning one switches lot.
 LOT_AIS = ("401", "402")
 _MASS_STEP = Decimal("0.1")  # the record's resolution (custody.commitment.MASS_UNIT_G)
+# The plausible bag masses when the caller gives none: the defaults of scan.bag_min_kg and
+# scan.bag_max_kg (agent.settings says why).
+BAG_RANGE_KG = (Decimal(100), Decimal(2500))
+# What a person types as a weight: up to 6 digits (999,999 kg is more than any scale
+# here), an optional decimal part with a point or a French comma, an optional "kg".
+_WEIGHT_TEXT = re.compile(r"(\d{1,6})(?:[.,](\d{1,3}))?\s*(?:kg)?", re.IGNORECASE)
+_KG_SUFFIX = re.compile(r"\s*kg\Z", re.IGNORECASE)
 
 
 class Mode(StrEnum):
@@ -143,9 +162,13 @@ class ScanSession:
         scale: bool = False,
         stable_readings: int = 3,
         tz: dt.tzinfo | None = None,
+        bag_range: tuple[Decimal, Decimal] = BAG_RANGE_KG,
+        numeric_seals: bool = False,
     ) -> None:
         if stable_readings < 1:
             raise ValueError("stable_readings must be at least 1")
+        if not 0 < bag_range[0] <= bag_range[1]:
+            raise ValueError(f"bag_range must be 0 < least <= most kg, got {bag_range}")
         self.t = catalogue
         self.index = index
         self.lot = lot if lot is not None else index.last_lot
@@ -153,6 +176,10 @@ class ScanSession:
         self.scale = scale
         self.stable_readings = stable_readings
         self.tz = tz
+        self.bag_range = bag_range
+        self.numeric_seals = numeric_seals
+        # Refusals this session by kind: "weight_as_seal", "bag_mass", "bad_code".
+        self.refused: Counter[str] = Counter()
         self.pending: str | None = None  # the seal waiting for its weight
         self.pending_void: Bag | None = None  # the bag the operator is asked to void
         self.screen = Screen(status="")
@@ -163,6 +190,7 @@ class ScanSession:
         self._run = 0
         self._emptied = True
         self._last_reading: WeightReading | None = None
+        self._run_refused = False  # this run of stable readings was refused as implausible
 
     # --- the table --------------------------------------------------------------------
     def _go(self, trigger: str) -> None:
@@ -203,6 +231,8 @@ class ScanSession:
             return Step(self._refresh(self.screen))
         if command is not None:
             return self._command(command)
+        if mode is Mode.READY and _looks_like_weight(text, self.numeric_seals):
+            return self._weight_as_seal(text)
         if len(text) <= 2:
             return self._error([self.t("msg.unknown_command", text=text)])
         return self._code_text(text, None)
@@ -242,12 +272,18 @@ class ScanSession:
             self._run += 1
         else:
             self._run_value, self._run = value, 1 if value is not None else 0
+            self._run_refused = False
         if self.mode is not Mode.WEIGHING:
             return None
         if usable and kg > EMPTY_BELOW_KG and self._emptied and self._run >= self.stable_readings:
-            mass = kg_to_units(kg.quantize(_MASS_STEP, rounding=ROUND_HALF_EVEN))
+            kg = kg.quantize(_MASS_STEP, rounding=ROUND_HALF_EVEN)
+            if not self._plausible(kg):
+                if self._run_refused:  # said once per steady reading, not once per frame
+                    return self._weighing_update()
+                self._run_refused = True
+                return self._implausible(kg, typed=False)
             self._emptied = False
-            return self._record(mass, manual=False)
+            return self._record(kg_to_units(kg), manual=False)
         return self._weighing_update()
 
     def scale_state(self, state: str, now_ms: int) -> Step | None:
@@ -301,7 +337,9 @@ class ScanSession:
     def _command(self, command: str) -> Step:
         if command == "quit":
             self._go("quit")
-            return Step(self._compose(Kind.INFO, None, [self.t("msg.bye")]), (Quit(),))
+            refused = sum(self.refused.values())
+            tail = [self.t("msg.counts_refused", count=refused)] if refused else []
+            return Step(self._compose(Kind.INFO, None, [self.t("msg.bye"), *tail]), (Quit(),))
         if command == "help":
             lines = [self.t(f"msg.help_{k}") for k in ("lot", "void", "counts", "quit")]
             return self._show(Kind.INFO, None, lines)
@@ -336,13 +374,15 @@ class ScanSession:
 
     def _counts(self) -> Step:
         counts = self.index.counts(self._day(self.now_ms), self._day)
+        refused = sum(self.refused.values())
+        tail = [self.t("msg.counts_refused", count=refused)] if refused else []
         if not counts:
-            return self._show(Kind.INFO, None, [self.t("msg.counts_none")])
+            return self._show(Kind.INFO, None, [self.t("msg.counts_none"), *tail])
         lines = [self.t("msg.counts_title")]
         for lot, (n, mass) in sorted(counts.items()):
             kg = f"{units_to_kg(mass)} kg" if mass else ""
             lines.append(self.t("msg.counts_line", lot=lot, count=n, kg=kg).rstrip())
-        return self._show(Kind.INFO, None, lines)
+        return self._show(Kind.INFO, None, lines + tail)
 
     # --- codes --------------------------------------------------------------------------
     def _code_text(self, text: str, symbology: str | None) -> Step:
@@ -382,7 +422,7 @@ class ScanSession:
     def _seal(self, code: SealCode) -> Step:
         seal = code.text
         if not seal.isascii() or len(seal) > 128:
-            return self._error([self.t("msg.not_ascii")])
+            return self._error([self.t("msg.not_ascii"), self.t("msg.rescan")])
         seen = self.index.seen(seal)
         if seen is not None:
             where = self.t("msg.duplicate_where", lot=seen.lot or "-", time=self._clock(seen))
@@ -400,9 +440,15 @@ class ScanSession:
         )
 
     def _code_error(self, reason: str) -> Step:
+        self.refused["bad_code"] += 1
         if "check digit" in reason:
-            return self._error([self.t("msg.bad_check_digit"), reason])
-        return self._error([self.t("msg.bad_code"), reason])
+            return self._error([self.t("msg.bad_check_digit"), self.t("msg.rescan"), reason])
+        return self._error([self.t("msg.bad_code"), self.t("msg.rescan"), reason])
+
+    def _weight_as_seal(self, text: str) -> Step:
+        self.refused["weight_as_seal"] += 1
+        hint = "msg.weight_as_seal_scale" if self.scale else "msg.weight_as_seal_no_scale"
+        return self._error([self.t("msg.weight_as_seal", text=text), self.t(hint)])
 
     # --- weighing -------------------------------------------------------------------------
     def _weighing_input(self, text: str, command: str | None) -> Step:
@@ -418,16 +464,36 @@ class ScanSession:
             return step
         if not text:
             return self._weighing_step()
+        number = _KG_SUFFIX.sub("", text).replace(",", ".")
         try:
-            kg = Decimal(text.replace(",", "."))
+            kg = Decimal(number)
             if not kg.is_finite() or kg <= 0:
                 raise InvalidMassError(text)
             mass = kg_to_units(kg)
         except (InvalidOperation, InvalidMassError):
-            if len(text) > 2:  # a code scanned while the bag waits for its weight
-                return self._error_keep([self.t("msg.finish_bag", seal=self.pending)])
-            return self._error_keep([self.t("msg.bad_weight", text=text)])
+            if len(text) > 2 and not _looks_like_weight(text, numeric_seals=False):
+                # a code scanned while the bag waits for its weight
+                keys = self.t("screen.weighing_keys")
+                return self._error_keep([self.t("msg.finish_bag", seal=self.pending), keys])
+            return self._error_keep([self.t("msg.bad_weight", text=text), self.t("msg.type_kg")])
+        if not self._plausible(kg):
+            return self._implausible(kg, typed=True)
         return self._record(mass, manual=True)
+
+    def _plausible(self, kg: Decimal) -> bool:
+        return self.bag_range[0] <= kg <= self.bag_range[1]
+
+    def _implausible(self, kg: Decimal, *, typed: bool) -> Step:
+        """A bag mass outside ``bag_range``: refused and counted, still weighing."""
+        self.refused["bag_mass"] += 1
+        lo, hi = self.bag_range
+        what = "msg.bag_too_light" if kg < lo else "msg.bag_too_heavy"
+        lines = [
+            self.t(what, kg=kg),
+            self.t("msg.bag_range", lo=lo, hi=hi),
+            self.t("msg.type_again" if typed else "msg.weigh_again"),
+        ]
+        return self._error_keep(lines)
 
     def _record(self, mass: int | None, *, manual: bool) -> Step:
         assert self.pending is not None
@@ -531,6 +597,17 @@ class ScanSession:
     def _clock(self, m: object) -> str:
         ms = getattr(m, "time_ms", 0)
         return dt.datetime.fromtimestamp(ms / 1000, self.tz).strftime("%H:%M")
+
+
+def _looks_like_weight(text: str, numeric_seals: bool) -> bool:
+    """A bare number a person typed where a seal was asked for (see the module docstring).
+
+    With ``numeric_seals`` only a number with a decimal part or "kg" still counts: a seal
+    id is a whole number."""
+    m = _WEIGHT_TEXT.fullmatch(text)
+    if m is None:
+        return False
+    return not numeric_seals or m.group(2) is not None or text[-1:].lower() == "g"
 
 
 def _lot_of(code: SealCode) -> str | None:
