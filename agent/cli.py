@@ -172,7 +172,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         )
     elif problems:
         for p in problems:
-            print(f"{p.source}: {p.key}: {p.reason}")
+            print(p)  # file: key: reason, or file: reason for the file as a whole
     else:
         print(f"{path}: ok")
     return ExitCode.CONFIG if problems else ExitCode.OK

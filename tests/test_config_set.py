@@ -80,3 +80,11 @@ def test_file_level_errors_carry_no_stray_key(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr
     assert f"{missing / 'config.toml'}: file not found (run `custody-agent init`)" in done.stderr
     assert "Traceback" not in done.stderr and "-:" not in done.stderr
+
+
+def test_config_check_names_a_broken_file_without_a_stray_key(gw: Path) -> None:
+    (gw / "config.toml").write_text("[device\nid=")
+    done = run_cli("--data-dir", str(gw), "config", "check")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith(f"{gw / 'config.toml'}: not valid TOML"), done.stdout
+    assert "-:" not in done.stdout
