@@ -24,7 +24,7 @@ from agent.scan.session import (
     VoidBag,
 )
 from custody.event import EventType
-from firmware_bridge.frames import WeightReading
+from firmware_bridge.frames import SealCode, WeightReading
 
 NOW = 1_780_000_000_000  # 2026-05-28, device time in ms
 T = Catalogue("en")
@@ -407,8 +407,17 @@ def test_every_refusal_says_what_to_do_next() -> None:
         lines = s.handle(text, NOW).screen.lines
         assert lines[1] == "Scan the label again", text
     s.handle("SEAL-1", NOW)
-    lines = s.handle("SEAL-2", NOW).screen.lines
-    assert lines == ("Finish bag SEAL-1 first", "s = no weight, x = cancel, or type kg")
+    s.scale_reading(reading("1480.0", stable=False), NOW)
+    finish = ("Finish bag SEAL-1 first", "s = no weight, x = cancel, or type kg")
+    # Typed, from a serial scanner or camera, or unreadable: the bag on the scale comes first,
+    # and its live reading stays on screen.
+    for step in (
+        s.handle("SEAL-2", NOW),
+        s.scan_code(SealCode("SEAL-2", "opaque"), NOW),
+        s.scan_error("AI (00) check digit wrong", NOW),
+    ):
+        assert (step.screen.lines, step.screen.extra) == (finish, ("1480.0 kg  settling...",))
+        assert (step.screen.kind, step.effects, s.mode) == (Kind.ERROR, (), Mode.WEIGHING)
 
 
 # --- the index ------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ class ScanSession:
         if self.mode in (Mode.RECORDING, Mode.VOIDING, Mode.CLOSED, Mode.CONFIRM_VOID):
             return Step(self.screen)
         if self.mode is Mode.WEIGHING:
-            return self._error([self.t("msg.finish_bag", seal=self.pending)])
+            return self._finish_bag_first()
         return self._code(code)
 
     def scan_error(self, reason: str, now_ms: int) -> Step:
@@ -251,6 +251,8 @@ class ScanSession:
         self.now_ms = now_ms
         if self.mode in (Mode.RECORDING, Mode.VOIDING, Mode.CLOSED):
             return Step(self.screen)
+        if self.mode is Mode.WEIGHING:  # any code, good or bad, waits until the bag is done
+            return self._finish_bag_first()
         return self._code_error(reason)
 
     def scale_reading(self, reading: WeightReading, now_ms: int) -> Step | None:
@@ -472,13 +474,15 @@ class ScanSession:
             mass = kg_to_units(kg)
         except (InvalidOperation, InvalidMassError):
             if len(text) > 2 and not _looks_like_weight(text, numeric_seals=False):
-                # a code scanned while the bag waits for its weight
-                keys = self.t("screen.weighing_keys")
-                return self._error_keep([self.t("msg.finish_bag", seal=self.pending), keys])
+                return self._finish_bag_first()  # a code scanned while the bag waits
             return self._error_keep([self.t("msg.bad_weight", text=text), self.t("msg.type_kg")])
         if not self._plausible(kg):
             return self._implausible(kg, typed=True)
         return self._record(mass, manual=True)
+
+    def _finish_bag_first(self) -> Step:
+        keys = self.t("screen.weighing_keys")
+        return self._error_keep([self.t("msg.finish_bag", seal=self.pending), keys])
 
     def _plausible(self, kg: Decimal) -> bool:
         return self.bag_range[0] <= kg <= self.bag_range[1]
