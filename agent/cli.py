@@ -117,6 +117,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         ledger_key_file=Path(args.ledger_key) if args.ledger_key else None,
         broker_url=args.broker,
     )  # fmt: skip
+    if args.json:
+        _print_json(changed)
+        return 0
     for key, value in changed.items():
         print(f"{key} = {value}")
     return 0
@@ -655,6 +658,7 @@ COMMANDS = Command(
                 arg("--ca-file", required=True, metavar="FILE", help="the broker's CA (ca.crt)"),
                 arg("--ledger-key", metavar="FILE", help="ledger-public.json, when not pinned yet"),
                 arg("--broker", metavar="URL", help="set sync.broker, e.g. mqtts://host:8883"),
+                arg("--json", action="store_true", help="print the settings set as JSON"),
             ),
         ),
         Command("keys", "device keys", _group_help, commands=(

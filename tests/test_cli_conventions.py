@@ -383,3 +383,37 @@ def test_the_ledgers_revoke_and_export_print_json_for_scripts(
         "format": "epcis", "out": str(tmp_path / "e.json"), "exported": 0,
         "error_declarations": 0, "skipped": 0, "voids_unmatched": 0,
     }  # fmt: skip
+
+
+def test_enrol_and_trust_print_json_for_scripts(tmp_path: Path) -> None:
+    central, gw = tmp_path / "central", tmp_path / "gw"
+    for argv in (("init",), ("pki", "init"), ("pki", "issue-broker", "--host", "localhost")):
+        done = run("custody-ledger", "--data-dir", central, *argv)
+        assert done.returncode == 0, done.stderr
+    init = run("custody-agent", "init", "--site", "KOL-01", "--device", "gw-kol-09",
+               "--data-dir", gw)  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    csr = json.loads(init.stdout)["csr_file"]
+    cert = run("custody-ledger", "pki", "issue", "gw-kol-09", "--csr", csr, "--data-dir", central)
+    assert cert.returncode == 0, cert.stderr
+    enrolled = run("custody-agent", "enrol", "--cert-file", cert.stdout.strip(), "--ca-file",
+                   central / "pki" / "ca.crt", "--ledger-key", central / "ledger-public.json",
+                   "--broker", "mqtts://localhost:8883", "--json", "--data-dir", gw)  # fmt: skip
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert json.loads(enrolled.stdout)["sync.broker"] == "mqtts://localhost:8883"
+
+    trust = tmp_path / "trust.json"
+    added = run("custody-verify", "trust", "--json", "add", central / "ledger-public.json",
+                "--trust", trust)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    got = json.loads(added.stdout)
+    assert (got["state"], got["kind"], got["trust_file"]) == ("pinned", "ledger", str(trust))
+    listed = run("custody-verify", "trust", "list", "--json", "--trust", trust)
+    (pin,) = json.loads(listed.stdout)["ledgers"]
+    assert pin["key_fingerprint"] == got["key_fingerprint"] and pin["id"] == got["id"]
+    again = run("custody-verify", "trust", "add", central / "ledger-public.json", "--json",
+                "--trust", trust)  # fmt: skip
+    assert json.loads(again.stdout)["state"] == "already pinned"
+    removed = run("custody-verify", "trust", "remove", got["id"], "--json", "--trust", trust)
+    assert json.loads(removed.stdout) == {"removed": ["ledger"], "id": got["id"],
+                                          "trust_file": str(trust)}  # fmt: skip

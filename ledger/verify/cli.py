@@ -120,7 +120,10 @@ def commands(env: Mapping[str, str] | None = None) -> Command:
                 "each ledger id to its public keys. Pin a ledger only with a key file you got "
                 "from its operator, and compare the fingerprint printed here with theirs.",
                 epilog=f"The trust file: --trust FILE, else ${TRUST_ENV}, else {user_file}.",
-                shared=(trust_file,),  # before or after the action's name
+                shared=(  # before or after the action's name
+                    trust_file,
+                    arg("--json", action="store_true", help="print the result as JSON"),
+                ),
                 commands=(
                     Command(
                         "add", "pin a ledger's or a registry authority's public key", _cmd_add,
@@ -141,7 +144,6 @@ def commands(env: Mapping[str, str] | None = None) -> Command:
                         "list", "list the pinned ledgers", _cmd_list,
                         description="List the pinned ledgers and registry authorities: id and "
                         "key fingerprint (SHA-256).",
-                        args=(arg("--json", action="store_true", help="print the list as JSON"),),
                     ),
                     Command(
                         "remove", "stop trusting a ledger or authority", _cmd_remove,
@@ -331,7 +333,7 @@ def trust_main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    return _trust_add(args.trust, args.key_file, replace=args.replace)
+    return _trust_add(args.trust, args.key_file, replace=args.replace, as_json=args.json)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -339,13 +341,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
-    return _trust_remove(args.trust, args.ledger_id)
+    return _trust_remove(args.trust, args.ledger_id, as_json=args.json)
 
 
-def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
+def _pinned(
+    as_json: bool, state: str, kind: str, pin_id: str, path: Path, fingerprint: str, whose: str
+) -> int:
+    """What ``trust add`` did: ``state`` is pinned, replaced or already pinned."""
+    if as_json:
+        print(json.dumps({"state": state, "kind": kind, "id": pin_id, "trust_file": str(path),
+                          "key_fingerprint": fingerprint}))  # fmt: skip
+        return 0
+    label = "signing key fingerprint" if kind == "ledger" else "key fingerprint"
+    if state == "already pinned":
+        print(f"{kind} {pin_id!r} is already pinned in {path} with this key")
+        print(f"  {label} (SHA-256) {fingerprint}")
+        return 0
+    print(f"{state} {kind} {pin_id!r} in {path}")
+    print(f"  {label} (SHA-256) {fingerprint}")
+    print(f"  compare it with the fingerprint {whose} gave you")
+    return 0
+
+
+def _trust_add(path: Path, key_file: Path, *, replace: bool, as_json: bool) -> int:
     if _file_format(key_file) == AUTHORITY_FORMAT:
         return _trust_add_authority(path, read_authority_file(key_file), key_file,
-                                    replace=replace)  # fmt: skip
+                                    replace=replace, as_json=as_json)  # fmt: skip
     keys = read_key_file(key_file)
     trust = TrustFile.load(path, missing_ok=True)
     fingerprint = key_fingerprint(keys)
@@ -353,10 +374,11 @@ def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
         if lid != keys.ledger_id and pinned.signing_key == keys.signing_key:
             return _refuse(f"{path}: this signing key is already pinned as ledger {lid!r}")
     old: LedgerPublicKeys | None = trust.ledgers.get(keys.ledger_id)
+    whose = "the ledger's operator"
     if old == keys:
-        print(f"ledger {keys.ledger_id!r} is already pinned in {path} with this key")
-        print(f"  signing key fingerprint (SHA-256) {fingerprint}")
-        return 0
+        return _pinned(
+            as_json, "already pinned", "ledger", keys.ledger_id, path, fingerprint, whose
+        )
     if old is not None and not replace:
         return _refuse(
             f"{path}: ledger {keys.ledger_id!r} is already pinned with another key "
@@ -365,10 +387,8 @@ def _trust_add(path: Path, key_file: Path, *, replace: bool) -> int:
         )
     trust.ledgers[keys.ledger_id] = keys
     trust.save()
-    print(f"{'replaced' if old else 'pinned'} ledger {keys.ledger_id!r} in {path}")
-    print(f"  signing key fingerprint (SHA-256) {fingerprint}")
-    print("  compare it with the fingerprint the ledger's operator gave you")
-    return 0
+    state = "replaced" if old else "pinned"
+    return _pinned(as_json, state, "ledger", keys.ledger_id, path, fingerprint, whose)
 
 
 def _file_format(key_file: Path) -> object:
@@ -379,7 +399,9 @@ def _file_format(key_file: Path) -> object:
     return raw.get("format") if isinstance(raw, dict) else None
 
 
-def _trust_add_authority(path: Path, key: AuthorityKey, key_file: Path, *, replace: bool) -> int:
+def _trust_add_authority(
+    path: Path, key: AuthorityKey, key_file: Path, *, replace: bool, as_json: bool
+) -> int:
     trust = TrustFile.load(path, missing_ok=True)
     for lid, ledger in trust.ledgers.items():
         if ledger.signing_key == key.signing_key:
@@ -388,10 +410,11 @@ def _trust_add_authority(path: Path, key: AuthorityKey, key_file: Path, *, repla
                 "must be a key the ledger does not hold"
             )
     old = trust.authorities.get(key.authority_id)
+    kind, whose = "registry authority", "the consortium"
     if old == key:
-        print(f"registry authority {key.authority_id!r} is already pinned in {path} with this key")
-        print(f"  key fingerprint (SHA-256) {key.fingerprint}")
-        return 0
+        return _pinned(
+            as_json, "already pinned", kind, key.authority_id, path, key.fingerprint, whose
+        )
     if old is not None and not replace:
         return _refuse(
             f"{path}: registry authority {key.authority_id!r} is already pinned with another key "
@@ -400,10 +423,8 @@ def _trust_add_authority(path: Path, key: AuthorityKey, key_file: Path, *, repla
         )
     trust.authorities[key.authority_id] = key
     trust.save()
-    print(f"{'replaced' if old else 'pinned'} registry authority {key.authority_id!r} in {path}")
-    print(f"  key fingerprint (SHA-256) {key.fingerprint}")
-    print("  compare it with the fingerprint the consortium gave you")
-    return 0
+    state = "replaced" if old else "pinned"
+    return _pinned(as_json, state, kind, key.authority_id, path, key.fingerprint, whose)
 
 
 def _trust_list(path: Path, *, as_json: bool) -> int:
@@ -433,15 +454,18 @@ def _trust_list(path: Path, *, as_json: bool) -> int:
     return 0
 
 
-def _trust_remove(path: Path, ledger_id: str) -> int:
+def _trust_remove(path: Path, ledger_id: str, *, as_json: bool) -> int:
     trust = TrustFile.load(path)
     ledger = trust.ledgers.pop(ledger_id, None)
     authority = trust.authorities.pop(ledger_id, None)
     if ledger is None and authority is None:
         return _refuse(f"{path}: nothing is pinned there as {ledger_id!r}")
     trust.save()
-    what = " and ".join(w for w, k in (("ledger", ledger), ("registry authority", authority)) if k)
-    print(f"removed {what} {ledger_id!r} from {path}")
+    kinds = [w for w, k in (("ledger", ledger), ("registry authority", authority)) if k]
+    if as_json:
+        print(json.dumps({"removed": kinds, "id": ledger_id, "trust_file": str(path)}))
+        return 0
+    print(f"removed {' and '.join(kinds)} {ledger_id!r} from {path}")
     return 0
 
 
