@@ -22,7 +22,9 @@ from custody.event import validate_identifier
 from custody.exits import ExitCode, exit_code_for
 from custody.files import replace_file
 from custody.mass import format_kg, units_to_kg
+from custody.webpage import Access, read_token
 from ledger.keys import PUBLIC_FILE, create_ledger_keys
+from ledger.page import LedgerPage
 from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
 from ledger.stores import open_store
@@ -396,6 +398,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             dead_letter_keep=args.dead_letters,
             checkpoint_interval_s=args.checkpoint_interval,
             http=None if args.http == "off" else _host_port(args.http),
+            page=LedgerPage(lambda: _store(args)),
+            access=None if args.http == "off" else _page_access(args),
         )
     except ValueError as exc:
         raise ConfigError("custody-ledger run", "options", str(exc)) from exc
@@ -418,7 +422,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     where = ""
     if service.http is not None:
         host, port = service.http.address
-        where = f" (/metrics and /healthz on {host}:{port})"
+        where = f" (status page, /metrics and /healthz on {host}:{port})"
     print(f"ledger intake on {args.broker}{where}", file=sys.stderr, flush=True)
     try:
         service.run(stop)
@@ -449,6 +453,15 @@ def _client_id(args: argparse.Namespace) -> str:
         raise ConfigError(source, "-", f"cannot read: {exc.strerror}") from exc
     except (ValueError, SchemaError) as exc:
         raise ConfigError(source, "-", f"not a PEM certificate with one CN: {exc}") from exc
+
+
+def _page_access(args: argparse.Namespace) -> Access:
+    """Who may read the HTTP port: anyone on loopback, else ``--http-token-file``'s token."""
+    token = None
+    if args.http_token_file is not None:
+        token = read_token(args.http_token_file, source="custody-ledger run",
+                           key="--http-token-file")  # fmt: skip
+    return Access(_host_port(args.http)[0], token, "--http-token-file")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -709,6 +722,10 @@ COMMANDS = Command(
                 arg("--http", default="127.0.0.1:9310", metavar="HOST:PORT",
                     help="serve /metrics and /healthz there, or 'off' (default "
                     "127.0.0.1:9310; port 0 picks a free one)"),
+                arg("--http-token-file", type=Path, metavar="FILE",
+                    help="a token (one line, 16+ characters) that the status page at /, "
+                    "/metrics and /healthz then ask for; required for the page when --http "
+                    "is not a loopback address"),
                 arg("--device-messages-per-s", type=float, default=50.0, metavar="N",
                     help="messages per second one device may send before the excess is "
                     "dropped (default 50)"),

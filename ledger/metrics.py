@@ -9,6 +9,10 @@ and a health snapshot the main thread publishes, so nothing here touches the sto
 ``/healthz`` answers JSON: ``ok``; ``degraded`` (HTTP 200) while the broker is not
 connected or messages were dead-lettered in the last ``DEGRADED_AFTER_DEAD_LETTER_S``;
 ``failing`` (HTTP 503) while the store is unreachable.
+
+``/`` is the status page for people (``ledger.page``), under ``custody.webpage.Access``:
+open on loopback; elsewhere only with ``--http-token-file``'s token (refused with 403
+without one); once a token is set, ``/metrics`` and ``/healthz`` need it too.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from custody.errors import CustodyError
 from custody.reasons import Reason
+from custody.webpage import Access
 from ledger.fairness import DeviceLimits, Drop
 
 __all__ = ["DEGRADED_AFTER_DEAD_LETTER_S", "HealthServer", "IntakeMetrics"]
@@ -127,9 +133,13 @@ class HealthServer:
         port: int,
         registry: CollectorRegistry,
         health: Callable[[], dict[str, Any]],
+        page: Callable[[], bytes] | None = None,
+        access: Access | None = None,
     ) -> None:
         self.registry = registry
         self.health = health
+        self.page = page
+        self.access = access or Access(host)
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
@@ -157,7 +167,22 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server dispatches to
                 path = self.path.split("?", 1)[0]
-                if path == "/healthz":
+                access = server.access
+                if path == "/" and server.page is not None and access.refusal():
+                    self._send(403, "text/plain; charset=utf-8", str(access.refusal()).encode())
+                elif not access.allows(self.headers.get("Authorization")):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="custody ledger"')
+                    self._send_body("text/plain; charset=utf-8", b"this server needs the token "
+                                    b"of --http-token-file\n")  # fmt: skip
+                elif path == "/" and server.page is not None:
+                    try:
+                        page = server.page()
+                    except CustodyError as exc:  # e.g. the store does not answer
+                        self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode())
+                    else:
+                        self._send(200, "text/html; charset=utf-8", page)
+                elif path == "/healthz":
                     report = server.health()
                     code = HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "failing" else 200
                     body = json.dumps(report, sort_keys=True).encode()
@@ -165,10 +190,13 @@ class HealthServer:
                 elif path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
                 else:
-                    self._send(404, "text/plain; charset=utf-8", b"try /healthz or /metrics\n")
+                    self._send(404, "text/plain; charset=utf-8", b"try /, /healthz or /metrics\n")
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
                 self.send_response(code)
+                self._send_body(ctype, body)
+
+            def _send_body(self, ctype: str, body: bytes) -> None:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")

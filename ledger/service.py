@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from custody.errors import CustodyError, StorageError
+from custody.webpage import Access
 from ledger.fairness import Budget, DeviceLimits, Drop, FairQueue
 from ledger.intake import Intake, IntakeResult
 from ledger.log import issue_checkpoint
@@ -66,6 +67,8 @@ class IntakeSettings:
     dead_letter_keep: int = DEAD_LETTER_KEEP
     checkpoint_interval_s: float = 300.0
     http: tuple[str, int] | None = None  # where /metrics and /healthz listen, if anywhere
+    page: Callable[[], bytes] | None = None  # the status page at / there (ledger.page)
+    access: Access | None = None  # who may read that port (custody.webpage.Access)
 
     def __post_init__(self) -> None:
         if self.rejection_retention < 1 or self.dead_letter_keep < 1:
@@ -109,7 +112,10 @@ class LedgerService:
         self.http: HealthServer | None = None
         if self.settings.http is not None:  # bound now: a busy port fails before anything runs
             host, port = self.settings.http
-            self.http = HealthServer(host, port, self.metrics.registry, self.health)
+            self.http = HealthServer(
+                host, port, self.metrics.registry, self.health,
+                page=self.settings.page, access=self.settings.access,
+            )  # fmt: skip
         self._housekeeping_at = 0.0
         self._store_up = True
         self._last_dead_letter: float | None = None

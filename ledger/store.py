@@ -689,6 +689,39 @@ class LedgerStore:
         row = self._one("reading the log size", "SELECT size FROM log_state WHERE id = 1")
         return 0 if row is None else int(row[0])
 
+    # --- the status page's reads (ledger.page) --------------------------------------------
+    def last_received_by_device(self) -> dict[str, int]:
+        """When each device's newest logged record arrived (ms), by device id."""
+        rows = self._all(
+            "reading when devices were last seen",
+            "SELECT device_id, MAX(received_ms) FROM events GROUP BY device_id",
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def rejections_by_device(self) -> dict[str, tuple[int, int, str]]:
+        """Rejected records kept (within the retention), the newest one's arrival (ms) and
+        its reason, by device id."""
+        rows = self._all(
+            "counting rejections by device",
+            "SELECT r.device_id, SUM(r.count), MAX(r.received_ms), (SELECT n.reason FROM"
+            " rejections n WHERE n.device_id = r.device_id ORDER BY n.id DESC LIMIT 1)"
+            " FROM rejections r GROUP BY r.device_id",
+        )
+        return {str(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in rows}
+
+    def recent_events(self, types: Sequence[str], limit: int) -> list[tuple[LoggedEvent, int]]:
+        """The newest ``limit`` logged events of ``types`` with their arrival time (ms),
+        newest first."""
+        where, args = events_where(None, types)
+        sql = "SELECT log_index, event_id, kid, seq, device_id, type, envelope, received_ms"
+        sql += " FROM events" + where + " ORDER BY log_index DESC LIMIT ?"
+        rows = self._all("reading recent events", sql, (*args, int(limit)))
+        return [
+            (LoggedEvent(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]), r[4], r[5], bytes(r[6])),
+             int(r[7]))
+            for r in rows
+        ]  # fmt: skip
+
     def events(
         self, device_id: str | None = None, types: Sequence[str] | None = None
     ) -> list[LoggedEvent]:
