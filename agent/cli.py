@@ -225,8 +225,9 @@ def cmd_record_weighing(args: argparse.Namespace) -> int:
     tare = kg_to_units(args.tare_kg) if args.tare_kg is not None else None
     with _recorder(args) as rec:
         e = rec.weighing(
-            gross=gross, tare=tare, manual=True, vehicle=args.vehicle, note=args.note, lot=args.lot
-        )
+            gross=gross, tare=tare, manual=True, vehicle=args.vehicle, note=args.note,
+            lot=args.lot, direction=args.direction,
+        )  # fmt: skip
         _print_recorded(e, rec, args.json)
     return 0
 
@@ -484,8 +485,23 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"acked {stats.acked}, rejected {stats.rejected}, still unacked "
             f"{after['pending'] + after['sent']} ({stats.batches_sent} batch(es) sent)"
         )
+        _print_rejections(args, stats.bad_ack_reasons)
     drained = after["pending"] + after["sent"] == 0
     return ExitCode.OK if drained else ExitCode.UNACKED
+
+
+def _print_rejections(args: argparse.Namespace, bad_ack_reasons: list[str]) -> None:
+    """Why the ledger refused records (its signed acks' reasons, kept in the outbox), and
+    acks that failed verification: a bare count says nothing an operator can act on."""
+    outbox = _open_outbox(args)
+    try:
+        reasons = outbox.rejected_reasons() if outbox.counts_by_state()["rejected"] else {}
+    finally:
+        outbox.close()
+    for reason, n in reasons.items():
+        print(f"REJECTED by the ledger: {n} record(s): {reason}")
+    for reason in dict.fromkeys(bad_ack_reasons):  # distinct, in order
+        print(f"BAD ACK (nothing released): {reason}")
 
 
 def _sync_from_db(args: argparse.Namespace) -> int:
@@ -691,6 +707,9 @@ COMMANDS = Command(
                     arg("--tare-kg", help="tare in kg; net is derived"),
                     arg("--vehicle", help="vehicle id"),
                     arg("--lot", help="lot id"),
+                    arg("--direction", choices=("in", "out"),
+                        help="in: material received here (a refiner's receipt of a lot); out: "
+                        "shipped from here"),
                     NOTE,
                     JSON,
                 ),

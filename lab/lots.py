@@ -28,7 +28,7 @@ from ledger.stores import open_store
 from ledger.verify.authority import AuthorityKey
 from sync.batch import encode_batch
 
-__all__ = ["LotScenario", "build_lot", "feed", "gateway", "log_entry"]
+__all__ = ["LotScenario", "build_lot", "feed", "gateway", "log_entry", "mine_a_lot"]
 
 LEDGER_STORE = "ledger.sqlite"
 
@@ -102,7 +102,7 @@ def build_lot(
                     stock = rec.declare_stock(opening_stock)
                     pinned = Authority(authority_dir).stock(site, stock.event_id)[0]
                     log_entry(store, authority, pinned)
-                bags = _mine_a_lot(
+                bags = mine_a_lot(
                     rec, rng, lot, site, bags_per_site, checkpoints_per_site, recovery,
                     bag_range, ore_margin,
                 )  # fmt: skip
@@ -124,7 +124,7 @@ def build_lot(
     return scenario
 
 
-def _mine_a_lot(
+def mine_a_lot(
     rec: Recorder, rng: random.Random, lot: str, site: str, bags_per_site: int,
     checkpoints_per_site: int, recovery: tuple[int, int], bag_range: tuple[int, int],
     ore_margin: int,

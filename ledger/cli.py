@@ -1,9 +1,9 @@
 """``custody-ledger``: the central ledger's command line, a thin shell over the library.
 
 ``init`` creates the ledger's keys; ``registry`` logs the registry authority's entries
-(``enroll`` is its shortcut for enrolments) and ``revoke`` stops a device at once;
-``devices``, ``alarms`` and ``log`` show what the ledger holds; ``run`` is the MQTT intake
-service; ``export`` writes the captures as EPCIS 2.0.
+(``enrol`` is its shortcut for enrolments, ``enroll`` an alias) and ``revoke`` stops a device
+at once; ``devices``, ``rejections``, ``alarms`` and ``log`` show what the ledger holds;
+``run`` is the MQTT intake service; ``export`` writes the captures as EPCIS 2.0.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from ledger.keys import PUBLIC_FILE, create_ledger_keys
 from ledger.page import LedgerPage
 from ledger.paths import resolve_data_dir
 from ledger.store import LedgerStore, Store
-from ledger.stores import open_store
+from ledger.stores import is_postgres_url, open_store
 from ledger.verify import cli_table
 from ledger.verify.cli_table import Command, Progress, arg
 
@@ -36,9 +37,28 @@ STORE_FILE = "ledger.sqlite"
 
 def _store(args: argparse.Namespace) -> Store:
     """The SQLite store in the data dir, or PostgreSQL with ``--db postgresql://...``."""
+    if args.db:
+        _check_db(args.db)
     if not (args.data_dir / "ledger.key").exists():
         raise ConfigError(str(args.data_dir), "-", "no ledger here (run `custody-ledger init`)")
     return open_store(args.db or str(args.data_dir / STORE_FILE))
+
+
+# RFC 3986 §3.1: a scheme is a letter, then letters, digits, "+", "-" or ".".
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _check_db(location: str) -> None:
+    """Refuse the URL of a database the ledger does not speak: ``mysql://x`` must not become
+    a SQLite file ``x`` in a directory ``mysql:``."""
+    url = _URL_SCHEME.match(location)
+    if url and not is_postgres_url(location):
+        raise ConfigError(
+            "command line", "--db",
+            f"unknown store scheme {url.group(1)}:// in {location!r}: the store is a SQLite "
+            "file path (e.g. /var/lib/custody/ledger/ledger.sqlite) or a PostgreSQL URL "
+            "(postgresql://USER@HOST/DB, or postgresql:///DB for the local socket)",
+        )  # fmt: skip
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -54,7 +74,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_enroll(args: argparse.Namespace) -> int:
+def cmd_enrol(args: argparse.Namespace) -> int:
     """Log the registry authority's enrolment entry for a gateway (``registry add``)."""
     data = _read_entry(Path(args.record))
     return _add_entries(args, [(Path(args.record), data)])
@@ -339,6 +359,34 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rejections(args: argparse.Namespace) -> int:
+    """What the intake refused, newest last: device, seq, reason (the store's rejection rows,
+    pruned to ``run --rejection-retention``)."""
+    if args.device is not None:
+        validate_identifier(args.device, "device")
+    since_ms = None if args.since is None else _iso_ms(args.since, "--since")
+    if args.limit < 1:
+        raise ConfigError("command line", "--limit", f"must be at least 1, not {args.limit}")
+    store = _store(args)
+    try:
+        rows = store.rejection_list(args.device, since_ms, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([dict(r.to_json(), received=_iso(r.received_ms)) for r in rows],
+                         indent=2))  # fmt: skip
+        return 0
+    if not rows:
+        print("no rejections" + (f" of {args.device}" if args.device else "")
+              + (f" since {args.since}" if args.since else ""))  # fmt: skip
+        return 0
+    for r in rows:
+        seq = f"seq {r.seq}" if r.seq is not None else "no seq"
+        count = f" ({r.count} records)" if r.count > 1 else ""
+        print(f"{_iso(r.received_ms)}  {r.device_id:<20} {seq:<12} {r.reason}{count}")
+    return 0
+
+
 def cmd_alarms(args: argparse.Namespace) -> int:
     """Durable alarms: forks (two different signed events of one key at one seq) and dead
     letters (messages the intake could not handle at all)."""
@@ -380,8 +428,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ledger.fairness import DeviceLimits
     from ledger.intake import Intake
     from ledger.keys import load_ledger_keypair
+    from ledger.logs import configure_logging
     from ledger.service import IntakeSettings, LedgerService
     from sync.mqtt import BrokerConfig
+
+    configure_logging(args.log_format)
 
     try:
         settings = IntakeSettings(
@@ -403,6 +454,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError("custody-ledger run", "options", str(exc)) from exc
+    if args.ca_file and args.cert_file and args.key_file:
+        from ledger.client_tls import check_ledger_tls
+
+        check_ledger_tls(args.ca_file, args.cert_file, args.key_file)
     store = _store(args)
     intake = Intake(store, load_ledger_keypair(args.data_dir), workers=args.check_workers)
     broker = BrokerConfig(
@@ -624,11 +679,11 @@ COMMANDS = Command(
     required=False,  # without a command it prints its help
     shared=(  # before or after the command's name
         arg("--data-dir", type=Path,
-            help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody for "
-            "a system install, else ~/.local/share/custody)"),
+            help="ledger data directory (default: $CUSTODY_DATA_DIR, else /var/lib/custody/ledger "
+            "for a system install, else ~/.local/share/custody/ledger)"),
         arg("--db", metavar="URL",
-            help="store: postgresql://... for several intake workers (default: SQLite in the "
-            "data dir)"),
+            help="store: a SQLite file path or postgresql://... for several intake workers "
+            "(default: SQLite in the data dir)"),
     ),
     commands=(
         Command(
@@ -642,14 +697,19 @@ COMMANDS = Command(
                     "registry trust)"),
             ),
         ),
-        Command(
-            "enroll",
-            "log the registry authority's enrolment entry for a gateway (as registry add)",
-            cmd_enroll,
-            args=(
-                arg("record", help="the entry file custody-registry enrol wrote"),
-                arg("--valid-from", metavar="ISO8601", help=VALID_FROM_HELP),
-            ),
+        *(
+            Command(
+                name,
+                "log the registry authority's enrolment entry for a gateway (as registry add)"
+                if name == "enrol" else "the old spelling of enrol (the same command)",
+                cmd_enrol,
+                args=(
+                    arg("record", help="the entry file custody-registry enrol wrote"),
+                    arg("--valid-from", metavar="ISO8601", help=VALID_FROM_HELP),
+                ),
+            )
+            # One spelling with custody-agent and custody-registry; "enroll" stays for scripts.
+            for name in ("enrol", "enroll")
         ),
         Command(
             "revoke",
@@ -739,6 +799,9 @@ COMMANDS = Command(
                     help="rejection rows kept, the newest (default 100000)"),
                 arg("--dead-letters", type=int, default=100, metavar="N",
                     help="messages the intake could not handle kept at most (default 100)"),
+                arg("--log-format", choices=("text", "json"), default="text",
+                    help="stderr log lines as text, or JSON with the device and reasons as "
+                    "fields (default text)"),
             ),
         ),
         Command(
@@ -843,6 +906,21 @@ COMMANDS = Command(
                 args=(JSON,)),
         Command("alarms", "list durable alarms: forks of a device key's chain", cmd_alarms,
                 args=(JSON,)),
+        Command(
+            "rejections", "list records the intake refused, with the reason", cmd_rejections,
+            description="List what the intake refused, oldest first: when, device, seq and "
+            "the reason the device's signed ack gave. Rows are kept up to run "
+            "--rejection-retention (the newest).",
+            args=(
+                arg("--device", help="only this device's rejections"),
+                arg("--since", metavar="ISO8601",
+                    help="only rejections received at or after this time (UTC without an "
+                    "offset)"),
+                arg("--limit", type=int, default=1000, metavar="N",
+                    help="the newest N rows at most (default 1000)"),
+                JSON,
+            ),
+        ),
         cli_table.completion_command(_commands),
     ),
 )  # fmt: skip

@@ -115,6 +115,8 @@ class IntakeResult:
     envelopes: int = 0  # in the batch (1 for a message that is not a batch)
     released: int = 0  # parked records of earlier messages checked and placed by this one
     reasons: Counter[Reason] = field(default_factory=Counter)
+    # The stored rejection texts ("mass: sealed opening does not open ..."), for the log line.
+    details: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -494,7 +496,7 @@ class Intake:
         except CustodyError as exc:
             result.envelopes = 1
             refusal = Refusal(Reason.BATCH, str(exc))
-            self._count(result, refusal.reason)
+            self._count(result, refusal.reason, text=refusal.text)
             with self.store.transaction():
                 self.store.record_rejection(device_id, None, None, None, refusal.text)
             self._update_counters(result)
@@ -545,7 +547,7 @@ class Intake:
                 self.store.record_rejection(
                     device_id, summary.kid, None, None, summary.first.text, count=summary.count
                 )
-                self._count(result, reason, summary.count)
+                self._count(result, reason, summary.count, text=summary.first.text)
             tx.flush()
             self.store.save_log(tx.log)
             acks = [self._ack(device_id, p, tx, correlation) for p in progress.values()]
@@ -905,11 +907,12 @@ class Intake:
                 return  # the same envelope twice in one batch is one rejection
             prog.rejections[(seq, event_id)] = Rejection(seq, event_id, _ack_reason(refusal))
         self.store.record_rejection(device_id, kid, seq, event_id, refusal.text)
-        self._count(result, refusal.reason)
+        self._count(result, refusal.reason, text=refusal.text)
 
-    def _count(self, result: IntakeResult, reason: Reason, n: int = 1) -> None:
+    def _count(self, result: IntakeResult, reason: Reason, n: int = 1, text: str = "") -> None:
         result.rejected += n
         result.reasons[reason] += n
+        result.details[text or str(reason)] += n
 
     def _ack(self, device_id: str, prog: _KeyProgress, tx: _Tx, correlation: bytes | None) -> bytes:
         seq, event_id = tx.head(prog.kid)

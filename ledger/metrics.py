@@ -111,6 +111,17 @@ class IntakeMetrics:
             "custody_ledger_broker_connected", "1 while connected to the broker.", registry=r
         )
         self.log_size = Gauge("custody_ledger_log_size", "Leaves in the log.", registry=r)
+        # Per device (the device id of a certificate the broker admitted, so bounded by the
+        # fleet): when it last sent a batch, and what waits for its missing records.
+        self.device_last_seen = Gauge(
+            "custody_ledger_device_last_seen_timestamp_seconds", "When a message from the "
+            "device's events topic last arrived (Unix time).", ["device"], registry=r,
+        )  # fmt: skip
+        self.device_waiting = Gauge(
+            "custody_ledger_device_waiting_records", "The device's backlog at the ledger: "
+            "records that arrived ahead of a missing predecessor and wait for it.", ["device"],
+            registry=r,
+        )  # fmt: skip
         self.store_up.set(1)
         for reason in Reason:  # every label present from the start: rate() needs a zero
             self.rejections.labels(reason.metric_label)
@@ -218,6 +229,7 @@ def health_report(
     log_size: int,
     now: float | None = None,
     broker_refused: str = "",
+    broker_unreachable: str = "",
 ) -> dict[str, Any]:
     """The /healthz body from what the main thread last saw."""
     now = time.monotonic() if now is None else now
@@ -227,6 +239,8 @@ def health_report(
         problems.append("the ledger store does not answer")
     if broker_refused:
         problems.append(f"the broker refuses the ledger's connection: {broker_refused}")
+    elif broker_unreachable and not broker_connected:
+        problems.append(broker_unreachable)
     elif not broker_connected:
         problems.append("not connected to the broker")
     if recent:

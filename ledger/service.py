@@ -40,7 +40,7 @@ from ledger.fairness import Budget, DeviceLimits, Drop, FairQueue
 from ledger.intake import Intake, IntakeResult
 from ledger.log import issue_checkpoint
 from ledger.metrics import HealthServer, IntakeMetrics, health_report
-from sync.mqtt import BrokerConfig, LinkEvent, LinkEventKind, MqttLink
+from sync.mqtt import BrokerConfig, LinkEvent, LinkEventKind, MqttLink, reconnect_delay
 from sync.topics import SHARED_EVENTS_SUBSCRIPTION, TopicKind, acks_topic, device_from_topic
 
 __all__ = ["DEAD_LETTER_KEEP", "REJECTION_RETENTION", "IntakeSettings", "LedgerService"]
@@ -58,6 +58,8 @@ STORE_ATTEMPTS = 3
 # How often the store is pruned and the store-derived gauges are refreshed.
 HOUSEKEEPING_S = 5.0
 MAX_BACKOFF_S = 30.0
+# Distinct rejection texts one log line names (a batch can have a reason per record).
+MAX_REASONS_LOGGED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,9 @@ class LedgerService:
         self._last_dead_letter: float | None = None
         self._log_size = 0
         self._refused = ""  # the broker's reason while it refuses our CONNECT
+        self._waiting_devices: set[str] = set()  # devices with a backlog gauge
+        self._connect_failures = 0  # attempts in a row that reached no broker (or lost it)
+        self._unreachable = ""  # why the last attempt failed and when the next one is
 
     # --- lifecycle --------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -147,6 +152,7 @@ class LedgerService:
             broker_connected=self.link.connected, store_up=self._store_up,
             last_dead_letter=self._last_dead_letter, queued=len(self.queue),
             log_size=self._log_size, now=self._clock(), broker_refused=self._refused,
+            broker_unreachable=self._unreachable,
         )  # fmt: skip
 
     # --- arrival: budgets and the fair queue ----------------------------------------------
@@ -165,7 +171,11 @@ class LedgerService:
 
     def _arrive(self, event: LinkEvent) -> None:
         if event.kind is LinkEventKind.CONNECTED:
-            self._refused = ""
+            if self._connect_failures > 1:
+                log.warning("connected to the broker %s after %d failed attempts",
+                            self.link.config.url, self._connect_failures)  # fmt: skip
+            self._refused = self._unreachable = ""
+            self._connect_failures = 0
             self.link.subscribe(SHARED_EVENTS_SUBSCRIPTION)
             self.counters["connects"] += 1
             self.metrics.broker_connected.set(1)
@@ -182,7 +192,23 @@ class LedgerService:
                 self.link.config.client_id, self._refused,
             )  # fmt: skip
             return
+        if event.kind is LinkEventKind.CONNECT_FAILED:
+            # paho retries by itself, with backoff: say each time why and when it tries next.
+            self._connect_failures += 1
+            self.counters["connect_failures"] += 1
+            self.metrics.broker_connected.set(0)
+            retry = reconnect_delay(self._connect_failures)
+            self._unreachable = (
+                f"cannot connect to {self.link.config.url}: {event.reason} (attempt "
+                f"{self._connect_failures}, next in {retry} s)"
+            )
+            log.error("%s", self._unreachable, extra={"broker": self.link.config.url,
+                                                       "retry_s": retry})  # fmt: skip
+            return
         if event.kind is LinkEventKind.DISCONNECTED:
+            self._connect_failures = 1  # paho waits RECONNECT_MIN_S, then doubles from there
+            log.warning("disconnected from the broker %s: %s; reconnecting",
+                        self.link.config.url, event.reason or "no reason given")  # fmt: skip
             # Packet ids belong to the connection that delivered them: what is still
             # queued comes again (DUP) on the next connection, and is processed then.
             self.counters["requeued_on_disconnect"] += len(self.queue.clear())
@@ -200,6 +226,7 @@ class LedgerService:
         if kind is not TopicKind.EVENTS:
             self.link.ack(event.mid)
             return
+        self.metrics.device_last_seen.labels(device_id).set(time.time())
         message = _Message(event.topic, event.payload, _corr(event), event.mid)
         why = self.budget.admit(device_id, len(event.payload), self._clock())
         if why is None and not self.queue.push(device_id, message):
@@ -219,6 +246,8 @@ class LedgerService:
             for ack in result.acks:
                 self.link.publish(acks_topic(device_id), ack, correlation=message.correlation)
             self._count(result)
+            if result.rejected:
+                self._log_rejections(device_id, result)
             # Parked records this message released were paid for when they arrived: charging
             # them again would put an honest gateway draining a backlog into debt, its next
             # batches dropped and resent after the ack timeout. Their cost per message is
@@ -316,6 +345,20 @@ class LedgerService:
         self._store_up = up
         self.metrics.store_up.set(1 if up else 0)
 
+    def _log_rejections(self, device_id: str, result: IntakeResult) -> None:
+        """One line per batch with rejections: how many, and the ledger's reasons (the texts
+        the store keeps and ``custody-ledger rejections`` lists)."""
+        shown = result.details.most_common(MAX_REASONS_LOGGED)
+        more = len(result.details) - len(shown)
+        reasons = "; ".join(f"{n}x {text}" for text, n in shown) + (
+            f"; and {more} other reason(s)" if more > 0 else ""
+        )
+        log.warning(
+            "rejected %d of %d record(s) from %s: %s", result.rejected, result.envelopes,
+            device_id, reasons,
+            extra={"device_id": device_id, "rejected": result.rejected, "reasons": reasons},
+        )  # fmt: skip
+
     def _count(self, result: IntakeResult) -> None:
         self.counters.update(
             batches=1, logged=result.logged, duplicates=result.duplicates, rejected=result.rejected
@@ -344,6 +387,12 @@ class LedgerService:
             self.metrics.dead_letters_stored.set(store.dead_letter_count())
             self._log_size = store.log_size()
             self.metrics.log_size.set(self._log_size)
+            waiting = store.waiting_by_device()
+            for device_id in self._waiting_devices - waiting.keys():
+                self.metrics.device_waiting.labels(device_id).set(0)
+            for device_id, n in waiting.items():
+                self.metrics.device_waiting.labels(device_id).set(n)
+            self._waiting_devices |= waiting.keys()
         except StorageError as exc:
             log.error("ledger store housekeeping failed: %s", exc)
             self._set_store_up(False)

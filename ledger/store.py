@@ -51,6 +51,7 @@ __all__ = [
     "LoggedEvent",
     "LoggedRegistryEntry",
     "NewEvent",
+    "Rejection",
     "Store",
 ]
 
@@ -144,6 +145,36 @@ class DeadLetter:
             "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms,
             "count": self.count,
         }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A rejection row: what the ledger refused of a device, why, and when it arrived.
+
+    ``count`` rows stand for a batch's records that no enrolled key signed (one row per batch
+    and reason); ``kid``, ``seq`` and ``event_id`` are None where the record gave none."""
+
+    device_id: str
+    kid: bytes | None
+    seq: int | None
+    event_id: bytes | None
+    reason: str
+    received_ms: int
+    count: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "device_id": self.device_id, "kid": None if self.kid is None else self.kid.hex(),
+            "seq": self.seq, "event_id": None if self.event_id is None else self.event_id.hex(),
+            "reason": self.reason, "received_ms": self.received_ms, "count": self.count,
+        }  # fmt: skip
+
+
+def _rejection(r: Sequence[Any]) -> Rejection:
+    return Rejection(
+        str(r[0]), None if r[1] is None else bytes(r[1]), None if r[2] is None else int(r[2]),
+        None if r[3] is None else bytes(r[3]), str(r[4]), int(r[5]), int(r[6]),
+    )  # fmt: skip
 
 
 def dead_letter_digest(topic: str, payload: bytes) -> bytes:
@@ -757,6 +788,31 @@ class LedgerStore:
             "reading rejections", "SELECT device_id, seq, reason FROM rejections ORDER BY id"
         )
         return [(r[0], None if r[1] is None else int(r[1]), r[2]) for r in rows]
+
+    def rejection_list(
+        self, device_id: str | None = None, since_ms: int | None = None, limit: int = 1000
+    ) -> list[Rejection]:
+        """The newest ``limit`` rejection rows (of ``device_id``, received at or after
+        ``since_ms``), oldest first."""
+        # COALESCE(?, column): a None filter matches every row, and PostgreSQL types the
+        # parameter from the column.
+        rows = self._all(
+            "reading rejections",
+            "SELECT device_id, kid, seq, event_id, reason, received_ms, count FROM rejections"
+            " WHERE device_id = COALESCE(?, device_id)"
+            " AND received_ms >= COALESCE(?, received_ms) ORDER BY id DESC LIMIT ?",
+            (device_id, since_ms, limit),
+        )
+        return [_rejection(r) for r in reversed(rows)]
+
+    def waiting_by_device(self) -> dict[str, int]:
+        """Records parked ahead of a missing predecessor, per device: the ledger's backlog."""
+        rows = self._all(
+            "counting waiting records",
+            "SELECT k.device_id, count(*) FROM waiting w JOIN device_keys k ON k.kid = w.kid"
+            " GROUP BY k.device_id",
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def integrity_ok(self) -> bool:
         """SQLite's ``PRAGMA integrity_check``; on PostgreSQL, the log's own invariants

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import ssl
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +29,16 @@ from paho.mqtt.properties import Properties
 
 from custody.errors import ConfigError, SyncError
 
-__all__ = ["REFUSED_CONNACKS", "BrokerConfig", "LinkEvent", "LinkEventKind", "MqttLink"]
+__all__ = [
+    "RECONNECT_MAX_S",
+    "RECONNECT_MIN_S",
+    "REFUSED_CONNACKS",
+    "BrokerConfig",
+    "LinkEvent",
+    "LinkEventKind",
+    "MqttLink",
+    "reconnect_delay",
+]
 
 EVENT_QUEUE_MAX = 10_000
 # CONNACK reason codes that retrying cannot change (MQTT 5.0 §3.2.2.2; paho maps MQTT 3.1.1's
@@ -57,12 +67,25 @@ class BrokerConfig:
         return u.hostname, u.port or (8883 if tls else 1883), tls
 
 
+# paho's reconnect backoff: the first retry after RECONNECT_MIN_S, doubling up to the max.
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+
+
+def reconnect_delay(failures: int) -> int:
+    """Seconds paho waits before its next attempt after ``failures`` failed ones in a row."""
+    return min(RECONNECT_MIN_S << min(max(failures - 1, 0), 16), RECONNECT_MAX_S)
+
+
 class LinkEventKind(StrEnum):
     """What happened on the link (the paho callback that enqueued it)."""
 
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     REFUSED = "refused"  # a CONNACK in REFUSED_CONNACKS: retrying cannot help
+    # No connection at all (DNS, TCP or TLS failed); ``reason`` says why. paho retries after
+    # reconnect_delay(failures).
+    CONNECT_FAILED = "connect_failed"
     MESSAGE = "message"
     PUBACK = "puback"
 
@@ -109,11 +132,12 @@ class MqttLink:
             self.client.tls_set_context(context)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         self.client.max_inflight_messages_set(20)
         self.client.max_queued_messages_set(0)  # our outbox is the queue; paho's is memory
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
 
@@ -183,6 +207,13 @@ class MqttLink:
             self._put(LinkEvent(kind, reason=str(rc)))
         else:
             self._put(LinkEvent(LinkEventKind.CONNECTED))
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around the connect attempt and passes
+        # no error: the one in flight is the reason (refused, unreachable, TLS handshake).
+        exc = sys.exc_info()[1]
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
+        self._put(LinkEvent(LinkEventKind.CONNECT_FAILED, reason=reason))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._put(LinkEvent(LinkEventKind.DISCONNECTED, reason=str(rc)))
