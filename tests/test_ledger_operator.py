@@ -26,11 +26,13 @@ from pathlib import Path
 import pytest
 
 from agent.recorder import Recorder
+from custody.keys import DeviceKey
 from custody.mass import kg_to_units, units_to_kg
 from lab.lots import mine_a_lot
 from ledger import paths
 from ledger.cli import build_parser
 from ledger.pki import Pki
+from ledger.stores import open_store
 from tests.brokers import MosquittoBroker, TestPKI
 from tests.support import REPO, run_cli
 from tests.test_enrolment import (
@@ -380,3 +382,41 @@ def test_the_broker_config_says_it_is_installed_as_a_drop_in() -> None:
     assert "render-dropin.sh" in header and "conf.d/custody.conf" in header
     install = (DEPLOY / "install.sh").read_text()
     assert 'render-dropin.sh" --etc' in install and "conf.d/custody.conf" in install
+
+
+# --- the store's queries behind `rejections` and the backlog gauge, on both databases ---------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    dsn: str = request.getfixturevalue("pg_dsn")
+    return dsn
+
+
+def test_rejections_filter_by_device_and_time_and_waiting_counts_per_device(
+    store_location: str,
+) -> None:
+    key_a, key_b = DeviceKey.generate(), DeviceKey.generate()
+    store = open_store(store_location)
+    try:
+        store.enroll("gw-a", "KOL-01", key_a.public_key, key_a.kid)
+        store.enroll("gw-b", "KOL-01", key_b.public_key, key_b.kid)
+        with store.transaction():
+            store.record_rejection("gw-a", key_a.kid, 2, b"\x01" * 32, "mass: first")
+            store.record_rejection("gw-b", None, None, None, "unknown device key", count=7)
+            store.record_rejection("gw-a", key_a.kid, 3, b"\x02" * 32, "chain: second")
+            for seq in (5, 6, 7):
+                store.wait(key_a.kid, seq, b"envelope")
+        every = store.rejection_list()
+        assert [(r.device_id, r.seq, r.reason, r.count) for r in every] == [
+            ("gw-a", 2, "mass: first", 1), ("gw-b", None, "unknown device key", 7),
+            ("gw-a", 3, "chain: second", 1),
+        ]  # fmt: skip
+        assert every[0].kid == key_a.kid and every[1].event_id is None
+        assert [r.seq for r in store.rejection_list("gw-a")] == [2, 3]
+        assert [r.reason for r in store.rejection_list(limit=1)] == ["chain: second"]  # newest
+        assert store.rejection_list(since_ms=every[-1].received_ms + 1) == []
+        assert len(store.rejection_list("gw-b", since_ms=every[0].received_ms)) == 1
+        assert store.waiting_by_device() == {"gw-a": 3}
+    finally:
+        store.close()
