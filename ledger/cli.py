@@ -103,6 +103,8 @@ def _add_entries(args: argparse.Namespace, files: list[tuple[Path, bytes]]) -> i
         None if getattr(args, "valid_from", None) is None
         else _iso_ms(args.valid_from, "--valid-from")
     )  # fmt: skip
+    as_json = getattr(args, "json", False)  # `registry add --json`; the enrol shortcut prints lines
+    logged: list[dict[str, Any]] = []
     store = _store(args)
     try:
         for path, data in files:
@@ -122,9 +124,15 @@ def _add_entries(args: argparse.Namespace, files: list[tuple[Path, bytes]]) -> i
                 "heartbeat": "heartbeat",
             }[str(e.op)]
             state = "logged" if added.new else "already logged"
-            print(f"registry entry {e.seq} {state} at log index {added.log_index}: {what}")
+            if as_json:
+                logged.append({"file": str(path), "seq": e.seq, "op": str(e.op), "state": state,
+                               "log_index": added.log_index, "what": what})  # fmt: skip
+            else:
+                print(f"registry entry {e.seq} {state} at log index {added.log_index}: {what}")
     finally:
         store.close()
+    if as_json:
+        print(json.dumps(logged, indent=2))
     return 0
 
 
@@ -845,6 +853,7 @@ COMMANDS = Command(
                             help="for enrolments: accept the key's records only from this time "
                             "on (UTC without an offset); earlier arrivals are rejected as 'key "
                             "not yet valid' and kept by the device"),
+                        JSON,
                     ),
                 ),
                 Command(

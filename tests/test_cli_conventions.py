@@ -417,3 +417,23 @@ def test_enrol_and_trust_print_json_for_scripts(tmp_path: Path) -> None:
     removed = run("custody-verify", "trust", "remove", got["id"], "--json", "--trust", trust)
     assert json.loads(removed.stdout) == {"removed": ["ledger"], "id": got["id"],
                                           "trust_file": str(trust)}  # fmt: skip
+
+
+def test_registry_add_prints_json_for_scripts(tmp_path: Path) -> None:
+    authority, central = tmp_path / "authority", tmp_path / "central"
+    assert run("custody-registry", "init", "--name", "reg", "--dir", authority).returncode == 0
+    init = run("custody-ledger", "--data-dir", central, "init", "--authority",
+               authority / "authority-public.json")  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    entry = run("custody-registry", "heartbeat", "--dir", authority).stdout.splitlines()[0]
+    argv = ("custody-ledger", "registry", "add", entry, "--json", "--data-dir", central)
+    first, again = run(*argv), run(*argv)
+    assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
+    (logged,) = json.loads(first.stdout)
+    assert (logged["file"], logged["seq"], logged["op"], logged["state"]) == (
+        entry,
+        1,
+        "heartbeat",
+        "logged",
+    )
+    assert json.loads(again.stdout)[0]["state"] == "already logged"
