@@ -30,7 +30,7 @@ from custody.errors import CaptureError, ConfigError, CustodyError, Verification
 from custody.exits import ExitCode, exit_code_for
 from custody.files import fsync_directory, replace_file
 from custody.mass import kg_to_units, units_to_kg
-from firmware_bridge.errors import DeviceError, PortConfigError
+from firmware_bridge.errors import DeviceError, PortConfigError, PortOpenError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -563,8 +563,15 @@ def cmd_devices_listen(args: argparse.Namespace) -> int:
         ):
             if isinstance(event, dict):
                 counters = event
-                continue
-            print(devices.event_json(event) if args.json else devices.event_line(event), flush=True)
+            elif isinstance(event, devices.DialectHint):
+                for line in [devices.hint_json(event)] if args.json else devices.hint_lines(event):
+                    print(line, flush=True)
+            else:
+                print(devices.event_json(event) if args.json else devices.event_line(event),
+                      flush=True)  # fmt: skip
+    except PortOpenError as exc:
+        print(f"custody-agent: error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG if exc.must_act else ExitCode.DEVICE
     except KeyboardInterrupt:
         pass
     if args.json:
@@ -572,6 +579,58 @@ def cmd_devices_listen(args: argparse.Namespace) -> int:
     else:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()), file=sys.stderr)
     return 0
+
+
+def cmd_devices_detect(args: argparse.Namespace) -> int:
+    def progress(c: devices.Capture) -> None:
+        if not args.json:
+            asked = f", asked with {c.request}" if c.request else ""
+            print(f"listened at {c.baud} {c.line_format}{asked}: {len(c.data)} byte(s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        captures = devices.detect_captures(args.port, args.seconds, on_capture=progress)
+    except PortOpenError as exc:
+        print(f"custody-agent: error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG if exc.must_act else ExitCode.DEVICE
+    ranked = devices.rank(captures)
+    best = ranked[0] if ranked else None
+    heard = sum(len(c.data) for c in captures)
+    config = devices.config_lines(args.port, best) if best else []
+    note = devices.baud_note(best) if best else None
+    if args.json:
+        _print_json({
+            "port": args.port, "bytes": heard,
+            "captures": [{"baud": c.baud, "format": c.line_format, "request": c.request,
+                          "bytes": len(c.data)} for c in captures],
+            "results": [d.as_dict() for d in ranked],
+            "best": best.as_dict() if best else None,
+            "config": [{"for": what, "command": cmd} for what, cmd in config], "note": note,
+        })  # fmt: skip
+    else:
+        for d in ranked[:10]:
+            s = d.score
+            asked = f"  (asked with {d.capture.request})" if d.capture.request else ""
+            print(f"{s.dialect:<18} {s.confidence:>5.0%}  baud {d.capture.baud} "
+                  f"{d.capture.line_format}  {s.frames} frame(s), {s.errors} error(s), "
+                  f"{s.dropped_bytes} of {s.bytes_in} byte(s) dropped{asked}")  # fmt: skip
+        if best:
+            print(f"best: {best.score.dialect}; to use it:")
+            for what, cmd in config:
+                print(f"  # {what}\n  {cmd}")
+            if note:
+                print(f"note: {note}")
+    if best is not None:
+        return ExitCode.OK
+    sample = next((c.data for c in captures if c.data), b"")
+    why = (
+        f"no dialect decodes the {heard} byte(s) heard: {devices.raw_bytes_text(sample)}"
+        if heard
+        else "nothing heard at any line setting, even when asked (is the device on and sending? "
+        "are TX and RX crossed?)"
+    )
+    print(f"custody-agent: error: {args.port}: {why}", file=sys.stderr)
+    return ExitCode.DEVICE
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -608,19 +667,24 @@ def _default_dialect(kind: str) -> str:
 
 
 def cmd_camera_decode(args: argparse.Namespace) -> int:
-    found_any = False
+    missed = total = 0
     for result in devices.decode_images([Path(p) for p in args.images]):
-        found_any = found_any or bool(result["codes"])
+        total += 1
+        missed += result["status"] != "codes"
         if args.json:
-            print(json.dumps(result), flush=True)
+            print(json.dumps(result), flush=True)  # JSON escapes control characters
             continue
-        if "error" in result:
-            print(f"{result['path']}: error: {result['error']}")
-        elif not result["codes"]:
+        if result["status"] == "unreadable":
+            print(f"{result['path']}: unreadable: {result['error']}")
+        elif result["status"] == "no code":
             print(f"{result['path']}: no code found")
         for code in result["codes"]:
+            # repr() shows CR, LF and other control characters escaped, never raw
             print(f"{result['path']}: {code.get('symbology')} {code.get('text')!r}")
-    return 0
+    if missed:
+        print(f"{missed} of {total} image(s) gave no code", file=sys.stderr)
+        return ExitCode.NOT_ALL_DECODED
+    return ExitCode.OK
 
 
 # --- the command table ------------------------------------------------------------------
@@ -843,6 +907,19 @@ COMMANDS = Command(
                     arg("--json", action="store_true", help="one JSON object per line"),
                 ),
             ),
+            Command(
+                "detect",
+                "find an unknown device's dialect and line settings: listen at every baud rate "
+                "and line format, rank the dialects that decode the bytes, print the config",
+                cmd_devices_detect,
+                args=(
+                    arg("--port", required=True,
+                        help="port URL: /dev/serial/by-id/..., socket://h:p"),
+                    arg("--seconds", type=float, default=2.0,
+                        help="seconds to listen at each line setting (default 2)"),
+                    JSON,
+                ),
+            ),
         )),
         Command(
             "sim", "run a simulated device on a pty or a TCP port", cmd_sim,
@@ -871,7 +948,8 @@ COMMANDS = Command(
                 "decode", "decode QR codes and barcodes in images", cmd_camera_decode,
                 args=(
                     arg("images", nargs="+", help="image files"),
-                    arg("--json", action="store_true", help="one JSON object per image"),
+                    arg("--json", action="store_true",
+                        help="one JSON object per image: status codes|no code|unreadable"),
                 ),
             ),
         )),

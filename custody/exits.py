@@ -71,6 +71,11 @@ class ExitCode(IntEnum):
         "custody-agent run: SIGTERM could not drain within service.drain_deadline_s",
         False,
     )
+    NOT_ALL_DECODED = (
+        13,
+        "custody-agent camera decode: some images gave no code (each image's line says why)",
+        False,
+    )
     INTERRUPTED = 130, "interrupted (Ctrl-C)", False
 
 

@@ -6,6 +6,7 @@ it has its own small tree; the agent maps it into its exit codes.
     DeviceError
     ├── ProtocolError       the device sent something we cannot parse (garbage, bad checksum)
     ├── DisconnectedError   the port went away; the transport retries with backoff
+    │   └── PortOpenError   a port that would not open, with the OS reason in words
     ├── PortConfigError     a bad port URL, dialect name or dialect option (not retried)
     │   └── CameraUnavailableError  the camera's libraries (the ``camera`` extra) are not installed
     └── CameraError         an image or video file that cannot be read or decoded as one
@@ -28,6 +29,18 @@ class ProtocolError(DeviceError):
 
 class DisconnectedError(DeviceError):
     """The port disappeared or closed; expected, retried."""
+
+
+class PortOpenError(DisconnectedError):
+    """A port could not be opened; the message names the OS reason in plain words.
+
+    ``must_act`` is true when waiting cannot help (permission denied, not a serial
+    device): the service still retries, but a commissioning tool stops and says so.
+    """
+
+    def __init__(self, message: str, *, must_act: bool = False) -> None:
+        super().__init__(message)
+        self.must_act = must_act
 
 
 class PortConfigError(DeviceError):

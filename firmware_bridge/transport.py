@@ -32,8 +32,13 @@ lose bytes silently, which is worse.
 from __future__ import annotations
 
 import contextlib
+import errno
+import grp
+import os
+import pwd
 import queue
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +48,7 @@ from typing import Any
 
 import serial
 
-from firmware_bridge.errors import DisconnectedError, PortConfigError
+from firmware_bridge.errors import DisconnectedError, PortConfigError, PortOpenError
 from firmware_bridge.frames import FRAME_TYPES, Frame
 from firmware_bridge.protocols.base import FrameError, Parser, SerialDefaults
 
@@ -57,12 +62,19 @@ __all__ = [
     "PortReader",
     "PortState",
     "StateChanged",
+    "capture",
+    "is_pseudo_terminal",
     "open_port",
+    "port_holders",
 ]
 
 QUEUE_MAX = 1024
 READ_CHUNK = 4096
 READ_TIMEOUT_S = 0.1
+# The last bytes a reader saw, kept so a commissioning tool can show them and guess the
+# dialect: 4 KiB holds dozens of lines of any supported dialect and bounds the copy.
+RECENT_MAX = 4096
+_SCHEMES = "a device path (/dev/serial/by-id/...), socket://HOST:PORT, rfc2217://HOST:PORT, loop://"
 
 
 class PortState(StrEnum):
@@ -141,7 +153,11 @@ class Backoff:
 
 
 def open_port(url: str, settings: SerialDefaults, timeout: float = READ_TIMEOUT_S) -> Any:
-    """Open a pyserial port by URL with a dialect's line settings; translate errors."""
+    """Open a pyserial port by URL with a dialect's line settings; translate errors.
+
+    A URL pyserial does not know is a ``PortConfigError``; a port that will not open is a
+    ``PortOpenError`` whose message names the OS reason (``explain_open_failure``).
+    """
     try:
         return serial.serial_for_url(
             url,
@@ -153,9 +169,137 @@ def open_port(url: str, settings: SerialDefaults, timeout: float = READ_TIMEOUT_
             write_timeout=1.0,
         )
     except ValueError as exc:  # bad URL scheme or parameters: not worth retrying
+        scheme, sep, _ = url.partition("://")
+        if sep and "not known" in str(exc):
+            raise PortConfigError(
+                f"{url}: unsupported URL scheme {scheme + '://'!r}; use {_SCHEMES} or spy://PORT"
+            ) from exc
         raise PortConfigError(f"{url}: {exc}") from exc
     except (serial.SerialException, OSError) as exc:
-        raise DisconnectedError(f"{url}: cannot open: {exc}") from exc
+        reason, must_act = explain_open_failure(url, exc)
+        raise PortOpenError(f"{url}: cannot open: {reason}", must_act=must_act) from exc
+
+
+def explain_open_failure(url: str, exc: BaseException) -> tuple[str, bool]:
+    """Why ``url`` did not open, in words, and whether an operator must act (waiting won't do).
+
+    pyserial's messages mix its own wording with the OS's; for a device path the file itself
+    is looked at, so a missing device, a regular file and a permission problem each say so.
+    """
+    code = getattr(exc, "errno", None)
+    if "://" in url:
+        return (str(exc).removeprefix(f"Could not open port {url}: ") or repr(exc)), False
+    try:
+        st = os.stat(url)
+    except FileNotFoundError:
+        return (
+            "no such device (nothing at that path: is the cable plugged in? "
+            "`ls -l /dev/serial/by-id/` lists the serial devices present)",
+            False,
+        )
+    except OSError as err:
+        return f"{err.strerror or err}", False
+    if not stat.S_ISCHR(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "a regular file"
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            what = "not a character device"
+        return f"not a serial device ({url} is {what})", True
+    if code in (errno.EACCES, errno.EPERM):
+        group = _group_name(st.st_gid)
+        return (
+            f"permission denied ({stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{group}; "
+            f"add the user that runs custody-agent to group {group!r}: "
+            f"sudo usermod -aG {group} USER, then log in again)",
+            True,
+        )
+    if code == errno.EBUSY:
+        holders = ", ".join(f"pid {pid} ({name})" for pid, name in port_holders(url))
+        return f"device busy (held by {holders or 'another process'})", False
+    if code is None and "Inappropriate ioctl" in str(exc):
+        return f"not a serial device ({url} does not accept serial line settings)", True
+    return str(exc), False
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def port_holders(path: str) -> list[tuple[int, str]]:
+    """(pid, command name) of the processes that have ``path`` open, as far as /proc shows us.
+
+    Unprivileged users see only their own processes; that is the cheap answer, not a full one.
+    """
+    target = os.path.realpath(path)
+    found: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError):
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+                        found.append((pid, f.read().strip()))
+    return found
+
+
+# Most bytes ``capture`` keeps: a few seconds of any dialect at 115200 baud is well below.
+CAPTURE_MAX = 64 * 1024
+
+
+def capture(
+    url: str,
+    settings: SerialDefaults,
+    seconds: float,
+    *,
+    request: bytes = b"",
+    request_every: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+) -> bytes:
+    """Open ``url`` with ``settings``, read raw bytes for ``seconds`` (at most ``CAPTURE_MAX``).
+
+    With ``request``, send it every ``request_every`` seconds: a request/response device
+    (MT-SICS, SMA) says nothing until asked.
+    """
+    port = open_port(url, settings)
+    data = bytearray()
+    deadline = clock() + seconds
+    next_request = clock()
+    try:
+        while clock() < deadline and len(data) < CAPTURE_MAX:
+            try:
+                if request and clock() >= next_request:
+                    port.write(request)
+                    next_request = clock() + request_every
+                chunk = port.read(max(1, min(READ_CHUNK, port.in_waiting or 1)))
+            except (serial.SerialException, OSError) as exc:
+                raise DisconnectedError(f"{url}: read failed: {exc}") from exc
+            data += chunk
+    finally:
+        with contextlib.suppress(serial.SerialException, OSError):
+            port.close()
+    return bytes(data[:CAPTURE_MAX])
+
+
+def is_pseudo_terminal(url: str) -> bool:
+    """True for a pty slave (/dev/pts/N or a link to one): it ignores baud rate and parity."""
+    if "://" in url:
+        return False
+    try:
+        st = os.stat(url)
+    except OSError:
+        return False
+    # Linux: Unix98 pty slaves are majors 136-143 (Documentation/admin-guide/devices.txt).
+    return stat.S_ISCHR(st.st_mode) and 136 <= os.major(st.st_rdev) <= 143
 
 
 class PortReader:
@@ -180,6 +324,9 @@ class PortReader:
         self.counters = PortCounters()
         self.state = PortState.STOPPED
         self.last_error: str | None = None
+        self.open_error: DisconnectedError | None = None  # the latest failure to open
+        self.ever_opened = False
+        self._recent = bytearray()  # the last RECENT_MAX bytes read (``recent_bytes``)
         self._parser_factory = parser_factory
         self._parser = parser_factory()
         # What earlier parsers (one per connection) counted: the counters are cumulative
@@ -207,6 +354,11 @@ class PortReader:
         self._close()
         self._set_state(PortState.STOPPED)
 
+    def recent_bytes(self) -> bytes:
+        """A copy of the last bytes read (at most ``RECENT_MAX``), oldest first."""
+        with self._lock:
+            return bytes(self._recent)
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -231,6 +383,7 @@ class PortReader:
                 port = open_port(self.url, self.settings)
             except DisconnectedError as exc:
                 self.counters.open_failures += 1
+                self.open_error = exc
                 self._down(str(exc))
                 continue
             except PortConfigError as exc:
@@ -239,6 +392,7 @@ class PortReader:
                 return  # configuration errors are not retried; the supervisor reports
             with self._lock:
                 self._port = port
+            self.ever_opened = True
             if not first:
                 self.counters.reconnects += 1
             first = False
@@ -265,6 +419,9 @@ class PortReader:
             if not data:
                 continue
             self.counters.bytes_in += len(data)
+            with self._lock:
+                self._recent += data
+                del self._recent[: max(0, len(self._recent) - RECENT_MAX)]
             now = self._clock()
             for item in self._parser.feed(data, now):
                 self._emit(item, now)
