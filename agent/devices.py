@@ -339,11 +339,14 @@ def _requests() -> tuple[tuple[str, bytes], ...]:
 def _line_settings(url: str) -> list[tuple[str, str, SerialDefaults]]:
     from firmware_bridge.transport import is_pseudo_terminal
 
+    # rfc2217:// sets the remote port's line settings, so it is tried like a local port.
     ignored = (
         "pseudo-terminal"
         if is_pseudo_terminal(url)
         else "network socket"
-        if url.startswith(("socket://", "loop://"))
+        if url.startswith("socket://")
+        else "loopback"
+        if url.startswith("loop://")
         else None
     )
     if ignored:

@@ -38,6 +38,7 @@ import os
 import pwd
 import queue
 import random
+import re
 import stat
 import threading
 import time
@@ -188,7 +189,10 @@ def explain_open_failure(url: str, exc: BaseException) -> tuple[str, bool]:
     """
     code = getattr(exc, "errno", None)
     if "://" in url:
-        return (str(exc).removeprefix(f"Could not open port {url}: ") or repr(exc)), False
+        text = re.sub(r"\[Errno \d+\] ", "", str(exc).removeprefix(f"Could not open port {url}: "))
+        if "Connection refused" in text:
+            text += " (is the serial server on, and listening on that port?)"
+        return text or repr(exc), False
     try:
         st = os.stat(url)
     except FileNotFoundError:

@@ -65,6 +65,7 @@ def test_simulator_on_a_pty_decoded_by_listen(tmp_path: Path) -> None:
         ("foo://bar", 3, "unsupported URL scheme 'foo://'"),
         ("{tmp}/regular", 3, "not a serial device ({tmp}/regular is a regular file)"),
         ("{tmp}", 3, "not a serial device ({tmp} is a directory)"),
+        ("socket://127.0.0.1:1", 8, "cannot open: Connection refused (is the serial server on"),
     ],
 )
 def test_listen_on_a_port_that_never_opens_names_the_reason(
@@ -147,6 +148,52 @@ def test_detect_ranks_the_simulated_dialect_first(tmp_path: Path, kind: str, dia
         (r["confidence"] for r in report["results"]), reverse=True
     )
     assert any(dialect in c["command"] and str(link) in c["command"] for c in report["config"])
+
+
+def test_detect_over_a_network_socket(tmp_path: Path) -> None:
+    """A serial-over-IP box (socket://) ignores baud rates as a pty does: one capture, said so."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "sim", "rfid", "--listen", "127.0.0.1:0",
+         "--rate", "20", "--duration", "60"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as sim:  # fmt: skip
+        try:
+            assert sim.stdout is not None
+            url = sim.stdout.readline().strip()
+            result = run_cli("devices", "detect", "--port", url, "--seconds", "1.5")
+        finally:
+            sim.terminate()
+            sim.wait(10)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0].split()
+    assert first[:2] == ["rdm6300", "100%"] and "baud any (network socket) any" in result.stdout
+    assert f"custody-agent config set weighbridge.rfid rdm6300@{url}" in result.stdout
+    assert result.stderr.count("listened at") == 1
+
+
+def test_line_settings_of_a_real_port_are_every_baud_and_format() -> None:
+    """A port that honours line settings gets every baud rate in each format the dialects use;
+    a device found at settings other than its dialect's is told so."""
+    from agent import devices
+
+    settings = devices._line_settings("rfc2217://127.0.0.1:1")
+    assert len(settings) == len(devices.DETECT_BAUDS) * 2
+    assert {(b, f) for b, f, _ in settings} >= {("2400", "7E1"), ("115200", "8N1")}
+    sample = b"WG004.139kg3D\r\n" * 3
+    ranked = devices.rank([devices.Capture("2400", "8N1", "", sample)])
+    assert ranked[0].score.dialect == "xk3190-a12"
+    note = devices.baud_note(ranked[0])
+    assert note is not None and "sends at 2400 8N1" in note and "at 9600 8N1" in note
+
+
+def test_listen_says_when_no_dialect_decodes_the_bytes() -> None:
+    from agent import devices
+
+    garbage = bytes(range(0x80, 0x100)) * 4
+    assert not any(s.frames for s in devices.score_dialects(garbage))
+    lines = devices.hint_lines(devices.DialectHint("/dev/ttyUSB0", "nmea", (), garbage))
+    assert "no dialect decodes them either" in lines[1] and "devices detect" in lines[1]
+    assert lines[0].count("\\x") == 64 and "more bytes" in lines[0]
 
 
 def test_detect_on_a_silent_port_says_nothing_was_heard() -> None:
