@@ -6,7 +6,7 @@ The demo runs the same programs an operator would, and prints the commands as it
 1. ``custody-registry init`` makes the consortium's registry authority key and
    ``custody-ledger init`` the ledger's keys (pinning the authority); ``custody-agent init``
    makes the identities of two gateways (a mine and a refiner), the authority enrols them
-   (``custody-registry enrol``) and the ledger logs its entries (``custody-ledger enroll``).
+   (``custody-registry enrol``) and the ledger logs its entries (``custody-ledger enrol``).
 2. A private Mosquitto (the production config template, TLS with client certificates from a
    throwaway PKI, per-device ACL) on free loopback ports, unless ``--broker`` names a plain
    ``mqtt://`` broker, and ``custody-ledger run`` taking records in.
@@ -24,9 +24,10 @@ The demo runs the same programs an operator would, and prints the commands as it
    ledger's log (redrawn in place on a terminal, plain lines when piped).
 5. ``SIGTERM`` drains the service; every gateway record is checked to be a leaf of the
    ledger's signed log, and the last one gets an inclusion proof checked here.
-6. The refiner's weighbridge (a second gateway) receives the lot; the ledger proves the lot's
-   total, the receipt within tolerance and the mine's mass balance in one zero-knowledge bundle
-   (``custody-ledger summary``), after the authority's heartbeat shows the registry complete.
+6. The refiner (a second gateway) receives the lot, its receipt typed with ``custody-agent
+   record weighing --direction in``; the ledger proves the lot's total, the receipt within
+   tolerance and the mine's mass balance in one zero-knowledge bundle (``custody-ledger
+   summary``), after the authority's heartbeat shows the registry complete.
    The buyer pins the ledger's and the registry authority's public keys in a trust file of
    their own (``custody-verify trust add``) and ``custody-verify`` checks the bundle offline
    against those pins: nothing in the folder the seller hands over is trusted.
@@ -195,7 +196,7 @@ def enrol_gateway(
     # The consortium's registry authority signs the enrolment; the ledger only logs it.
     entry = run_cmd("custody-registry", "enrol", str(record_file), "--site", site,
                     "--dir", str(authority_dir)).splitlines()[0]  # fmt: skip
-    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enroll", entry)
+    run_cmd("custody-ledger", "--data-dir", str(ledger_dir), "enrol", entry)
     return gw_dir
 
 
@@ -653,13 +654,12 @@ def check_inclusion(ledger_dir: Path, event_id: bytes, checkpoint: Checkpoint) -
 
 
 def receive_at_refiner(ref_dir: Path) -> None:
-    """The refiner's weighbridge weighs the lot in: 4,507.5 kg of bags, read as 4,505 kg."""
-    with Recorder(ref_dir, boot_reason="demo") as rec:
-        truck = rec.weighing(gross=kg_to_units("18655"), vehicle=DISPATCH.plate, stage="in")
-        rec.weighing(
-            gross=kg_to_units("18655"), tare=kg_to_units("14150"), vehicle=DISPATCH.plate,
-            lot=LOT, stage="out", direction="in", inbound=truck.event_id,
-        )  # fmt: skip
+    """The refiner weighs the lot in: 4,507.5 kg of bags, read as 4,505 kg. Its receipt is what
+    an operator without a weighbridge link types: a weighing of the lot, direction in."""
+    run_cmd(
+        "custody-agent", "--data-dir", str(ref_dir), "record", "weighing", "--gross-kg", "18655",
+        "--tare-kg", "14150", "--vehicle", DISPATCH.plate, "--lot", LOT, "--direction", "in",
+    )  # fmt: skip
     print("refiner REF-01 weighed the lot in: net 4505.0 kg")
 
 
