@@ -44,8 +44,9 @@ __all__ = [
 
 # Frame errors before `listen` guesses the dialect when nothing has decoded yet.
 HINT_AFTER_ERRORS = 3
-# A dialect that reads any printable line as a frame (every other text dialect's lines too):
-# at equal confidence it ranks below a dialect whose format and checksum the bytes passed.
+# A dialect that reads any printable line as a frame (every other text dialect's lines too,
+# and on a noisy line the garbled ones the right dialect rejects): it ranks below any dialect
+# whose format and checksum at least half as many frames passed in the same bytes.
 CATCH_ALL = frozenset({"scanner-line"})
 
 
@@ -100,6 +101,7 @@ class DialectScore:
     errors: int
     dropped_bytes: int
     bytes_in: int
+    outranked: bool = False  # a catch-all that a specific dialect outranks (``CATCH_ALL``)
 
     @property
     def confidence(self) -> float:
@@ -154,9 +156,16 @@ def score_dialects(sample: bytes) -> list[DialectScore]:
                 len(sample),
             )
         )
-    return sorted(
-        scores, key=lambda c: (-c.confidence, c.dialect in CATCH_ALL, -c.frames, c.dialect)
-    )
+    specific = max((c.frames for c in scores if c.dialect not in CATCH_ALL), default=0)
+    scores = [
+        dataclasses.replace(c, outranked=c.dialect in CATCH_ALL and 0 < c.frames <= 2 * specific)
+        for c in scores
+    ]
+    return sorted(scores, key=_rank_key)
+
+
+def _rank_key(c: DialectScore) -> tuple[bool, float, bool, int, str]:
+    return (c.outranked, -c.confidence, c.dialect in CATCH_ALL, -c.frames, c.dialect)
 
 
 def listen(
@@ -401,10 +410,7 @@ def rank(captures: list[Capture]) -> list[Detection]:
     found = [
         Detection(c, s) for c in captures if c.data for s in score_dialects(c.data) if s.frames
     ]
-    return sorted(
-        found,
-        key=lambda d: (-d.score.confidence, d.score.dialect in CATCH_ALL, -d.score.frames),
-    )
+    return sorted(found, key=lambda d: _rank_key(d.score))
 
 
 def config_lines(url: str, best: Detection) -> list[tuple[str, str]]:

@@ -115,11 +115,11 @@ def test_wrong_dialect_shows_raw_bytes_and_suggests_the_right_one(tmp_path: Path
 
 
 @contextlib.contextmanager
-def _sim(tmp_path: Path, kind: str, dialect: str) -> Iterator[Path]:
+def _sim(tmp_path: Path, kind: str, dialect: str, *extra: str) -> Iterator[Path]:
     link = tmp_path / f"tty-{dialect}"
     with subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "sim", kind, "--dialect", dialect,
-         "--pty", "--link", str(link), "--rate", "20", "--duration", "60", "--seed", "4"],
+         "--pty", "--link", str(link), "--rate", "20", "--duration", "60", "--seed", "4", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     ) as sim:  # fmt: skip
         try:
@@ -148,6 +148,18 @@ def test_detect_ranks_the_simulated_dialect_first(tmp_path: Path, kind: str, dia
         (r["confidence"] for r in report["results"]), reverse=True
     )
     assert any(dialect in c["command"] and str(link) in c["command"] for c in report["config"])
+
+
+@pytest.mark.parametrize("dialect", ["xk3190-a12", "ad-cas"])
+def test_detect_on_a_noisy_line_keeps_the_catch_all_below(tmp_path: Path, dialect: str) -> None:
+    """Garbage in a third of the frames: scanner-line reads more of the garbled lines than the
+    right dialect accepts, and still ranks below it."""
+    with _sim(tmp_path, "scale", dialect, "--noise", "0.3") as link:
+        result = run_cli("devices", "detect", "--port", str(link), "--seconds", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)["results"]
+    assert results[0]["dialect"] == dialect and results[0]["errors"] > 0
+    assert results[1]["dialect"] == "scanner-line" and results[1]["outranked"]
 
 
 def test_detect_over_a_network_socket(tmp_path: Path) -> None:
