@@ -60,6 +60,10 @@ HOUSEKEEPING_S = 5.0
 MAX_BACKOFF_S = 30.0
 # Distinct rejection texts one log line names (a batch can have a reason per record).
 MAX_REASONS_LOGGED = 3
+# One rejection line per device this often at most: a stolen certificate sending unsigned
+# batches at its budget must not flood the journal. The lines in between are counted in the
+# next one; every row stays in the store (`custody-ledger rejections`) and in the metrics.
+REJECTION_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class LedgerService:
         self._log_size = 0
         self._refused = ""  # the broker's reason while it refuses our CONNECT
         self._waiting_devices: set[str] = set()  # devices with a backlog gauge
+        # device -> (when its last rejection line was logged, batches with rejections since)
+        self._rejection_lines: dict[str, tuple[float, int]] = {}
         self._connect_failures = 0  # attempts in a row that reached no broker (or lost it)
         self._unreachable = ""  # why the last attempt failed and when the next one is
 
@@ -346,16 +352,27 @@ class LedgerService:
         self.metrics.store_up.set(1 if up else 0)
 
     def _log_rejections(self, device_id: str, result: IntakeResult) -> None:
-        """One line per batch with rejections: how many, and the ledger's reasons (the texts
-        the store keeps and ``custody-ledger rejections`` lists)."""
+        """A line for a batch with rejections: how many, and the ledger's reasons (the texts
+        the store keeps and ``custody-ledger rejections`` lists); per device at most one every
+        ``REJECTION_LOG_INTERVAL_S``, which counts the batches it left out."""
+        now = self._clock()
+        last = self._rejection_lines.get(device_id)
+        if last is not None and now - last[0] < REJECTION_LOG_INTERVAL_S:
+            self._rejection_lines[device_id] = (last[0], last[1] + 1)
+            return
+        self._rejection_lines[device_id] = (now, 0)
+        since = (
+            f" ({last[1]} more batch(es) with rejections in the {now - last[0]:.0f} s before)"
+            if last is not None and last[1] else ""
+        )  # fmt: skip
         shown = result.details.most_common(MAX_REASONS_LOGGED)
         more = len(result.details) - len(shown)
         reasons = "; ".join(f"{n}x {text}" for text, n in shown) + (
             f"; and {more} other reason(s)" if more > 0 else ""
         )
         log.warning(
-            "rejected %d of %d record(s) from %s: %s", result.rejected, result.envelopes,
-            device_id, reasons,
+            "rejected %d of %d record(s) from %s: %s%s", result.rejected, result.envelopes,
+            device_id, reasons, since,
             extra={"device_id": device_id, "rejected": result.rejected, "reasons": reasons},
         )  # fmt: skip
 

@@ -9,6 +9,7 @@ configuration with the CA of ``custody-ledger pki``, and ``custody-ledger run`` 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,13 +28,17 @@ from pathlib import Path
 import pytest
 
 from agent.recorder import Recorder
-from custody.keys import DeviceKey
+from custody.keys import DeviceKey, LedgerKeyPair
 from custody.mass import kg_to_units, units_to_kg
 from lab.lots import mine_a_lot
 from ledger import paths
 from ledger.cli import build_parser
+from ledger.intake import Intake, IntakeResult
 from ledger.pki import Pki
+from ledger.service import LedgerService
+from ledger.store import LedgerStore
 from ledger.stores import open_store
+from sync.mqtt import BrokerConfig
 from tests.brokers import MosquittoBroker, TestPKI
 from tests.support import REPO, run_cli
 from tests.test_enrolment import (
@@ -420,3 +426,31 @@ def test_rejections_filter_by_device_and_time_and_waiting_counts_per_device(
         assert store.waiting_by_device() == {"gw-a": 3}
     finally:
         store.close()
+
+
+def test_rejection_lines_are_limited_per_device_and_count_what_they_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    store = LedgerStore(tmp_path / "ledger.sqlite")
+    service = LedgerService(
+        Intake(store, LedgerKeyPair.generate("limits")),
+        BrokerConfig(url="mqtt://127.0.0.1:1", client_id="ledger"),
+        clock=lambda: now[0],
+    )
+    batch = IntakeResult(rejected=1, envelopes=3, details=Counter({"unknown device key": 1}))
+    try:
+        with caplog.at_level(logging.WARNING, logger="ledger.service"):
+            for device, at in (("gw-a", 0.0), ("gw-a", 1.0), ("gw-b", 2.0), ("gw-a", 5.0),
+                               ("gw-a", 10.0 + 0.5)):  # fmt: skip
+                now[0] = 1000.0 + at
+                service._log_rejections(device, batch)
+    finally:
+        store.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "rejected 1 of 3 record(s) from gw-a: 1x unknown device key",
+        "rejected 1 of 3 record(s) from gw-b: 1x unknown device key",
+        "rejected 1 of 3 record(s) from gw-a: 1x unknown device key (2 more batch(es) with "
+        "rejections in the 10 s before)",
+    ]
