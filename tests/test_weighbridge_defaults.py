@@ -5,6 +5,7 @@ log says what happened to each one (capture, ticket, refused seals, sync not con
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -83,3 +84,24 @@ def test_with_default_settings_every_simulated_truck_is_weighed(gw: Path, tmp_pa
                 t.join(10)
         scale.close()
         scanner.close()
+
+
+def test_the_vehicles_file_is_read_at_start_and_on_reload(gw: Path, tmp_path: Path) -> None:
+    scale = PtySink(tmp_path / "ttyWB")
+    set_config(gw, "weighbridge.port", json.dumps(scale.path))
+    set_config(gw, "weighbridge.vehicles", '"vehicles.csv"')
+    vehicles = gw / "vehicles.csv"
+    vehicles.write_text("tag,plate,haulier\n3C00A1B2C4,CD 1187\n")
+    try:
+        with service(gw) as svc:  # a bad line stops the start, naming the file and line
+            assert svc.wait_exit() == 3
+            assert f"{vehicles}: weighbridge.vehicles: line 2: plate must be" in svc.stderr
+        vehicles.write_text("tag,plate,haulier\n3C00A1B2C4,CD-LSH-1187,Kolwezi Haulage\n")
+        with service(gw) as svc:
+            svc.wait_event("service.ready")
+            vehicles.write_text(vehicles.read_text() + "4A0017F3D2,CD-KLZ-4471,\n")
+            svc.signal(signal.SIGHUP)  # the setting is unchanged; the file is not
+            assert "weighbridge" in svc.wait_event("config.reloaded")["restarted"]
+            assert svc.terminate() == 0
+    finally:
+        scale.close()

@@ -49,7 +49,9 @@ class WeighbridgePlugin:
         fingerprint = tuple(
             (f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name.startswith("wb_")
         )
-        return worker, fingerprint
+        # An edited vehicles file takes effect on reload even when its setting is unchanged.
+        vehicles = tuple(sorted(worker.vehicles.by_tag.items()))
+        return worker, (*fingerprint, ("vehicles", vehicles))
 
 
 class GpsPlugin:
