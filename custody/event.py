@@ -341,7 +341,11 @@ BODY_SCHEMAS: dict[EventType, BodySchema] = {
             # reading, indicator lost mid-weighing, the empty bridge off zero, or a
             # stable reading outside the site's plausible truck masses.
             "outcome": _one_of(
-                "unstable", "overload", "left_unweighed", "disconnected", "zero_drift",
+                "unstable",
+                "overload",
+                "left_unweighed",
+                "disconnected",
+                "zero_drift",
                 "implausible",
             ),
             "zero": _int,  # signed empty-bridge reading in mass units (zero_drift)
