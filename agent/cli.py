@@ -84,6 +84,17 @@ def _utc(ms: int) -> str:
 
 # --- commands -------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
+    if args.replace:
+        return _replace_identity(args)
+    if args.abandon_unsynced:
+        raise ConfigError(
+            "command line", "--abandon-unsynced", "only means something with --replace"
+        )
+    missing = [
+        flag for flag, value in (("--site", args.site), ("--device", args.device)) if not value
+    ]
+    if missing:
+        raise ConfigError("command line", missing[0], "required to initialise a gateway")
     record = enrol.initialise(
         args.data_dir,
         site_id=args.site,
@@ -96,6 +107,39 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"initialised {args.data_dir}; send the record above to the registry authority (it "
         f"enrols the key at its site) and {out['csr_file']} to the ledger's operator (for the "
         "client certificate)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _replace_identity(args: argparse.Namespace) -> int:
+    """``init --replace``: archive the old ledger's identity, make one for the new ledger."""
+    if not args.ledger_key:
+        raise ConfigError(
+            "command line", "--ledger-key", "--replace needs the new ledger's public-key file"
+        )
+    record, old = enrol.replace_identity(
+        args.data_dir, ledger_key_file=Path(args.ledger_key), site_id=args.site,
+        device_id=args.device, abandon_unsynced=args.abandon_unsynced,
+    )  # fmt: skip
+    out = _enrolment_json(args.data_dir, record)
+    out["archive"] = str(old.archive)
+    out["old_ledger_id"] = old.old_ledger_id
+    out["abandoned"] = old.abandoned
+    _print_json(out)
+    abandoned = sum(old.abandoned.values())
+    print(
+        f"the identity that ledger {old.old_ledger_id!r} knows is archived in {old.archive}"
+        + (f" with {abandoned} record(s) it never acknowledged" if abandoned else "")
+        + f" (check it: custody-agent --data-dir {old.archive} events verify).\n"
+        f"{args.data_dir} now has a new device key, TLS key and empty outbox; sync.* points "
+        "nowhere until you enrol. Next:\n"
+        "  1. registry authority: custody-registry enrol RECORD.json --site "
+        f"{record.site_id} (RECORD.json = the JSON above)\n"
+        "  2. ledger operator: custody-ledger enroll ENTRY; custody-ledger pki issue "
+        f"{record.device_id} --csr {out['csr_file']}\n"
+        "  3. here: custody-agent enrol --cert-file CERT --ca-file CA.crt --broker URL\n"
+        "  4. custody-agent config check; start the service",
         file=sys.stderr,
     )
     return 0
@@ -722,9 +766,16 @@ COMMANDS = Command(
         Command(
             "init", "create this gateway's key and config; print its enrolment", cmd_init,
             args=(
-                arg("--site", required=True, help="site id, e.g. KOL-01"),
-                arg("--device", required=True, help="device id, e.g. gw-kol-01"),
+                arg("--site", help="site id, e.g. KOL-01 (with --replace: kept if not given)"),
+                arg("--device", help="device id, e.g. gw-kol-01 (with --replace: kept if not "
+                    "given)"),
                 arg("--ledger-key", metavar="FILE", help="ledger public-key JSON to pin"),
+                arg("--replace", action="store_true",
+                    help="move an initialised gateway to the ledger of --ledger-key: archive "
+                    "its whole identity and outbox under archive/, make a new one"),
+                arg("--abandon-unsynced", action="store_true",
+                    help="with --replace: archive records the old ledger has not acknowledged "
+                    "(they are never sent)"),
             ),
         ),
         Command(

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent import replace
 from agent.identity import create_device_key, load_device_key, load_ledger_keys, write_new
 from agent.outbox import Outbox
 from agent.paths import DataDir
@@ -48,6 +49,7 @@ __all__ = [
     "enrolment_record",
     "initialise",
     "install_enrolment",
+    "replace_identity",
     "set_settings",
 ]
 
@@ -80,18 +82,15 @@ def initialise(
     data_dir: Path, *, site_id: str, device_id: str, ledger_key_file: Path | None = None
 ) -> EnrolmentRecord:
     """Create identity and config; refuse to touch an already initialised directory."""
-    for value, what in ((device_id, "device id"), (site_id, "site id")):
-        try:
-            validate_identifier(value, what)
-        except SchemaError as exc:
-            raise ConfigError("command line", what.replace(" ", "_"), str(exc)) from exc
+    _check_ids(site_id, device_id)
     paths = DataDir(data_dir)
     if paths.config.exists() or paths.device_key.exists():
         raise ConfigError(
             str(paths.config),
             "-",
-            "this data directory is already initialised; refusing to "
-            "replace its identity (use another --data-dir)",
+            "this data directory is already initialised; refusing to replace its identity "
+            "(use another --data-dir, or --replace --ledger-key FILE to move it to another "
+            "ledger)",
         )
     ledger_json = None
     if ledger_key_file is not None:
@@ -99,10 +98,58 @@ def initialise(
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     fsync_directory(data_dir.parent)  # a new data dir's own name, or the identity vanishes with it
+    return _write_identity(
+        data_dir, site_id, device_id, ledger_json, render_config(device_id, site_id), ()
+    )
+
+
+def replace_identity(
+    data_dir: Path,
+    *,
+    ledger_key_file: Path,
+    site_id: str | None = None,
+    device_id: str | None = None,
+    abandon_unsynced: bool = False,
+) -> tuple[EnrolmentRecord, replace.Archived]:
+    """Move this gateway to the ledger of ``ledger_key_file`` (agent/replace.py says how).
+
+    The site and device ids stay unless given; every setting but those naming the old
+    ledger is kept. Returns the new enrolment record and where the old identity went.
+    """
+    ledger_json = load_ledger_keys(ledger_key_file).to_json()  # checked before anything moves
+    with replace.exclusive(data_dir):
+        old_cfg = load_config(DataDir(data_dir).config)
+        site, device = site_id or old_cfg.site_id, device_id or old_cfg.device_id
+        _check_ids(site, device)
+        old = replace.archive_identity(data_dir, abandon_unsynced=abandon_unsynced)
+        changes = (*replace.LEDGER_SETTINGS, ("device.id", device), ("device.site", site))
+        record = _write_identity(data_dir, site, device, ledger_json, old.config_text, changes)
+    return record, old
+
+
+def _check_ids(site_id: str, device_id: str) -> None:
+    for value, what in ((device_id, "device id"), (site_id, "site id")):
+        try:
+            validate_identifier(value, what)
+        except SchemaError as exc:
+            raise ConfigError("command line", what.replace(" ", "_"), str(exc)) from exc
+
+
+def _write_identity(
+    data_dir: Path,
+    site_id: str,
+    device_id: str,
+    ledger_json: str | None,
+    config_text: str,
+    changes: Sequence[tuple[str, str]],
+) -> EnrolmentRecord:
+    paths = DataDir(data_dir)
     key = create_device_key(paths.device_key)
     if ledger_json is not None:
         write_new(paths.ledger_keys, ledger_json.encode() + b"\n", 0o644)
-    write_new(paths.config, render_config(device_id, site_id).encode(), 0o644)
+    write_new(paths.config, config_text.encode(), 0o644)
+    if changes:
+        set_settings(paths.config, changes)
     Outbox.open(paths.outbox).close()  # created and migrated now, so every command works
     make_tls_request(data_dir, device_id)
     return EnrolmentRecord(device_id, site_id, key.public_key, key.kid)
