@@ -1,0 +1,147 @@
+"""Moving a gateway from a trial ledger to the real one (docs/operations.md, "Move a gateway to
+another ledger"), with the real commands against two real ledgers, each with its own registry
+authority, CA and Mosquitto.
+
+The gateway is enrolled with the trial ledger and syncs some records; one more stays unsent.
+``init --replace`` then refuses (naming the unsent records) until ``--abandon-unsynced``, and
+while the service lock is held; once it runs, the old identity and outbox are archived and
+still verify, the new identity enrols with the real ledger and syncs from seq 1, and the real
+ledger receives nothing sealed to the trial ledger's key (it would reject such an opening).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from ledger.pki import Pki
+from tests.brokers import MosquittoBroker, TestPKI
+from tests.support import run_cli
+from tests.test_enrolment import (
+    Central,
+    LedgerProcess,
+    enrol_gateway,
+    ledger_cli,
+    ok,
+    record_weighings,
+    registry_cli,
+    status,
+    sync,
+)
+
+
+@contextmanager
+def ledger(root: Path, ledger_id: str) -> Iterator[Central]:
+    """A ledger, its registry authority (``root/registry``), its CA and its broker."""
+    data, registry = root / "ledger", root / "registry"
+    ok(registry_cli("init", "--name", f"{ledger_id}-registry", "--dir", registry))
+    ok(ledger_cli("--data-dir", data, "init", "--ledger-id", ledger_id,
+                  "--authority", registry / "authority-public.json"))  # fmt: skip
+    ok(ledger_cli("--data-dir", data, "pki", "init"))
+    ok(ledger_cli("--data-dir", data, "pki", "issue-broker", "--host", "localhost",
+                  "--host", "127.0.0.1"))  # fmt: skip
+    ok(ledger_cli("--data-dir", data, "pki", "issue-ledger"))
+    pki = Pki(data / "pki")
+    with MosquittoBroker(root / "broker", TestPKI(pki.directory)) as broker:
+        yield Central(data, pki, broker)
+
+
+def test_a_gateway_moves_from_the_trial_ledger_to_the_real_one(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        trial = stack.enter_context(ledger(tmp_path / "trial", "trial"))
+        real = stack.enter_context(ledger(tmp_path / "real", "real"))
+        gw = enrol_gateway(tmp_path / "trial", trial, "gw-kol-01")
+        ok(run_cli("--data-dir", str(gw), "config", "set", "weighbridge.window_s", "4.5"))
+        record_weighings(gw, 2)
+        with LedgerProcess(trial):
+            assert json.loads(sync(gw).stdout)["acked"] == 4
+        record_weighings(gw, 1)  # a boot and a weighing the trial ledger never gets
+        old_key = (gw / "device.key").read_bytes()
+        real_key = str(real.data / "ledger-public.json")
+        replace = ("--data-dir", str(gw), "init", "--replace", "--ledger-key", real_key)
+
+        # Unsent records: refused, naming them; nothing moved.
+        refused = run_cli(*replace)
+        assert refused.returncode == 6, refused.stderr
+        assert "2 record(s) the ledger 'trial' has not acknowledged" in refused.stderr
+        assert "(1 boot, 1 weighing)" in refused.stderr
+        assert "--abandon-unsynced" in refused.stderr
+        assert not (gw / "archive").exists()
+        assert (gw / "device.key").read_bytes() == old_key
+
+        # The service holds the data directory: refused, naming it.
+        with open(gw / "service.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            busy = run_cli(*replace, "--abandon-unsynced")
+        assert busy.returncode == 6
+        assert "`custody-agent run` is using this data directory" in busy.stderr
+        assert (gw / "device.key").read_bytes() == old_key
+
+        moved = run_cli(*replace, "--abandon-unsynced")
+        assert moved.returncode == 0, moved.stderr
+        new = json.loads(moved.stdout)
+        assert new["abandoned"] == {"boot": 1, "weighing": 1}
+        assert new["old_ledger_id"] == "trial"
+        assert new["device_id"] == "gw-kol-01"
+        assert new["site_id"] == "KOL-01"
+        assert "custody-registry enrol" in moved.stderr
+        assert "custody-ledger enroll" in moved.stderr
+
+        # The archive is the whole old identity, and its records still verify.
+        archive = Path(new["archive"])
+        assert archive.parent == gw / "archive"
+        assert archive.name.endswith("-trial")
+        assert (archive / "device.key").read_bytes() == old_key
+        for name in ("outbox.sqlite", "config.toml", "ledger.json", "tls.key", "tls.crt"):
+            assert (archive / name).exists(), name
+        verified = run_cli("--data-dir", str(archive), "events", "verify")
+        assert verified.returncode == 0, verified.stderr
+        assert "ok: 6 event(s)" in verified.stdout
+
+        # The new identity: new key, the real ledger pinned, settings kept but sync.* reset.
+        assert (gw / "device.key").read_bytes() != old_key
+        assert json.loads((gw / "ledger.json").read_text())["ledger_id"] == "real"
+        config = (gw / "config.toml").read_text()
+        assert "window_s = 4.5" in config
+        assert "ack_timeout_s = 5" in config
+        assert 'broker = ""' in config
+        assert trial.url not in config
+        assert not (gw / "tls.crt").exists()
+        assert status(gw)["events"] == {"acked": 0, "pending": 0, "rejected": 0, "sent": 0}
+
+        # Enrol with the real ledger as a new gateway: authority, ledger, certificate.
+        record_file = tmp_path / "moved.json"
+        record_file.write_text(moved.stdout)
+        registry = tmp_path / "real" / "registry"
+        entry = ok(registry_cli("enrol", record_file, "--site", "KOL-01", "--dir", registry))
+        entry = entry.splitlines()[0]
+        ok(ledger_cli("--data-dir", real.data, "enroll", entry))
+        cert = ok(ledger_cli("--data-dir", real.data, "pki", "issue", "gw-kol-01",
+                             "--csr", new["csr_file"])).strip()  # fmt: skip
+        # The trial's CA and ledger key are refused: the gateway pins the real ledger now.
+        wrong = run_cli("--data-dir", str(gw), "enrol", "--cert-file", cert,
+                        "--ca-file", str(trial.pki.ca_file))  # fmt: skip
+        assert wrong.returncode == 3
+        ok(run_cli("--data-dir", str(gw), "enrol", "--cert-file", cert,
+                   "--ca-file", str(real.pki.ca_file), "--ledger-key", real_key,
+                   "--broker", real.url))  # fmt: skip
+
+        record_weighings(gw, 2)
+        with LedgerProcess(real):
+            result = sync(gw)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["acked"] == 4
+        assert summary["rejected"] == 0
+        assert status(gw)["rejected_reasons"] == {}
+        # The real ledger holds the new chain from seq 1 and nothing else; the trial's
+        # records stay the trial's.
+        (row,) = real.devices()
+        assert row["device_id"] == "gw-kol-01"
+        assert row["head_seq"] == 4
+        assert row["kid"] == new["kid"]
+        (trial_row,) = trial.devices()
+        assert trial_row["head_seq"] == 4
