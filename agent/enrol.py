@@ -116,14 +116,25 @@ def replace_identity(
     The site and device ids stay unless given; every setting but those naming the old
     ledger is kept. Returns the new enrolment record and where the old identity went.
     """
-    ledger_json = load_ledger_keys(ledger_key_file).to_json()  # checked before anything moves
+    new_keys = load_ledger_keys(ledger_key_file)  # checked before anything moves
+    replace.require_initialised(data_dir)
     with replace.exclusive(data_dir):
         old_cfg = load_config(DataDir(data_dir).config)
+        pinned = old_cfg.ledger_keys_path(data_dir)
+        if pinned.exists() and load_ledger_keys(pinned) == new_keys:
+            raise ConfigError(
+                str(ledger_key_file), "-",
+                f"this is the ledger {new_keys.ledger_id!r} the gateway already pins "
+                f"({pinned}); --replace moves a gateway to another ledger (for a new signing "
+                "key on the same ledger: `custody-agent keys rotate`)",
+            )  # fmt: skip
         site, device = site_id or old_cfg.site_id, device_id or old_cfg.device_id
         _check_ids(site, device)
         old = replace.archive_identity(data_dir, abandon_unsynced=abandon_unsynced)
         changes = (*replace.LEDGER_SETTINGS, ("device.id", device), ("device.site", site))
-        record = _write_identity(data_dir, site, device, ledger_json, old.config_text, changes)
+        record = _write_identity(
+            data_dir, site, device, new_keys.to_json(), old.config_text, changes
+        )
     return record, old
 
 

@@ -43,7 +43,7 @@ from custody.files import fsync_directory, move_file
 
 __all__ = [
     "ARCHIVE_DIR", "LEDGER_SETTINGS", "Archived", "archive_identity", "exclusive",
-    "unsynced_by_type",
+    "require_initialised", "unsynced_by_type",
 ]  # fmt: skip
 
 ARCHIVE_DIR = "archive"
@@ -102,6 +102,15 @@ def exclusive(root: Path) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
+def require_initialised(data_dir: Path) -> None:
+    paths = DataDir(data_dir)
+    if not paths.config.exists() or not paths.device_key.exists():
+        raise NotInitialisedError(
+            f"{data_dir}: not an initialised gateway (no config.toml or device.key); "
+            "run `custody-agent init` without --replace"
+        )
+
+
 def archive_identity(data_dir: Path, *, abandon_unsynced: bool) -> Archived:
     """Steps 2-3, under ``exclusive``: count, then move the whole old identity to the archive.
 
@@ -109,11 +118,7 @@ def archive_identity(data_dir: Path, *, abandon_unsynced: bool) -> Archived:
     ``abandon_unsynced`` is false; nothing has moved then.
     """
     paths = DataDir(data_dir)
-    if not paths.config.exists() or not paths.device_key.exists():
-        raise NotInitialisedError(
-            f"{data_dir}: not an initialised gateway (no config.toml or device.key); "
-            "run `custody-agent init` without --replace"
-        )
+    require_initialised(data_dir)
     cfg = load_config(paths.config)
     config_text = paths.config.read_text(encoding="utf-8")
     pinned = cfg.ledger_keys_path(data_dir)

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ledger.pki import Pki
 from tests.brokers import MosquittoBroker, TestPKI
-from tests.support import run_cli
+from tests.support import REPO, run_cli
 from tests.test_enrolment import (
     Central,
     LedgerProcess,
@@ -145,3 +152,71 @@ def test_a_gateway_moves_from_the_trial_ledger_to_the_real_one(tmp_path: Path) -
         assert row["kid"] == new["kid"]
         (trial_row,) = trial.devices()
         assert trial_row["head_seq"] == 4
+
+
+def _ledger_keys(root: Path, ledger_id: str) -> str:
+    ok(ledger_cli("--data-dir", root, "init", "--ledger-id", ledger_id))
+    return str(root / "ledger-public.json")
+
+
+def test_replace_is_refused_while_the_service_runs(tmp_path: Path) -> None:
+    trial, real = _ledger_keys(tmp_path / "trial", "trial"), _ledger_keys(tmp_path / "real", "real")
+    gw = tmp_path / "gw"
+    ok(run_cli("--data-dir", str(gw), "init", "--site", "KOL-01", "--device", "gw-a",
+               "--ledger-key", trial))  # fmt: skip
+    ok(run_cli("--data-dir", str(gw), "config", "set", "service.http_port", "0"))
+    key = (gw / "device.key").read_bytes()
+    notify = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")  # AF_UNIX paths are short (unix(7))
+    address = os.path.join(notify, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(60)
+        service = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "--data-dir", str(gw), "run"],
+            cwd=REPO, env={**os.environ, "NOTIFY_SOCKET": address},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            while b"READY=1" not in listener.recv(4096):
+                pass
+            busy = run_cli("--data-dir", str(gw), "init", "--replace", "--ledger-key", real,
+                           "--abandon-unsynced")  # fmt: skip
+        finally:
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=60)
+    shutil.rmtree(notify)
+    assert busy.returncode == 6
+    assert "`custody-agent run` is using this data directory" in busy.stderr
+    assert (gw / "device.key").read_bytes() == key
+    assert not (gw / "archive").exists()
+    # Stopped: it goes through (the service's boot record is abandoned, never sent).
+    moved = run_cli("--data-dir", str(gw), "init", "--replace", "--ledger-key", real,
+                    "--abandon-unsynced")  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["abandoned"] == {"boot": 1}
+
+
+def test_replace_misuse_is_refused_with_the_reason(tmp_path: Path) -> None:
+    trial = _ledger_keys(tmp_path / "trial", "trial")
+    gw = tmp_path / "gw"
+    fresh = run_cli("--data-dir", str(gw), "init", "--replace", "--ledger-key", trial)
+    assert fresh.returncode == 5  # storage: no identity to replace
+    assert "not an initialised gateway" in fresh.stderr
+    no_ids = run_cli("--data-dir", str(gw), "init")
+    assert no_ids.returncode == 3
+    assert "--site" in no_ids.stderr
+    ok(run_cli("--data-dir", str(gw), "init", "--site", "KOL-01", "--device", "gw-a",
+               "--ledger-key", trial))  # fmt: skip
+    again = run_cli("--data-dir", str(gw), "init", "--site", "KOL-01", "--device", "gw-a")
+    assert again.returncode == 3
+    assert "--replace --ledger-key FILE" in again.stderr
+    no_key = run_cli("--data-dir", str(gw), "init", "--replace")
+    assert no_key.returncode == 3
+    assert "the new ledger's public-key file" in no_key.stderr
+    stray = run_cli("--data-dir", str(gw), "init", "--abandon-unsynced")
+    assert stray.returncode == 3
+    same = run_cli("--data-dir", str(gw), "init", "--replace", "--ledger-key", trial)
+    assert same.returncode == 3
+    assert "already pins" in same.stderr
+    assert "keys rotate" in same.stderr
+    assert not (gw / "archive").exists()
