@@ -123,11 +123,13 @@ def archive_identity(data_dir: Path, *, abandon_unsynced: bool) -> Archived:
     config_text = paths.config.read_text(encoding="utf-8")
     pinned = cfg.ledger_keys_path(data_dir)
     old_ledger = load_ledger_keys(pinned).ledger_id if pinned.exists() else "unpinned"
-    outbox = Outbox.open(paths.outbox, check=None, create=False)
-    try:
-        unsynced = unsynced_by_type(outbox)
-    finally:
-        outbox.close()  # the last connection: SQLite folds the WAL back into the file
+    unsynced: dict[str, int] = {}
+    if paths.outbox.exists():  # else a replace that was cut short archived it already
+        outbox = Outbox.open(paths.outbox, check=None, create=False)
+        try:
+            unsynced = unsynced_by_type(outbox)
+        finally:
+            outbox.close()  # the last connection: SQLite folds the WAL back into the file
     if unsynced and not abandon_unsynced:
         listed = ", ".join(f"{n} {t}" for t, n in unsynced.items())
         raise CaptureError(

@@ -220,3 +220,26 @@ def test_replace_misuse_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert "already pins" in same.stderr
     assert "keys rotate" in same.stderr
     assert not (gw / "archive").exists()
+
+
+def test_a_replace_cut_short_is_finished_by_running_it_again(tmp_path: Path) -> None:
+    trial, real = _ledger_keys(tmp_path / "trial", "trial"), _ledger_keys(tmp_path / "real", "real")
+    gw = tmp_path / "gw"
+    ok(run_cli("--data-dir", str(gw), "init", "--site", "KOL-01", "--device", "gw-a",
+               "--ledger-key", trial))  # fmt: skip
+    record_weighings(gw, 1)
+    # A power cut after the outbox moved, before config.toml and device.key did.
+    first = gw / "archive" / "20260301T061500Z-trial"
+    first.mkdir(parents=True)
+    (gw / "outbox.sqlite").rename(first / "outbox.sqlite")
+    moved = run_cli("--data-dir", str(gw), "init", "--replace", "--ledger-key", real)
+    assert moved.returncode == 0, moved.stderr
+    second = Path(json.loads(moved.stdout)["archive"])
+    assert second != first
+    assert (second / "device.key").exists()
+    assert (second / "config.toml").exists()
+    # The two halves together are the old data directory: its records still verify.
+    (second / "outbox.sqlite").symlink_to(first / "outbox.sqlite")
+    verified = run_cli("--data-dir", str(second), "events", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "ok: 2 event(s)" in verified.stdout
