@@ -21,7 +21,7 @@ from agent.identity import load_device_key
 from agent.outbox import Outbox, RecordState, StoredEvent
 from agent.paths import DataDir, resolve_data_dir
 from agent.recorder import Recorder
-from agent.settings import SETTINGS, check_config, load_config
+from agent.settings import SETTINGS, check_config, deprecation_notes, load_config, split_port
 from agent.status import read_status
 from custody import __version__, epcis
 from custody.commitment import MAX_SUM_UNITS
@@ -209,15 +209,20 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = DataDir(args.data_dir).config
     problems = check_config(path)
+    notes = deprecation_notes(path)
     if args.json:
         _print_json(
             {
                 "file": str(path),
                 "ok": not problems,
                 "problems": [{"key": p.key, "reason": p.reason} for p in problems],
+                "notes": notes,
             }
         )
-    elif problems:
+        return ExitCode.CONFIG if problems else ExitCode.OK
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
         for p in problems:
             print(p)  # file: key: reason, or file: reason for the file as a whole
     else:
@@ -582,9 +587,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from agent.scan import ConsoleOptions, run_console
 
+    scale_port, scale_dialect = args.scale_port, args.scale_dialect
+    if scale_port:
+        named, scale_port = split_port(scale_port)
+        scale_dialect = _one_dialect("--scale-port", named, "--scale-dialect", scale_dialect)
+    scanner_port = args.scanner_port
+    if scanner_port:
+        named, scanner_port = split_port(scanner_port)
+        if named not in (None, "scanner-line"):
+            raise UsageError(f"--scanner-port {args.scanner_port}: the scan console reads "
+                             "scanner-line scanners only (scanner-line@URL)")  # fmt: skip
     opts = ConsoleOptions(
-        args.data_dir, language=args.lang, scale_port=args.scale_port,
-        scale_dialect=args.scale_dialect, scanner_port=args.scanner_port, camera=args.camera,
+        args.data_dir, language=args.lang, scale_port=scale_port,
+        scale_dialect=scale_dialect, scanner_port=scanner_port, camera=args.camera,
     )  # fmt: skip
     return run_console(opts)
 
@@ -599,7 +614,28 @@ def cmd_devices_dialects(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Options that parse but do not fit together; exits with the usage code."""
+
+
+def _one_dialect(
+    port_opt: str, named: str | None, dialect_opt: str, given: str | None
+) -> str | None:
+    """The dialect a ``DIALECT@URL`` port option names, or the older separate option's."""
+    if named and given and named != given:
+        raise UsageError(f"{port_opt} names dialect {named} but {dialect_opt} says {given}; "
+                         f"give it once, as {port_opt} DIALECT@URL")  # fmt: skip
+    return named or given
+
+
 def cmd_devices_listen(args: argparse.Namespace) -> int:
+    named, args.port = split_port(args.port)
+    args.dialect = _one_dialect("--port", named, "--dialect", args.dialect)
+    if not args.dialect:
+        raise UsageError(
+            f"--port {args.port}: name the dialect, as --port DIALECT@URL "
+            "(e.g. xk3190-a12@/dev/ttyUSB0; `devices dialects` lists them)"
+        )
     counters: dict[str, int] = {}
     try:
         for event in devices.listen(
@@ -935,9 +971,12 @@ COMMANDS = Command(
             cmd_scan,
             args=(
                 arg("--lang", choices=["en", "fr"], help="screen language (default: from LANG)"),
-                arg("--scale-port", metavar="URL", help="platform scale port (scan.scale_port)"),
-                arg("--scale-dialect", metavar="D", help="its dialect (scan.scale_dialect)"),
-                arg("--scanner-port", metavar="URL", help="serial scanner (scan.scanner_port)"),
+                arg("--scale-port", metavar="DIALECT@URL",
+                    help="platform scale, e.g. ad-cas@/dev/ttyUSB0 (scan.scale_port)"),
+                arg("--scale-dialect", metavar="D",
+                    help="older form: its dialect, when --scale-port is a bare URL"),
+                arg("--scanner-port", metavar="scanner-line@URL",
+                    help="serial scanner (scan.scanner_port)"),
                 arg("--camera", metavar="SOURCE", help="/dev/video0, rtsp://... (scan.camera)"),
             ),
         ),
@@ -949,10 +988,11 @@ COMMANDS = Command(
                 "interrupted",
                 cmd_devices_listen,
                 args=(
-                    arg("--port", required=True,
-                        help="port URL: /dev/serial/by-id/..., socket://h:p"),
-                    arg("--dialect", required=True,
-                        help="dialect name (see `devices dialects`)"),
+                    arg("--port", required=True, metavar="DIALECT@URL",
+                        help="the port and its dialect, e.g. xk3190-a12@/dev/serial/by-id/... "
+                             "or xk3190-a12@socket://h:p"),
+                    arg("--dialect",
+                        help="older form: the dialect, when --port is a bare URL"),
                     arg("--baud", type=int, help="override the dialect's default baud rate"),
                     arg("--duration", type=float, help="stop after this many seconds"),
                     arg("--json", action="store_true", help="one JSON object per line"),
@@ -1029,6 +1069,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except DeviceError as exc:
         print(f"custody-agent: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG if isinstance(exc, PortConfigError) else ExitCode.DEVICE
+    except UsageError as exc:
+        print(f"custody-agent: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     return code

@@ -419,9 +419,9 @@ def config_lines(url: str, best: Detection) -> list[tuple[str, str]]:
     if kind == "scale":
         return [
             ("the weighbridge indicator",
-             f"custody-agent config set weighbridge.port {url} weighbridge.dialect {d}"),
+             f"custody-agent config set weighbridge.port {d}@{url}"),
             ("or a bag scale at a bagging station",
-             f"custody-agent config set scan.scale_port {url} scan.scale_dialect {d}"),
+             f"custody-agent config set scan.scale_port {d}@{url}"),
         ]  # fmt: skip
     if kind == "rfid":
         return [("the weighbridge's vehicle tag reader",
@@ -431,7 +431,7 @@ def config_lines(url: str, best: Detection) -> list[tuple[str, str]]:
             ("the weighbridge's code scanner",
              f"custody-agent config set weighbridge.scanner {d}@{url}"),
             ("or a scanner at a bagging station",
-             f"custody-agent config set scan.scanner_port {url}"),
+             f"custody-agent config set scan.scanner_port {d}@{url}"),
         ]  # fmt: skip
     return [("a device the service reads", f"custody-agent config set devices.ports {d}@{url}")]
 

@@ -155,6 +155,47 @@ def _scale_dialect(value: Any) -> str:
     return _choice(value, tuple(scales))
 
 
+def split_port(value: str) -> tuple[str | None, str]:
+    """(dialect, URL) of ``"DIALECT@URL"``; (None, value) for a bare port URL.
+
+    Only a known dialect name before the first ``@`` makes a prefix, so a URL that itself
+    holds an ``@`` still reads as a bare URL."""
+    from firmware_bridge.protocols.registry import all_dialects
+
+    dialect, sep, url = value.partition("@")
+    if sep and dialect in all_dialects():
+        return dialect, url
+    return None, value
+
+
+def _port_of_kind(kind: str, example: str) -> Callable[[Any], str]:
+    """A port setting written ``"DIALECT@URL"`` (the dialect of this kind) or, as older
+    files do, a bare URL whose dialect comes from a separate setting."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f'must be a "DIALECT@URL" string such as "{example}", got {value!r}')
+        dialect, url = split_port(value)
+        if dialect is None:
+            word, sep, _ = value.partition("@")
+            if sep and word and not any(c in word for c in "/:\\"):
+                raise ValueError(
+                    f"{value!r}: unknown dialect {word!r}; `custody-agent devices dialects` "
+                    "lists them"
+                )
+            return _usable_path(value)
+        from firmware_bridge.protocols.registry import dialect as lookup
+
+        if lookup(dialect).kind != kind:
+            raise ValueError(f"{value!r}: {dialect} is not a {kind} dialect")
+        if not url:
+            raise ValueError(f'{value!r}: the port URL after "@" is missing, e.g. "{example}"')
+        _usable_path(url)
+        return value
+
+    return check
+
+
 def _optional_port_spec(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f'must be a "DIALECT@URL" string or empty, got {value!r}')
@@ -171,6 +212,8 @@ class Setting:
     validate: Callable[[Any], Any]
     help: str
 
+
+_WB_EXAMPLE = "xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("device.id", "device_id", None, _identifier,
@@ -238,11 +281,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devices.ports", "device_ports", (), _port_specs,
             'Serial devices the service reads, as "DIALECT@URL" (see `devices dialects`), '
             'e.g. ["xk3190-a12@/dev/serial/by-id/usb-FTDI_A1-if00-port0"].'),
-    Setting("weighbridge.port", "wb_port", "", _optional_path,
-            "Weighbridge indicator port URL (/dev/serial/by-id/..., socket://host:4001); "
+    Setting("weighbridge.port", "wb_port", "", _port_of_kind("scale", _WB_EXAMPLE),
+            'Weighbridge indicator as "DIALECT@URL" (a scale dialect, see `devices dialects`), '
+            f'e.g. "{_WB_EXAMPLE}" or "xk3190-a12@socket://10.0.0.7:4001"; '
             "empty: no unattended weighbridge on this gateway."),
     Setting("weighbridge.dialect", "wb_dialect", "xk3190-a12", _scale_dialect,
-            "The indicator's protocol (`custody-agent devices dialects`, kind scale)."),
+            "Older files only: the indicator's dialect when weighbridge.port is a bare URL "
+            "(write it in weighbridge.port instead)."),
     Setting("weighbridge.rfid", "wb_rfid", "", _optional_port_spec,
             'Vehicle tag reader as "DIALECT@URL" (e.g. "rdm6300@/dev/ttyUSB1"); empty: none.'),
     Setting("weighbridge.scanner", "wb_scanner", "", _optional_port_spec,
@@ -295,16 +340,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("weighbridge.tare_max_kg", "wb_tare_max_kg", 50_000, _int_range(1, 1_000_000),
             "Heaviest plausible empty (tare) truck in kg (a tractor with two empty trailers "
             "is about 20-25 t)."),
-    Setting("scan.scale_port", "scan_scale_port", "", _optional_path,
-            "Platform scale of the handheld scan console (`custody-agent scan`), a port URL; "
-            "empty: bags are recorded without a weight."),
+    Setting("scan.scale_port", "scan_scale_port", "",
+            _port_of_kind("scale", "ad-cas@/dev/ttyUSB0"),
+            "Platform scale of the handheld scan console (`custody-agent scan`) as "
+            '"DIALECT@URL", e.g. "ad-cas@/dev/ttyUSB0"; empty: bags are recorded without a '
+            "weight."),
     Setting("scan.scale_dialect", "scan_scale_dialect", "ad-cas", _scale_dialect,
-            "The platform scale's protocol (`custody-agent devices dialects`, kind scale)."),
+            "Older files only: the platform scale's dialect when scan.scale_port is a bare URL "
+            "(write it in scan.scale_port instead)."),
     Setting("scan.stable_readings", "scan_stable_readings", 3, _int_range(1, 100),
             "A bag's weight is taken after this many identical readings flagged stable."),
-    Setting("scan.scanner_port", "scan_scanner_port", "", _optional_path,
-            "Serial barcode scanner of the scan console (scanner-line dialect), a port URL; "
-            "empty: keyboard-wedge scanners type into the console."),
+    Setting("scan.scanner_port", "scan_scanner_port", "",
+            _port_of_kind("scanner", "scanner-line@/dev/ttyACM0"),
+            'Serial barcode scanner of the scan console as "scanner-line@URL" (a bare URL also '
+            "means scanner-line); empty: keyboard-wedge scanners type into the console."),
     Setting("scan.camera", "scan_camera", "", _optional_path,
             "Camera reading seal codes for the scan console (/dev/video0, rtsp://...); "
             "empty: none."),
@@ -428,7 +477,73 @@ def _problems(flat: dict[str, Any], source: str) -> tuple[dict[str, Any], list[C
         except ValueError as exc:
             problems.append(ConfigError(source, setting.key, str(exc)))
     problems += [ConfigError(source, key, reason) for key, reason in _together(values)]
+    problems += [ConfigError(source, k, reason) for k, reason in _split_ports(flat, values)]
     return values, problems
+
+
+# Port settings written "DIALECT@URL" whose older files name the dialect in a second setting:
+# (port key, dialect key, None = no dialect setting, the dialect a bare URL means then).
+_PORT_PAIRS: tuple[tuple[str, str | None, str], ...] = (
+    ("weighbridge.port", "weighbridge.dialect", ""),
+    ("scan.scale_port", "scan.scale_dialect", ""),
+    ("scan.scanner_port", None, "scanner-line"),
+)
+
+
+def _split_ports(flat: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Store each port as its bare URL and its dialect apart, so both written forms load
+    into the same station; a dialect named twice, differently, is a problem (key, reason)."""
+    attr = {s.key: s.attr for s in SETTINGS}
+    out: list[tuple[str, str]] = []
+    for port_key, dialect_key, _ in _PORT_PAIRS:
+        spec = values.get(attr[port_key])
+        if not isinstance(spec, str):
+            continue  # already a problem
+        dialect, url = split_port(spec)
+        if dialect is None:
+            continue
+        values[attr[port_key]] = url
+        if dialect_key is None:
+            continue
+        old = flat.get(dialect_key)
+        if isinstance(old, str) and old != dialect:
+            out.append((
+                dialect_key,
+                f"{old!r} contradicts the dialect in {port_key} = {spec!r}; remove the "
+                f"{dialect_key} line (the dialect belongs in {port_key})",
+            ))  # fmt: skip
+        values[attr[dialect_key]] = dialect
+    return out
+
+
+def deprecation_notes(path: Path) -> list[str]:
+    """Plain notes on settings written in an older form that still works, each naming the
+    one line that replaces it (empty when the file is current or unreadable)."""
+    try:
+        flat = _flatten(_read(path), str(path))
+    except ConfigError:
+        return []
+    defaults = {s.key: s.default for s in SETTINGS}
+    notes: list[str] = []
+    for port_key, dialect_key, implied in _PORT_PAIRS:
+        spec = flat.get(port_key)
+        named = flat.get(dialect_key) if dialect_key else None
+        if not isinstance(spec, str):
+            continue
+        dialect, url = split_port(spec)
+        if spec and dialect is None:
+            d = named if isinstance(named, str) else implied or defaults[dialect_key or ""]
+            notes.append(
+                f"{path}: {port_key}: a bare URL{f' with {dialect_key}' if named else ''} is the "
+                f"older form and still works; write the dialect in the port: {port_key} = "
+                f'"{d}@{url}"' + (f" and remove the {dialect_key} line" if named else "")
+            )
+        elif dialect is not None and dialect_key and named is not None:
+            notes.append(
+                f"{path}: {dialect_key}: no longer needed, {port_key} names the dialect; "
+                f"remove the {dialect_key} line"
+            )
+    return notes
 
 
 # Pairs of settings that bound one range: (low key, high key).

@@ -437,8 +437,8 @@ class Station:
 
 
 def weighbridge_ports(port: str, dialect: str, rfid: str, scanner: str) -> list[PortSpec]:
-    """The ports a weighbridge reads, as ``DIALECT@URL`` with their settings (the indicator's
-    URL and dialect are two settings; the RFID reader's and scanner's are specs already)."""
+    """The ports a weighbridge reads, as ``DIALECT@URL`` with their settings (the loaded
+    config holds the indicator's URL and dialect apart, whichever form the file wrote)."""
     specs = [PortSpec("weighbridge.port", f"{dialect}@{port}")]
     for key, spec in (("weighbridge.rfid", rfid), ("weighbridge.scanner", scanner)):
         if spec:
