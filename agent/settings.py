@@ -477,12 +477,12 @@ def _problems(flat: dict[str, Any], source: str) -> tuple[dict[str, Any], list[C
         except ValueError as exc:
             problems.append(ConfigError(source, setting.key, str(exc)))
     problems += [ConfigError(source, key, reason) for key, reason in _together(values)]
-    problems += [ConfigError(source, k, reason) for k, reason in _split_ports(flat, values)]
+    _split_ports(values)
     return values, problems
 
 
 # Port settings written "DIALECT@URL" whose older files name the dialect in a second setting:
-# (port key, dialect key, None = no dialect setting, the dialect a bare URL means then).
+# (port key, dialect key or None, the dialect a bare URL means when there is no such key).
 _PORT_PAIRS: tuple[tuple[str, str | None, str], ...] = (
     ("weighbridge.port", "weighbridge.dialect", ""),
     ("scan.scale_port", "scan.scale_dialect", ""),
@@ -490,11 +490,11 @@ _PORT_PAIRS: tuple[tuple[str, str | None, str], ...] = (
 )
 
 
-def _split_ports(flat: dict[str, Any], values: dict[str, Any]) -> list[tuple[str, str]]:
-    """Store each port as its bare URL and its dialect apart, so both written forms load
-    into the same station; a dialect named twice, differently, is a problem (key, reason)."""
+def _split_ports(values: dict[str, Any]) -> None:
+    """Store each port as its bare URL and its dialect apart, so both written forms load into
+    the same station. A dialect in the port wins over an older separate line (config check
+    notes that line), so setting the port alone switches an upgraded file to another dialect."""
     attr = {s.key: s.attr for s in SETTINGS}
-    out: list[tuple[str, str]] = []
     for port_key, dialect_key, _ in _PORT_PAIRS:
         spec = values.get(attr[port_key])
         if not isinstance(spec, str):
@@ -503,17 +503,12 @@ def _split_ports(flat: dict[str, Any], values: dict[str, Any]) -> list[tuple[str
         if dialect is None:
             continue
         values[attr[port_key]] = url
-        if dialect_key is None:
-            continue
-        old = flat.get(dialect_key)
-        if isinstance(old, str) and old != dialect:
-            out.append((
-                dialect_key,
-                f"{old!r} contradicts the dialect in {port_key} = {spec!r}; remove the "
-                f"{dialect_key} line (the dialect belongs in {port_key})",
-            ))  # fmt: skip
-        values[attr[dialect_key]] = dialect
-    return out
+        if dialect_key is not None:
+            values[attr[dialect_key]] = dialect
+
+
+# Settings that only files written before the DIALECT@URL form carry.
+OLDER_KEYS = frozenset(k for _, k, _ in _PORT_PAIRS if k is not None)
 
 
 def deprecation_notes(path: Path) -> list[str]:
@@ -539,9 +534,10 @@ def deprecation_notes(path: Path) -> list[str]:
                 f'"{d}@{url}"' + (f" and remove the {dialect_key} line" if named else "")
             )
         elif dialect is not None and dialect_key and named is not None:
+            ignored = f" ({named!r} is ignored)" if named != dialect else ""
             notes.append(
-                f"{path}: {dialect_key}: no longer needed, {port_key} names the dialect; "
-                f"remove the {dialect_key} line"
+                f"{path}: {dialect_key}: no longer needed, {port_key} names the dialect "
+                f"{dialect}{ignored}; remove the {dialect_key} line"
             )
     return notes
 
@@ -693,6 +689,8 @@ def render_config(device_id: str, site_id: str) -> str:
     lines = ["# cobalt-custody gateway configuration (custody-agent config check validates it)"]
     section = ""
     for s in SETTINGS:
+        if s.key in OLDER_KEYS:
+            continue  # read from files written before; a new file names dialects in the port
         sec, name = s.key.split(".", 1)
         if sec != section:
             lines += ["", f"[{sec}]"]

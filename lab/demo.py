@@ -700,8 +700,7 @@ def configure_mine(gw_dir: Path, yard: Yard) -> None:
     (gw_dir / "vehicles.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     settings = {
         "weighbridge.vehicles": "vehicles.csv",
-        "weighbridge.port": str(yard.scale.path),
-        "weighbridge.dialect": SCALE_DIALECT,
+        "weighbridge.port": f"{SCALE_DIALECT}@{yard.scale.path}",
         "weighbridge.rfid": f"rdm6300@{yard.rfid.path}",
         "weighbridge.scanner": f"scanner-line@{yard.scanner.path}",
         "service.http_port": "0",  # any free port; the service names it in service.json

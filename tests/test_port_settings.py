@@ -78,7 +78,10 @@ def test_config_check_notes_the_older_form_with_its_one_line_replacement(
     cfg = load_config(data / "config.toml")
     assert (cfg.wb_port, cfg.wb_dialect) == (INDICATOR, "sma")
     again = run_cli("--data-dir", str(data), "config", "check")
-    assert "remove the weighbridge.dialect line" in again.stdout
+    assert (
+        "weighbridge.dialect: no longer needed, weighbridge.port names the dialect sma; "
+        "remove the weighbridge.dialect line"
+    ) in again.stdout
     write(data / "config.toml", f'[weighbridge]\nport = "sma@{INDICATOR}"\n')
     current = run_cli("--data-dir", str(data), "config", "check")
     assert current.stdout == f"{data / 'config.toml'}: ok\n"
@@ -87,8 +90,6 @@ def test_config_check_notes_the_older_form_with_its_one_line_replacement(
 @pytest.mark.parametrize(
     ("snippet", "key", "reason_part"),
     [
-        (f'[weighbridge]\nport = "xk3190-a9@{INDICATOR}"\ndialect = "sma"\n',
-         "weighbridge.dialect", "contradicts the dialect in weighbridge.port"),
         ('[weighbridge]\nport = "rdm6300@/dev/ttyUSB0"\n', "weighbridge.port",
          "rdm6300 is not a scale dialect"),
         ('[weighbridge]\nport = "xk3190@/dev/ttyUSB0"\n', "weighbridge.port",
@@ -104,6 +105,20 @@ def test_a_wrong_port_names_the_key_and_why(
     problems = check_config(write(tmp_path / "c.toml", snippet))
     assert [p.key for p in problems] == [key]
     assert reason_part in problems[0].reason
+
+
+def test_the_port_s_dialect_wins_over_an_older_line_and_the_note_says_so(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path / "c.toml", f'[weighbridge]\nport = "sma@{INDICATOR}"\ndialect = "xk3190-a12"\n'
+    )
+    cfg = load_config(path)
+    assert (cfg.wb_port, cfg.wb_dialect) == (INDICATOR, "sma")
+    assert deprecation_notes(path) == [
+        f"{path}: weighbridge.dialect: no longer needed, weighbridge.port names the dialect "
+        "sma ('xk3190-a12' is ignored); remove the weighbridge.dialect line"
+    ]
 
 
 def test_config_set_takes_dialect_at_url() -> None:
