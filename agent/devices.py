@@ -253,7 +253,7 @@ def hint_lines(hint: DialectHint) -> list[str]:
     return [
         head,
         f"[{hint.port}] the bytes look like: {names}; try "
-        f"`--dialect {hint.candidates[0].dialect}`, or `custody-agent devices detect "
+        f"`--port {hint.candidates[0].dialect}@{hint.port}`, or `custody-agent devices detect "
         f"--port {hint.port}`",
     ]
 

@@ -102,8 +102,7 @@ def test_open_failures_in_words_for_permission_and_busy() -> None:
 def test_wrong_dialect_shows_raw_bytes_and_suggests_the_right_one(tmp_path: Path) -> None:
     with _sim(tmp_path, "scale", "xk3190-a12") as link:
         result = run_cli(
-            "devices", "listen", "--port", str(link), "--dialect", "toledo-continuous",
-            "--duration", "2",
+            "devices", "listen", "--port", f"toledo-continuous@{link}", "--duration", "2",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     errors = [line for line in result.stdout.splitlines() if "frame error" in line]
@@ -111,7 +110,7 @@ def test_wrong_dialect_shows_raw_bytes_and_suggests_the_right_one(tmp_path: Path
     # hex and printable text of what the indicator sent ("WG004.139kg3D" CR LF)
     assert any(' 0d 0a "' in line and '\\r\\n"' in line for line in errors), errors
     assert "the bytes look like: xk3190-a12 (100%)" in result.stdout
-    assert "try `--dialect xk3190-a12`" in result.stdout
+    assert f"try `--port xk3190-a12@{link}`" in result.stdout
 
 
 @contextlib.contextmanager
