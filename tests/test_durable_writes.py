@@ -42,6 +42,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("agent/service/supervisor.py", "Service._take_lock"): (
         "the service lock: opened only for flock(2), one service per data directory"
     ),
+    ("agent/cli_table.py", "quiet_broken_pipe"): (
+        "/dev/null opened to replace a stdout whose reader went away; nothing is stored"
+    ),
+    ("ledger/verify/cli_table.py", "quiet_broken_pipe"): (
+        "/dev/null opened to replace a stdout whose reader went away; nothing is stored"
+    ),
     ("firmware_bridge/sim/runner.py", "PtySink.replug"): (
         "a device simulator's symlink to its pseudo-terminal (a stand-in for "
         "/dev/serial/by-id), not state; firmware_bridge imports nothing of ours"
