@@ -220,7 +220,7 @@ def test_sigkill_and_restart_bring_back_lot_and_counts(gateway: Gateway) -> None
 def test_scale_weight_is_taken_only_when_stable(gateway: Gateway, scale_pty: Any) -> None:
     d = gateway.data_dir
     fd, port = scale_pty
-    c = Console(d, "--scale-port", port, "--scale-dialect", "ad-cas")
+    c = Console(d, "--scale-port", f"ad-cas@{port}")  # the one option naming the dialect
     c.expect("LOT id")
     c.send("LOT-W")
     c.expect("today")
@@ -433,7 +433,7 @@ def test_serial_scanner_codes_are_scanned(gateway: Gateway, scale_pty: Any) -> N
     d = gateway.data_dir
     fd, port = scale_pty  # the same kind of pty, standing in for the scanner
     save_lot(d, "LOT-S")
-    c = Console(d, "--scanner-port", port)
+    c = Console(d, "--scanner-port", f"scanner-line@{port}")
     c.expect("LOT LOT-S | 0 today")
     os.write(fd, ("]C1" + sscc(31) + "\r\n").encode("ascii"))
     c.expect("bag 1 today")
