@@ -35,7 +35,6 @@ from pathlib import Path
 
 from agent.identity import load_ledger_keys
 from agent.outbox import Outbox
-from agent.outbox.lifecycle import UNACKED
 from agent.paths import DataDir
 from agent.settings import load_config
 from custody.errors import CaptureError, NotInitialisedError, StorageError
@@ -71,13 +70,7 @@ class Archived:
 
 def unsynced_by_type(outbox: Outbox) -> dict[str, int]:
     """Records the ledger has not settled (pending or sent), by event type."""
-    marks = ", ".join("?" * len(UNACKED))  # only placeholders are formatted into the SQL
-    sql = f"SELECT type, COUNT(*) FROM events WHERE state IN ({marks}) GROUP BY type ORDER BY 1"  # noqa: S608
-    rows = outbox.conn.execute(
-        sql,
-        tuple(str(s) for s in UNACKED),
-    ).fetchall()
-    return {str(t): int(n) for t, n in rows}
+    return outbox.unacked_by_type()
 
 
 @contextmanager

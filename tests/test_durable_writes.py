@@ -48,6 +48,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ledger/verify/cli_table.py", "quiet_broken_pipe"): (
         "/dev/null opened to replace a stdout whose reader went away; nothing is stored"
     ),
+    ("agent/replace.py", "exclusive"): (
+        "the service's and the console's locks, opened only for flock(2) while a gateway "
+        "moves to another ledger; never written"
+    ),
     ("firmware_bridge/sim/runner.py", "PtySink.replug"): (
         "a device simulator's symlink to its pseudo-terminal (a stand-in for "
         "/dev/serial/by-id), not state; firmware_bridge imports nothing of ours"

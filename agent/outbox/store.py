@@ -296,6 +296,16 @@ class Outbox:
                 counts[str(state)] = int(n)
         return counts
 
+    def unacked_by_type(self) -> dict[str, int]:
+        """Records the ledger has not settled, by event type."""
+        with translate_sqlite_errors("counting unsettled records"):
+            rows = self.conn.execute(
+                f"SELECT type, COUNT(*) FROM events WHERE state IN {_UNACKED_SQL} "
+                "GROUP BY type ORDER BY 1",
+                UNACKED,
+            ).fetchall()
+        return {str(t): int(n) for t, n in rows}
+
     def rejected_reasons(self) -> dict[str, int]:
         """How many records the ledger refused, by the reason its signed ack gave."""
         with translate_sqlite_errors("counting rejections"):
