@@ -141,8 +141,7 @@ class SiteSimulator:
     def settings(self) -> dict[str, str]:
         """The gateway's ``weighbridge.*`` settings (TOML values) for these devices."""
         return {
-            "weighbridge.port": json.dumps(str(self.scale.path)),
-            "weighbridge.dialect": json.dumps(DIALECT),
+            "weighbridge.port": json.dumps(f"{DIALECT}@{self.scale.path}"),
             "weighbridge.rfid": json.dumps(f"rdm6300@{self.rfid.path}"),
             "weighbridge.scanner": json.dumps(f"scanner-line@{self.scanner.path}"),
         }

@@ -263,8 +263,7 @@ def test_a_gps_in_devices_ports_times_the_weighbridge_captures(gw: Path, tmp_pat
     threads = [threading.Thread(target=sim.run, daemon=True),
                threading.Thread(target=gps_feed, daemon=True)]  # fmt: skip
     set_config(gw, "devices.ports", json.dumps([f"nmea@{gps_sink.path}"]))
-    set_config(gw, "weighbridge.port", json.dumps(str(scale_sink.path)))
-    set_config(gw, "weighbridge.dialect", '"xk3190-a12"')
+    set_config(gw, "weighbridge.port", json.dumps(f"xk3190-a12@{scale_sink.path}"))
     set_config(gw, "weighbridge.window_s", "0.3")
     try:
         for t in threads:

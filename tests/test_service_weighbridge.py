@@ -35,8 +35,7 @@ def indicator(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_the_weighbridge_worker_captures_trucks_and_reports_them(gw: Path, indicator: Path) -> None:
-    set_config(gw, "weighbridge.port", json.dumps(str(indicator)))
-    set_config(gw, "weighbridge.dialect", '"xk3190-a12"')
+    set_config(gw, "weighbridge.port", json.dumps(f"xk3190-a12@{indicator}"))
     # The simulator holds a truck still for 12 frames (0.6 s at 20 frames/s).
     set_config(gw, "weighbridge.window_s", "0.3")
     with service(gw) as svc:
