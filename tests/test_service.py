@@ -300,7 +300,13 @@ def test_sigterm_with_a_stuck_worker_gives_up_at_the_deadline_with_exit_12(gw: P
     set_config(gw, "service.drain_deadline_s", "1")
     with open(gw / "checkpoint.lock", "a") as lock, service(gw) as svc:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # the checkpoint worker will block on it
-        wait_until(lambda: svc.health()["status"] == "failing", "a stuck worker")
+        svc.wait_event("service.ready")  # before it, workers not yet started look down too
+
+        def checkpoint_stuck() -> bool:
+            health = svc.health()
+            return health["status"] == "failing" and not health["workers"]["checkpoint"]["alive"]
+
+        wait_until(checkpoint_stuck, "the checkpoint worker to miss its heartbeat")
         svc.signal(signal.SIGTERM)
         assert svc.wait_exit() == ExitCode.DRAIN_TIMEOUT, svc.log_text()
         assert svc.wait_event("drain.deadline_exceeded")["workers"] == ["checkpoint"]
@@ -356,6 +362,8 @@ def test_healthz_and_metrics_follow_a_capture_from_another_process(gw: Path) -> 
         url = svc.url  # from the http.listening log event, written after service.json
         info = json.loads((gw / "service.json").read_text())
         assert info["host"] == "127.0.0.1" and info["url"] == url
+        # /healthz answers from the moment the port listens; the workers start after it.
+        svc.wait_event("service.ready")
         code, _ = svc.get("/healthz")
         health = svc.health()
         assert code == 200 and healthy(health), health
@@ -400,7 +408,7 @@ def test_port_worker_has_the_worker_shape() -> None:
     worker = PortWorker("xk3190-a12@loop://", log=lambda *a, **k: None, heartbeat_timeout_s=5)
     assert isinstance(worker, Worker)
     assert worker.name == "port:loop://" and not worker.alive
-    assert worker.health().state == "stopped"
+    assert worker.health().state == "starting"  # not run yet
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -603,3 +611,20 @@ def test_checkpoint_slots_are_multiples_of_the_interval_in_utc() -> None:
     assert worker.next_slot(1_767_225_600.0) == 1_767_229_200.0  # on a slot: the next one
     assert worker.next_slot(1_767_225_601.5) == 1_767_229_200.0
     assert worker.next_slot(1_767_229_199.9) == 1_767_229_200.0
+
+
+def test_workers_not_yet_started_are_starting_not_failing(tmp_path: Path) -> None:
+    """/healthz answers from the moment its port listens, before the workers run: a worker
+    that has not run yet is starting (HTTP 200), and one whose run ended is stopped."""
+    from agent.service.workers import CheckpointWorker, PortWorker
+
+    port = PortWorker(
+        f"xk3190-a12@{tmp_path / 'no-such-tty'}", log=lambda *a, **k: None, heartbeat_timeout_s=30
+    )
+    checkpoint = CheckpointWorker(None, interval_s=3600, heartbeat_timeout_s=30)  # type: ignore[arg-type]
+    assert port.health().state == "starting"
+    assert checkpoint.health().state == "starting"
+    stop = threading.Event()
+    stop.set()
+    port.run(stop)  # returns at once: the stop event is already set
+    assert port.health().state == "stopped"

@@ -296,6 +296,7 @@ class PortWorker:
         self.bus = bus if bus is not None else PortBus()
         self._log = log
         self._running = False
+        self._ran = False  # health says starting, not stopped, before the first run
         # The newest frame and when it arrived (wall time), for the status page.
         self.last_frame: FrameRead | None = None
         self.last_frame_at: float | None = None
@@ -308,6 +309,7 @@ class PortWorker:
         self.bus.attach(self)
         self.reader.start()
         self._running = True
+        self._ran = True
         try:
             while not stop.is_set():
                 self.heartbeat.beat()
@@ -351,7 +353,7 @@ class PortWorker:
         if state is not PortState.OPEN and self.reader.last_error:
             detail["last_error"] = self.reader.last_error
         if not self._running:
-            return WorkerHealth("stopped", detail)
+            return WorkerHealth("stopped" if self._ran else "starting", detail)
         return WorkerHealth("ok" if state is PortState.OPEN else "degraded", detail)
 
     def metrics(self) -> Iterable[Sample]:
@@ -508,6 +510,7 @@ class CheckpointWorker:
         self.last_seq: int | None = None
         self._wall = wall
         self._running = False
+        self._ran = False  # health says starting, not stopped, before the first run
 
     def next_slot(self, now: float) -> float:
         """The UTC time (s) of the first slot after ``now``."""
@@ -515,6 +518,7 @@ class CheckpointWorker:
 
     def run(self, stop: threading.Event) -> None:
         self._running = True
+        self._ran = True
         due = self.next_slot(self._wall() + self.interval_s)
         try:
             while not stop.is_set():
@@ -541,7 +545,9 @@ class CheckpointWorker:
         }  # fmt: skip
         if self.last_seq is not None:
             detail["last_seq"] = self.last_seq
-        return WorkerHealth("ok" if self._running else "stopped", detail)
+        if not self._running:
+            return WorkerHealth("stopped" if self._ran else "starting", detail)
+        return WorkerHealth("ok", detail)
 
     def metrics(self) -> Iterable[Sample]:
         yield Sample("custody_checkpoints_signed", {}, self.signed)
