@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ledger.verify import cli as verify_cli
 from ledger.verify import cli_table as ledger_cli_table
 from tests.brokers import MosquittoBroker, TestPKI
 from tests.conftest import Gateway
+from tests.support import wait_until
 from tests.test_sync_e2e import PAHO_TLS_RECONNECT_LEAK, Ledger
 from tests.test_sync_e2e import ledger as ledger  # the fixture, by its name
 
@@ -145,10 +145,12 @@ def test_devices_listen_into_head_stops_quietly(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not link.exists():
-            assert time.monotonic() < deadline and sim.poll() is None, "the simulator did not start"
-            time.sleep(0.05)
+
+        def started() -> bool:
+            assert sim.poll() is None, "the simulator exited before its pty appeared"
+            return link.exists()
+
+        wait_until(started, "the simulator's pty link", timeout=30)
         listen = shlex.join([str(BIN / "custody-agent"), "devices", "listen", "--port", str(link),
                              "--dialect", "xk3190-a12"])  # fmt: skip
         done = subprocess.run(

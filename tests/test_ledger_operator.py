@@ -279,7 +279,9 @@ def test_the_default_data_dir_is_the_ledgers_own(
         cwd=REPO, env=env, timeout=120, check=False,
     )  # fmt: skip
     if Path("/var/lib/custody/ledger").is_dir():
-        pytest.skip("this machine has a system ledger directory")
+        pytest.skip(
+            "/var/lib/custody/ledger exists here, so it is the default, not the per-user one"
+        )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "home" / "custody" / "ledger" /
                                         "ledger-public.json")  # fmt: skip
