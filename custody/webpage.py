@@ -24,21 +24,24 @@ import datetime as dt
 import hmac
 import html
 import ipaddress
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NewType
+from typing import Any, NewType
 
-from custody.errors import ConfigError
+from custody.errors import ConfigError, CustodyError
 
 __all__ = [
     "MIN_TOKEN_CHARS",
     "Access",
     "Html",
+    "Response",
     "document",
     "is_loopback",
     "iso_ms",
     "read_token",
+    "respond",
     "table",
     "text",
 ]
@@ -180,3 +183,53 @@ def _credential(header: str) -> str | None:
             return None
         return decoded.partition(":")[2]  # the password; the user name is not checked
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a status server answers: status, content type, body and any extra headers."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_TEXT = "text/plain; charset=utf-8"
+
+
+def respond(
+    path: str,
+    authorization: str | None,
+    *,
+    access: Access,
+    realm: str,
+    page: Callable[[], bytes] | None,
+    health: Callable[[], Mapping[str, Any]],
+    metrics: Callable[[], tuple[str, bytes]],
+) -> Response:
+    """The one routing of the gateway's and the ledger's HTTP servers: ``/`` the page,
+    ``/healthz`` JSON (503 when failing), ``/metrics`` (content type and body from
+    ``metrics``), all behind ``access``."""
+    path = path.split("?", 1)[0]
+    refusal = access.refusal()
+    if path == "/" and page is not None and refusal:
+        return Response(403, _TEXT, refusal.encode())
+    if not access.allows(authorization):
+        body = f"this server needs the token of {access.setting}\n".encode()
+        return Response(401, _TEXT, body, {"WWW-Authenticate": f'Basic realm="{realm}"'})
+    if path == "/" and page is not None:
+        try:
+            return Response(200, "text/html; charset=utf-8", page())
+        except CustodyError as exc:  # e.g. the store does not answer
+            return Response(503, _TEXT, f"{exc}\n".encode())
+    if path == "/healthz":
+        report = health()
+        status = 503 if report["status"] == "failing" else 200
+        return Response(
+            status, "application/json", json.dumps(report, sort_keys=True, default=str).encode()
+        )
+    if path == "/metrics":
+        content_type, body = metrics()
+        return Response(200, content_type, body)
+    return Response(404, _TEXT, b"try /, /healthz or /metrics\n")

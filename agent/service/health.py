@@ -25,11 +25,9 @@ it reads state, never changes it.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -42,9 +40,8 @@ from agent.clock import Clock
 from agent.outbox import Outbox, RecordState
 from agent.service.workers import Sample
 from agent.status import GatewayStatus, read_status
-from custody.errors import CustodyError
 from custody.event import TimeQuality
-from custody.webpage import Access
+from custody.webpage import Access, respond
 
 __all__ = ["METRICS", "HealthServer", "MetricSpec", "OutboxGauges", "SampleCollector"]
 
@@ -276,42 +273,19 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server dispatches to
-                path = self.path.split("?", 1)[0]
-                access = server.access
-                if path == "/" and server.page is not None and access.refusal():
-                    self._send(403, "text/plain; charset=utf-8", str(access.refusal()).encode())
-                elif not access.allows(self.headers.get("Authorization")):
-                    body = b"this server needs the token of service.http_token_file\n"
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="custody gateway"')
-                    self.send_header("Content-Type", "text/plain; charset=utf-8")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                elif path == "/" and server.page is not None:
-                    try:
-                        page = server.page()
-                    except CustodyError as exc:  # e.g. the store does not answer
-                        self._send(503, "text/plain; charset=utf-8", f"{exc}\n".encode())
-                    else:
-                        self._send(200, "text/html; charset=utf-8", page)
-                elif path == "/healthz":
-                    report = server.health()
-                    code = HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "failing" else 200
-                    body = json.dumps(report, sort_keys=True, default=str).encode()
-                    self._send(code, "application/json", body)
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"try /, /healthz or /metrics\n")
-
-            def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                answer = respond(
+                    self.path, self.headers.get("Authorization"), access=server.access,
+                    realm="custody gateway", page=server.page, health=server.health,
+                    metrics=lambda: (CONTENT_TYPE_LATEST, generate_latest(server.registry)),
+                )  # fmt: skip
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(answer.body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds would drown the service log
